@@ -1,0 +1,321 @@
+"""Batch and transaction Bundles posted to the FHIR base.
+
+A transaction runs all entries in ONE database transaction through the same router as HTTP
+calls: all-or-nothing, `urn:uuid:` references resolved, `ifNoneExist` honoured. A batch runs
+each entry on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from fhir_gateway.api.request import FhirRequest, FhirResponse
+from fhir_gateway.api.router import Router, error_response
+from fhir_gateway.fhir.models import check_resource
+from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, operation_outcome
+from fhir_gateway.store.repository import new_id
+from fhir_gateway.workflow.resources import ResourceService
+
+# FHIR's processing order for transactions: deletes, creates, updates, reads.
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
+
+
+class BundleProcessor:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def __call__(self, req: FhirRequest, _svc: ResourceService | None, _args: dict[str, str]) -> FhirResponse:
+        bundle = _check_shell(req.body)
+        kind = bundle.get("type")
+        entries = bundle.get("entry", [])
+        for i, entry in enumerate(entries):
+            _check_entry(entry, i)
+        if kind == "transaction":
+            return self.transaction(req, entries)
+        if kind == "batch":
+            return self.batch(req, entries)
+        raise Invalid(
+            [
+                error(
+                    "invalid",
+                    f"Only batch and transaction Bundles can be posted to the base (got '{kind}')",
+                    "Bundle.type",
+                )
+            ]
+        )
+
+    # -- batch ---------------------------------------------------------------------------------
+    def batch(self, req: FhirRequest, entries: list[dict[str, Any]]) -> FhirResponse:
+        responses = []
+        for entry in entries:
+            sub = _entry_request(req, entry)
+            responses.append(_response_entry(self.router.handle(sub)))
+        return FhirResponse(200, {"resourceType": "Bundle", "type": "batch-response", "entry": responses})
+
+    # -- transaction ---------------------------------------------------------------------------
+    def transaction(self, req: FhirRequest, entries: list[dict[str, Any]]) -> FhirResponse:
+        _check_unique_full_urls(entries)
+        order = sorted(
+            range(len(entries)),
+            key=lambda i: (_ORDER[entries[i]["request"]["method"]], _type_rank(entries[i]), i),
+        )
+        results: dict[int, dict[str, Any]] = {}
+        try:
+            with self.router.ctx.database.session(write=True) as session:
+                svc = self.router.service(session, req)
+                mapping = self._assign_ids(svc, entries)
+                resolved = [_resolve(e, mapping) for e in entries]
+                for i in order:
+                    entry = resolved[i]
+                    if i in mapping.existing:
+                        stored = svc.read(*mapping.ids[entry["fullUrl"]].split("/"))
+                        response = self.router.resource_response(req, stored, 200)
+                    else:
+                        sub = _entry_request(req, entry)
+                        response = self._dispatch(sub, svc, entry, mapping)
+                    if response.status >= 400:
+                        raise FhirError(response.status, _issues_of(response, i))
+                    results[i] = _response_entry(response)
+        except FhirError as exc:
+            return error_response(_located(exc, order, results))
+        return FhirResponse(
+            200,
+            {
+                "resourceType": "Bundle",
+                "type": "transaction-response",
+                "entry": [results[i] for i in range(len(entries))],
+            },
+        )
+
+    def _dispatch(
+        self, sub: FhirRequest, svc: ResourceService, entry: dict[str, Any], mapping: _IdMapping
+    ) -> FhirResponse:
+        full_url = entry.get("fullUrl")
+        if sub.method == "POST" and full_url in mapping.ids and not sub.parts[1:]:
+            # Create under the id we promised other entries.
+            _rtype, rid = mapping.ids[full_url].split("/")
+            stored, _ = svc.create(sub.body, resource_type=sub.parts[0], resource_id=rid)
+            return self.router.resource_response(sub, stored, 201)
+        try:
+            return self.router.dispatch(sub, svc)
+        except FhirError as exc:
+            return error_response(exc)
+
+    def _assign_ids(self, svc: ResourceService, entries: list[dict[str, Any]]) -> _IdMapping:
+        """Give every POST entry its id up front (or the existing match for ifNoneExist), so
+        references between entries can be rewritten before anything is written."""
+        mapping = _IdMapping()
+        for i, entry in enumerate(entries):
+            request = entry["request"]
+            full_url = entry.get("fullUrl")
+            if request["method"] == "POST" and full_url:
+                rtype = request["url"].split("?")[0].strip("/")
+                existing = None
+                if request.get("ifNoneExist"):
+                    existing = svc.conditional_match(rtype, request["ifNoneExist"])
+                if existing is not None:
+                    mapping.ids[full_url] = existing.reference
+                    mapping.existing.add(i)
+                else:
+                    mapping.ids[full_url] = f"{rtype}/{new_id()}"
+            elif request["method"] == "PUT" and full_url and "resource" in entry:
+                resource = entry["resource"]
+                if isinstance(resource, dict) and resource.get("id"):
+                    mapping.ids[full_url] = f"{resource['resourceType']}/{resource['id']}"
+        return mapping
+
+
+def _check_shell(body: Any) -> dict[str, Any]:
+    """Validate the Bundle without its entries' resources: each resource is validated once,
+    when its entry is processed, instead of twice."""
+    if isinstance(body, dict) and isinstance(body.get("entry"), list):
+        entries = [{k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+                   for e in body["entry"]]
+        check_resource({**body, "entry": entries}, "Bundle")
+        return body
+    return check_resource(body, "Bundle")
+
+
+class _IdMapping:
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}  # fullUrl → Type/id
+        self.existing: set[int] = set()  # entries satisfied by ifNoneExist
+
+
+def _type_rank(entry: dict[str, Any]) -> int:
+    """Within one method group, write referrals last so the resources they point to exist."""
+    resource = entry.get("resource")
+    return 1 if isinstance(resource, dict) and resource.get("resourceType") == "ServiceRequest" else 0
+
+
+def _check_entry(entry: Any, i: int) -> None:
+    where = f"Bundle.entry[{i}]"
+    request = entry.get("request") if isinstance(entry, dict) else None
+    if not isinstance(request, dict) or "method" not in request or "url" not in request:
+        raise Invalid(
+            [error("required", "Every entry needs request.method and request.url", f"{where}.request")]
+        )
+    if request["method"] not in _ORDER:
+        raise Invalid(
+            [
+                error(
+                    "code-invalid", f"Unknown request.method '{request['method']}'", f"{where}.request.method"
+                )
+            ]
+        )
+    if request["method"] in ("POST", "PUT") and not isinstance(entry.get("resource"), dict):
+        raise Invalid(
+            [error("required", f"A {request['method']} entry needs a resource", f"{where}.resource")]
+        )
+
+
+def _check_unique_full_urls(entries: list[dict[str, Any]]) -> None:
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        full_url = entry.get("fullUrl")
+        if full_url and full_url in seen:
+            raise Invalid(
+                [error("duplicate", f"fullUrl '{full_url}' appears twice", f"Bundle.entry[{i}].fullUrl")]
+            )
+        if full_url:
+            seen.add(full_url)
+
+
+def _resolve(entry: dict[str, Any], mapping: _IdMapping) -> dict[str, Any]:
+    """Rewrite `reference` values (and the request url) that name another entry's fullUrl."""
+    if not mapping.ids:
+        return entry
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            ref = out.get("reference")
+            if isinstance(ref, str) and ref in mapping.ids:
+                out["reference"] = mapping.ids[ref]
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    resolved = dict(entry)
+    if "resource" in entry:
+        resolved["resource"] = walk(entry["resource"])
+    url = entry["request"]["url"]
+    for full_url, ref in mapping.ids.items():
+        if full_url in url:
+            resolved["request"] = {**entry["request"], "url": url.replace(full_url, ref)}
+    return resolved
+
+
+def _entry_request(parent: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
+    request = entry["request"]
+    url = urlsplit(request["url"])
+    path = url.path
+    if parent.base_url and request["url"].startswith(parent.base_url):
+        path = urlsplit(request["url"][len(parent.base_url) :]).path
+    headers = {k: v for k, v in parent.headers.items() if k in ("prefer",)}
+    for field, header in (
+        ("ifMatch", "if-match"),
+        ("ifNoneExist", "if-none-exist"),
+        ("ifNoneMatch", "if-none-match"),
+        ("ifModifiedSince", "if-modified-since"),
+    ):
+        if request.get(field):
+            headers[header] = request[field]
+    body = entry.get("resource")
+    if request["method"] == "PATCH":
+        body = _patch_body(entry)
+    return FhirRequest(
+        method=request["method"],
+        path=path.strip("/"),
+        params=parse_qsl(url.query),
+        body=body,
+        headers=headers,
+        principal=parent.principal,
+        base_url=parent.base_url,
+    )
+
+
+def _patch_body(entry: dict[str, Any]) -> Any:
+    """A PATCH entry carries its JSON Patch as a Binary with base64 data (FHIR R4 convention)."""
+    resource = entry.get("resource") or {}
+    if resource.get("resourceType") == "Binary" and resource.get("data"):
+        try:
+            return orjson.loads(base64.b64decode(resource["data"]))
+        except (ValueError, orjson.JSONDecodeError):
+            raise Invalid(
+                [error("structure", "PATCH entry Binary.data is not a base64 JSON Patch")]
+            ) from None
+    raise Invalid([error("required", "A PATCH entry needs a Binary resource holding the JSON Patch")])
+
+
+def _response_entry(response: FhirResponse) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": _STATUS_TEXT.get(response.status, str(response.status))}
+    if "Location" in response.headers:
+        out["location"] = response.headers["Location"]
+    if "ETag" in response.headers:
+        out["etag"] = response.headers["ETag"]
+    body = response.body
+    if body and body.get("resourceType") != "OperationOutcome":
+        last = body.get("meta", {}).get("lastUpdated")
+        if last:
+            out["lastModified"] = last
+    entry: dict[str, Any] = {"response": out}
+    if body and body.get("resourceType") == "OperationOutcome":
+        out["outcome"] = body
+    elif body:
+        entry["resource"] = body
+        entry["fullUrl"] = out.get("location", "").split("/_history")[0] or None
+        if entry["fullUrl"] is None:
+            del entry["fullUrl"]
+    return entry
+
+
+def _issues_of(response: FhirResponse, i: int) -> list[Issue]:
+    issues = []
+    for raw in (response.body or operation_outcome([])).get("issue", []):
+        expr = raw.get("expression", [None])[0]
+        issues.append(
+            Issue(
+                raw.get("severity", "error"),
+                raw.get("code", "processing"),
+                f"Bundle.entry[{i}]: {raw.get('diagnostics', '')}",
+                _entry_expression(i, expr),
+            )
+        )
+    return issues
+
+
+def _entry_expression(i: int, expression: str | None) -> str:
+    """`Patient.birthDate` inside entry 1 → `Bundle.entry[1].resource.birthDate`."""
+    if not expression:
+        return f"Bundle.entry[{i}]"
+    head, _, rest = expression.partition(".")
+    if head[:1].isupper() and "[" not in head:
+        return f"Bundle.entry[{i}].resource" + (f".{rest}" if rest else "")
+    return f"Bundle.entry[{i}].resource.{expression}"
+
+
+def _located(exc: FhirError, order: list[int], done: dict[int, Any]) -> FhirError:
+    """Name the failing entry when the error came from inside the store/service."""
+    if any(i.diagnostics.startswith("Bundle.entry[") for i in exc.issues):
+        return exc
+    pending = [i for i in order if i not in done]
+    if not pending:
+        return exc
+    idx = pending[0]
+    issues = [
+        Issue(
+            i.severity,
+            i.code,
+            f"Bundle.entry[{idx}]: {i.diagnostics}",
+            _entry_expression(idx, i.expression),
+        )
+        for i in exc.issues
+    ]
+    return FhirError(exc.status, issues, exc.headers)

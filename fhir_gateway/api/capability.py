@@ -1,0 +1,95 @@
+"""The CapabilityStatement, built from what the router and search parameters really support."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_gateway import __version__
+from fhir_gateway.fhir.searchparams import load_search_params
+
+_SEARCH_TYPE_DOCS = {
+    "token": "token",
+    "reference": "reference",
+    "date": "date",
+    "string": "string",
+}
+_INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
+
+
+def capability_statement(
+    base_url: str, operations: dict[tuple[str | None, str], Any], profiles: dict[str, str] | None = None
+) -> dict[str, Any]:
+    resources = []
+    for rtype, params in sorted(load_search_params().items()):
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": c} for c in _INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "searchInclude": [f"{rtype}:{n}" for n, p in params.items() if p.type == "reference"],
+            "searchParam": [
+                {"name": "_id", "type": "token"},
+                {"name": "_lastUpdated", "type": "date"},
+                *(
+                    {"name": n, "type": _SEARCH_TYPE_DOCS[p.type], "documentation": p.expression}
+                    for n, p in params.items()
+                ),
+            ],
+        }
+        if profiles and rtype in profiles:
+            entry["profile"] = profiles[rtype]
+        ops = [
+            {"name": name.lstrip("$"), "definition": f"{base_url}/OperationDefinition/{name.lstrip('$')}"}
+            for (t, name) in operations
+            if t == rtype
+        ]
+        if ops:
+            entry["operation"] = ops
+        resources.append(entry)
+    system_ops = [
+        {"name": name.lstrip("$"), "definition": f"{base_url}/OperationDefinition/{name.lstrip('$')}"}
+        for (t, name) in operations
+        if t is None
+    ]
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": "Welzijn op Recept referral gateway: GP practices refer, welfare organisations "
+        "work the Task, feedback returns as Communication.",
+        "resource": resources,
+        "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        "searchParam": [
+            {"name": "_count", "type": "number"},
+            {"name": "_sort", "type": "string", "documentation": "_lastUpdated, -_lastUpdated, _id, -_id"},
+            {"name": "_summary", "type": "token", "documentation": "count"},
+            {"name": "_total", "type": "token", "documentation": "accurate"},
+        ],
+    }
+    if system_ops:
+        rest["operation"] = system_ops
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "publisher": "fhir_gateway",
+        "kind": "instance",
+        "software": {"name": "fhir-gateway", "version": __version__},
+        "implementation": {"description": "Welzijn op Recept FHIR gateway", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["json", "application/fhir+json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [rest],
+    }

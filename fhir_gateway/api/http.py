@@ -1,0 +1,133 @@
+"""FastAPI glue: turn an HTTP call on /fhir into a `FhirRequest`, and the answer back into HTTP.
+
+Content negotiation lives here (JSON only); everything else is the router's job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from fhir_gateway.api.request import FhirRequest, FhirResponse
+from fhir_gateway.api.router import Router, error_response
+from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.security.principal import Principal
+
+FHIR_JSON = "application/fhir+json"
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_ACCEPTABLE = (*_JSON_TYPES, "*/*", "application/*", "application/json-patch+json")
+_FORMAT_OK = ("json", "application/json", "application/fhir+json", "application/json+fhir")
+
+
+def fhir_response(resp: FhirResponse) -> Response:
+    body = orjson.dumps(resp.body) if resp.body is not None else b""
+    media = f"{FHIR_JSON}; charset=utf-8" if resp.body is not None else None
+    return Response(content=body, status_code=resp.status, headers=resp.headers, media_type=media)
+
+
+def build_fhir_api(router: Router, max_body_bytes: int) -> APIRouter:
+    api = APIRouter()
+
+    async def endpoint(request: Request, path: str = "") -> Response:
+        try:
+            req = await to_fhir_request(request, path, max_body_bytes)
+        except FhirError as exc:
+            return fhir_response(error_response(exc))
+        resp = await run_in_threadpool(router.handle, req)
+        return fhir_response(resp)
+
+    for route_path in ("/fhir", "/fhir/{path:path}"):
+        api.add_api_route(
+            route_path, endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+        )
+    return api
+
+
+async def to_fhir_request(request: Request, path: str, max_body_bytes: int) -> FhirRequest:
+    params = list(parse_qsl(request.url.query, keep_blank_values=True))
+    _negotiate(request, params)
+    body: Any = None
+    raw = await request.body()
+    if len(raw) > max_body_bytes:
+        raise FhirError(413, [error("too-costly", f"The body exceeds {max_body_bytes} bytes")])
+    if raw and request.method in ("POST", "PUT", "PATCH"):
+        body = _parse_body(request, raw, path)
+    base_url = getattr(request.app.state, "base_url", "") or str(request.base_url).rstrip("/") + "/fhir"
+    principal = getattr(request.state, "principal", None) or Principal.unauthenticated()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return FhirRequest(
+        method=request.method,
+        path=path.strip("/"),
+        params=params,
+        body=body,
+        headers=headers,
+        principal=principal,
+        base_url=base_url,
+    )
+
+
+def _negotiate(request: Request, params: list[tuple[str, str]]) -> None:
+    for name, value in params:
+        if name == "_format" and value.split(";")[0].strip() not in _FORMAT_OK:
+            raise FhirError(
+                415,
+                [
+                    error(
+                        "not-supported",
+                        f"_format '{value}' is not supported; this server speaks application/fhir+json only",
+                        "_format",
+                    )
+                ],
+            )
+    accept = request.headers.get("accept")
+    if accept:
+        kinds = [a.split(";")[0].strip().lower() for a in accept.split(",")]
+        if not any(k in _ACCEPTABLE for k in kinds):
+            raise FhirError(
+                415,
+                [
+                    error(
+                        "not-supported",
+                        f"Accept '{accept}' cannot be served; this server speaks application/fhir+json only",
+                        "Accept",
+                    )
+                ],
+            )
+
+
+def _parse_body(request: Request, raw: bytes, path: str) -> Any:
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if path.rstrip("/").endswith("/_search") and content_type == "application/x-www-form-urlencoded":
+        return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    if request.method == "PATCH":
+        if content_type not in ("application/json-patch+json", *_JSON_TYPES):
+            raise FhirError(
+                415,
+                [
+                    error(
+                        "not-supported",
+                        f"PATCH needs application/json-patch+json, not '{content_type or 'none'}'",
+                        "Content-Type",
+                    )
+                ],
+            )
+    elif content_type not in _JSON_TYPES:
+        raise FhirError(
+            415,
+            [
+                error(
+                    "not-supported",
+                    f"Content-Type '{content_type or 'none'}' is not supported; send application/fhir+json",
+                    "Content-Type",
+                )
+            ],
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FhirError(400, [error("structure", f"The body is not valid JSON: {exc}")]) from None

@@ -1,0 +1,348 @@
+"""The FHIR REST surface as one route table.
+
+Each handler takes (request, service, path arguments) and returns a `FhirResponse`. The HTTP
+layer, Bundle entries and tests all call `Router.handle` / `Router.dispatch`, so a
+transaction entry behaves exactly like the same call over HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+
+from fhir_gateway.api.request import FhirRequest, FhirResponse
+from fhir_gateway.fhir.models import is_known_type, rest_types
+from fhir_gateway.fhir.outcome import FhirError, error, operation_outcome
+from fhir_gateway.fhir.search import encode_cursor, parse_search
+from fhir_gateway.fhir.searchparams import parse_date_range
+from fhir_gateway.store.database import DatabaseUnavailable
+from fhir_gateway.store.repository import Repository, SearchPage, Stored
+from fhir_gateway.workflow.context import GatewayContext
+from fhir_gateway.workflow.resources import ResourceService
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[FhirRequest, ResourceService, dict[str, str]], FhirResponse]
+Operation = Callable[[FhirRequest, ResourceService, str | None, str | None], FhirResponse]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: tuple[str, ...]  # literals, or {type} {id} {vid} {op}
+    handler: Handler
+    writes: bool
+
+
+class Router:
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        self.operations: dict[tuple[str | None, str], Operation] = {}
+        self.bundle_handler: Handler | None = None
+        self.capability: Callable[[FhirRequest], dict[str, Any]] | None = None
+        self.routes = [
+            Route("GET", ("metadata",), self._metadata, False),
+            Route("POST", (), self._bundle, True),
+            Route("GET", ("_history",), self._history, False),
+            Route("GET", ("{type}",), self._search, False),
+            Route("POST", ("{type}", "_search"), self._search, False),
+            Route("POST", ("{type}",), self._create, True),
+            Route("GET", ("{type}", "_history"), self._history, False),
+            Route("POST", ("{type}", "{op}"), self._operation, True),
+            Route("GET", ("{type}", "{op}"), self._operation, False),
+            Route("GET", ("{type}", "{id}"), self._read, False),
+            Route("PUT", ("{type}", "{id}"), self._update, True),
+            Route("PATCH", ("{type}", "{id}"), self._patch, True),
+            Route("DELETE", ("{type}", "{id}"), self._delete, True),
+            Route("GET", ("{type}", "{id}", "_history"), self._history, False),
+            Route("GET", ("{type}", "{id}", "_history", "{vid}"), self._vread, False),
+            Route("POST", ("{type}", "{id}", "{op}"), self._operation, True),
+            Route("GET", ("{type}", "{id}", "{op}"), self._operation, False),
+            Route("POST", ("{op}",), self._operation, True),
+            Route("GET", ("{op}",), self._operation, False),
+        ]
+
+    # -- entry points --------------------------------------------------------------------------
+    def handle(self, req: FhirRequest) -> FhirResponse:
+        """Run one request in its own transaction; every failure becomes an OperationOutcome."""
+        try:
+            route, args = self.match(req)
+            if route.handler == self._bundle:
+                return route.handler(req, None, args)  # type: ignore[arg-type]  # manages its own transactions
+            with self.ctx.database.session(write=route.writes) as session:
+                service = self.service(session, req)
+                return route.handler(req, service, args)
+        except FhirError as exc:
+            return error_response(exc)
+        except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return error_response(
+                FhirError(
+                    503,
+                    [error("transient", "The database is not reachable; retry later")],
+                    {"Retry-After": "5"},
+                )
+            )
+
+    def dispatch(self, req: FhirRequest, service: ResourceService) -> FhirResponse:
+        """Run one request inside the caller's transaction (transaction Bundle entries)."""
+        route, args = self.match(req)
+        if route.handler == self._bundle:
+            raise FhirError(
+                400, [error("not-supported", "A Bundle may not contain a nested batch/transaction")]
+            )
+        return route.handler(req, service, args)
+
+    def service(self, session: Any, req: FhirRequest) -> ResourceService:
+        return ResourceService(Repository(session, base_url=req.base_url), self.ctx, req.principal)
+
+    def match(self, req: FhirRequest) -> tuple[Route, dict[str, str]]:
+        parts = req.parts
+        path_matched = False
+        for route in self.routes:
+            args = _match(route.pattern, parts)
+            if args is None:
+                continue
+            path_matched = True
+            if route.method == req.method:
+                if "type" in args and not (
+                    args["type"] in rest_types() or (args["type"] == "Bundle" and "op" in args)
+                ):
+                    known = (
+                        "known but not served over REST" if is_known_type(args["type"]) else "not supported"
+                    )
+                    raise FhirError(
+                        404, [error("not-supported", f"Resource type '{args['type']}' is {known}")]
+                    )
+                return route, args
+        if path_matched:
+            raise FhirError(405, [error("not-supported", f"{req.method} is not allowed on '/{req.path}'")])
+        raise FhirError(404, [error("not-found", f"No FHIR interaction at '/{req.path}'")])
+
+    # -- handlers ------------------------------------------------------------------------------
+    def _metadata(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        assert self.capability is not None
+        return FhirResponse(200, self.capability(req))
+
+    def _bundle(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        if self.bundle_handler is None:
+            raise FhirError(501, [error("not-supported", "Bundle processing is not configured")])
+        return self.bundle_handler(req, svc, args)
+
+    def _create(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        stored, created = svc.create(
+            req.body, resource_type=args["type"], if_none_exist=req.header("if-none-exist")
+        )
+        return self.resource_response(req, stored, 201 if created else 200)
+
+    def _read(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        stored = svc.read(args["type"], args["id"])
+        if _not_modified(req, stored):
+            return FhirResponse(304, None, _resource_headers(req, stored))
+        return FhirResponse(200, stored.content, _resource_headers(req, stored))
+
+    def _vread(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        stored = svc.vread(args["type"], args["id"], _version(args["vid"], "vid"))
+        return FhirResponse(200, stored.content, _resource_headers(req, stored))
+
+    def _update(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        stored, created = svc.update(args["type"], args["id"], req.body, if_match=if_match(req))
+        return self.resource_response(req, stored, 201 if created else 200)
+
+    def _patch(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        stored = svc.patch(args["type"], args["id"], req.body, if_match=if_match(req))
+        return self.resource_response(req, stored, 200)
+
+    def _delete(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        stored = svc.delete(args["type"], args["id"])
+        headers = {"ETag": stored.etag} if stored else {}
+        return FhirResponse(204, None, headers)
+
+    def _search(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        params = list(req.params)
+        if req.method == "POST" and isinstance(req.body, list):  # form body parsed by the HTTP layer
+            params.extend(req.body)
+        strict = req.prefer.get("handling") == "strict"
+        settings = self.ctx.settings
+        query = parse_search(
+            args["type"],
+            params,
+            strict=strict,
+            default_count=settings.default_page_size,
+            max_count=settings.max_page_size,
+            base_url=req.base_url,
+        )
+        page = svc.search(query)
+        return FhirResponse(200, self.search_bundle(req, args["type"], query, page))
+
+    def _history(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        params = dict(req.params)
+        count = _int_param(params.get("_count", str(self.ctx.settings.default_page_size)), "_count")
+        count = min(count, self.ctx.settings.max_page_size)
+        since = None
+        if "_since" in params:
+            try:
+                since = parse_date_range(params["_since"]).low
+            except ValueError:
+                raise FhirError(
+                    400, [error("invalid", f"_since '{params['_since']}' is not an instant", "_since")]
+                ) from None
+        before = _int_param(params["_page_before"], "_page_before") if "_page_before" in params else None
+        entries, next_pk = svc.history(
+            args.get("type"), args.get("id"), since=since, count=count, before_pk=before
+        )
+        path = "/".join(req.parts)
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "history",
+            "link": [{"relation": "self", "url": _url(req.base_url, path, list(req.params))}],
+        }
+        if next_pk is not None:
+            nxt = [(k, v) for k, v in req.params if k != "_page_before"] + [("_page_before", str(next_pk))]
+            bundle["link"].append({"relation": "next", "url": _url(req.base_url, path, nxt)})
+        bundle["entry"] = [_history_entry(req.base_url, e) for e in entries]
+        if not bundle["entry"]:
+            del bundle["entry"]
+        return FhirResponse(200, bundle)
+
+    def _operation(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        name = args.get("op", "")
+        if not name.startswith("$"):
+            raise FhirError(404, [error("not-found", f"No FHIR interaction at '/{req.path}'")])
+        op = self.operations.get((args.get("type"), name)) or self.operations.get((None, name))
+        if op is None:
+            raise FhirError(404, [error("not-supported", f"Operation {name} is not supported here")])
+        return op(req, svc, args.get("type"), args.get("id"))
+
+    # -- response building ---------------------------------------------------------------------
+    def resource_response(
+        self, req: FhirRequest, stored: Stored, status: int, outcome: dict[str, Any] | None = None
+    ) -> FhirResponse:
+        headers = _resource_headers(req, stored)
+        headers["Location"] = f"{req.base_url}/{stored.reference}/_history/{stored.version_id}"
+        prefer = req.prefer.get("return", "representation")
+        if prefer == "minimal":
+            return FhirResponse(status, None, headers)
+        if prefer == "OperationOutcome":
+            return FhirResponse(status, outcome or operation_outcome([]), headers)
+        return FhirResponse(status, stored.content, headers)
+
+    def search_bundle(
+        self, req: FhirRequest, resource_type: str, query: Any, page: SearchPage
+    ) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+        if page.total is not None:
+            bundle["total"] = page.total
+        echo = list(query.echo)
+        if not any(k == "_count" for k, _ in echo):
+            echo.append(("_count", str(query.count)))
+        links = [{"relation": "self", "url": _url(req.base_url, resource_type, echo + _cursor_param(query))}]
+        if page.next_cursor is not None:
+            nxt = [*echo, ("_cursor", encode_cursor(*page.next_cursor))]
+            links.append({"relation": "next", "url": _url(req.base_url, resource_type, nxt)})
+        bundle["link"] = links
+        entries = [_search_entry(req.base_url, s, "match") for s in page.matches]
+        entries += [_search_entry(req.base_url, s, "include") for s in page.included]
+        if query.warnings:
+            entries.append({"resource": operation_outcome(query.warnings), "search": {"mode": "outcome"}})
+        if entries:
+            bundle["entry"] = entries
+        return bundle
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def error_response(exc: FhirError) -> FhirResponse:
+    return FhirResponse(exc.status, exc.outcome(), dict(exc.headers))
+
+
+def _match(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    if len(pattern) != len(parts):
+        return None
+    args: dict[str, str] = {}
+    for token, part in zip(pattern, parts, strict=True):
+        if token.startswith("{"):
+            name = token[1:-1]
+            if name == "op" and not part.startswith("$"):
+                return None
+            if name in ("type", "id", "vid") and (part.startswith(("$", "_"))):
+                return None
+            if name == "type" and not part[:1].isupper():
+                return None
+            args[name] = part
+        elif token != part:
+            return None
+    return args
+
+
+def if_match(req: FhirRequest) -> int | None:
+    raw = req.header("if-match")
+    if raw is None:
+        return None
+    return _version(raw.strip().removeprefix("W/").strip('"'), "If-Match")
+
+
+def _version(raw: str, where: str) -> int:
+    if not raw.isdigit():
+        raise FhirError(400, [error("invalid", f"'{raw}' is not a version id", where)])
+    return int(raw)
+
+
+def _int_param(raw: str, name: str) -> int:
+    if not raw.isdigit():
+        raise FhirError(400, [error("invalid", f"{name} must be a non-negative integer", name)])
+    return int(raw)
+
+
+def _http_date(moment: datetime) -> str:
+    from datetime import UTC
+
+    return format_datetime(moment.replace(tzinfo=UTC), usegmt=True)
+
+
+def _resource_headers(req: FhirRequest, stored: Stored) -> dict[str, str]:
+    return {"ETag": stored.etag, "Last-Modified": _http_date(stored.last_updated)}
+
+
+def _not_modified(req: FhirRequest, stored: Stored) -> bool:
+    tag = req.header("if-none-match")
+    return tag is not None and tag.strip() in (stored.etag, f'"{stored.version_id}"')
+
+
+def _url(base: str, path: str, params: list[tuple[str, str]]) -> str:
+    query = urlencode(params, safe="|:/,")
+    return f"{base}/{path}" + (f"?{query}" if query else "")
+
+
+def _cursor_param(query: Any) -> list[tuple[str, str]]:
+    return [("_cursor", encode_cursor(*query.cursor))] if query.cursor else []
+
+
+def _search_entry(base: str, stored: Stored, mode: str) -> dict[str, Any]:
+    return {"fullUrl": f"{base}/{stored.reference}", "resource": stored.content, "search": {"mode": mode}}
+
+
+def _history_entry(base: str, stored: Stored) -> dict[str, Any]:
+    method = stored.method if stored.method in ("POST", "PUT", "DELETE") else "PUT"
+    url = stored.resource_type if method == "POST" else stored.reference
+    status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
+    entry: dict[str, Any] = {
+        "fullUrl": f"{base}/{stored.reference}",
+        "request": {"method": method, "url": url},
+        "response": {
+            "status": status,
+            "etag": stored.etag,
+            "lastModified": stored.content.get("meta", {}).get("lastUpdated"),
+        },
+    }
+    if not stored.deleted:
+        entry["resource"] = stored.content
+    return entry

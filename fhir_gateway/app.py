@@ -1,0 +1,53 @@
+"""create_app(settings): wire the store, routers and middleware together; nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from fhir_gateway import __version__
+from fhir_gateway.api.bundles import BundleProcessor
+from fhir_gateway.api.capability import capability_statement
+from fhir_gateway.api.http import build_fhir_api
+from fhir_gateway.api.ops import build_ops_api
+from fhir_gateway.api.router import Router
+from fhir_gateway.observability import Metrics, RequestContextMiddleware
+from fhir_gateway.settings import Settings
+from fhir_gateway.workflow.context import GatewayContext
+
+
+def build_router(ctx: GatewayContext) -> Router:
+    """The FHIR router with Bundle processing, the CapabilityStatement and the operations."""
+    router = Router(ctx)
+    router.bundle_handler = BundleProcessor(router)
+    router.capability = lambda req: capability_statement(req.base_url, router.operations)
+    return router
+
+
+def create_app(settings: Settings | None = None, ctx: GatewayContext | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    ctx = ctx or GatewayContext.create(settings)
+    metrics = Metrics()
+    router = build_router(ctx)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.close()
+
+    app = FastAPI(
+        title="fhir-gateway",
+        version=__version__,
+        lifespan=lifespan,
+        description="Welzijn op Recept referral gateway (FHIR R4).",
+    )
+    app.state.ctx = ctx
+    app.state.router = router
+    app.state.metrics = metrics
+    app.state.base_url = settings.base_url.rstrip("/")
+    app.include_router(build_ops_api(ctx.database, metrics))
+    app.include_router(build_fhir_api(router, settings.max_body_bytes))
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,162 @@
+"""The `fhir-gateway` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+import httpx
+import orjson
+
+from fhir_gateway import __version__
+from fhir_gateway.observability import configure_logging
+from fhir_gateway.settings import Settings
+
+log = logging.getLogger("fhir_gateway.cli")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    envvar="GATEWAY_DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL; default sqlite under ./var/ (postgresql+psycopg://… to scale).",
+)
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """Welzijn op Recept referral gateway (FHIR R4 + HL7 v2)."""
+    ctx.ensure_object(dict)
+    ctx.obj["settings"] = Settings.from_env(database_url=database_url)
+
+
+@main.command()
+def version() -> None:
+    """Print the gateway version."""
+    click.echo(f"fhir-gateway {__version__}")
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    from fhir_gateway.store.database import Database
+
+    database = Database(_settings(ctx).database_url)
+    try:
+        database.upgrade()
+        click.echo(f"schema at revision {database.current_revision()}")
+    except Exception as exc:
+        raise click.ClickException(f"upgrade failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        database.dispose()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="uvicorn worker processes")
+@click.option("--no-examples", is_flag=True, help="Do not load examples/directory into an empty database.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workers: int, no_examples: bool) -> None:
+    """Run migrations, load the example directory on an empty embedded database, serve HTTP."""
+    import uvicorn
+
+    settings = _settings(ctx)
+    configure_logging(settings.log_level, settings.log_json)
+    _prepare_database(settings, load_examples=settings.load_examples and not no_examples)
+    os.environ["GATEWAY_DATABASE_URL"] = settings.database_url
+    log.info("serving on http://%s:%d/fhir (%d worker(s))", host, port, workers)
+    uvicorn.run(
+        "fhir_gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        access_log=False,
+    )
+
+
+def _prepare_database(settings: Settings, *, load_examples: bool) -> None:
+    from fhir_gateway.app import build_router
+    from fhir_gateway.loading import load_files
+    from fhir_gateway.workflow.context import GatewayContext
+
+    gw = GatewayContext.create(settings)
+    try:
+        gw.database.upgrade()
+        directory = settings.examples_dir / "directory"
+        if load_examples and settings.is_sqlite and directory.is_dir() and _is_empty(gw):
+            results = load_files(build_router(gw), [directory])
+            failed = [r for r in results if not r.ok]
+            log.info("loaded example directory: %d file(s), %d failed", len(results), len(failed))
+            for r in failed:
+                log.error("example %s failed: %s", r.path.name, r.detail)
+    finally:
+        gw.close()
+
+
+def _is_empty(gw: object) -> bool:
+    import sqlalchemy as sa
+
+    from fhir_gateway.store.tables import ResourceRow
+
+    with gw.database.session(write=False) as session:  # type: ignore[attr-defined]
+        return session.execute(sa.select(ResourceRow.pk).limit(1)).first() is None
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--base-url", default=None, help="Post to a running gateway instead of the database directly.")
+@click.pass_context
+def load(ctx: click.Context, files: tuple[Path, ...], base_url: str | None) -> None:
+    """Load FHIR JSON files or folders (resources or batch/transaction Bundles)."""
+    from fhir_gateway.loading import json_files, request_for
+
+    settings = _settings(ctx)
+    failures = 0
+    if base_url:
+        with httpx.Client(base_url=base_url.rstrip("/"), timeout=60) as client:
+            for path in json_files(files):
+                req = request_for(orjson.loads(path.read_bytes()), "", None)  # type: ignore[arg-type]
+                resp = client.request(
+                    req.method,
+                    "/" + req.path,
+                    content=orjson.dumps(req.body),
+                    headers={"content-type": "application/fhir+json"},
+                )
+                failures += resp.status_code >= 400
+                click.echo(f"{resp.status_code} {path}")
+    else:
+        from fhir_gateway.app import build_router
+        from fhir_gateway.loading import load_files
+        from fhir_gateway.workflow.context import GatewayContext
+
+        gw = GatewayContext.create(settings)
+        try:
+            gw.database.upgrade()
+            for result in load_files(build_router(gw), files):
+                failures += not result.ok
+                click.echo(f"{result.status} {result.path} {result.detail}")
+        finally:
+            gw.close()
+    if failures:
+        click.echo(f"{failures} file(s) failed", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

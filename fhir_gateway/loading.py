@@ -1,0 +1,77 @@
+"""Load FHIR JSON files (resources or Bundles) through the same router as HTTP calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_gateway.api.request import FhirRequest
+from fhir_gateway.api.router import Router
+from fhir_gateway.security.principal import Principal
+
+
+@dataclass
+class LoadResult:
+    path: Path
+    status: int
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+
+def request_for(document: dict[str, Any], base_url: str, principal: Principal) -> FhirRequest:
+    """A Bundle of type batch/transaction goes to the base; a resource with an id is PUT, else POSTed."""
+    headers = {"content-type": "application/fhir+json"}
+    rtype = document.get("resourceType", "")
+    if rtype == "Bundle" and document.get("type") in ("batch", "transaction"):
+        return FhirRequest("POST", "", body=document, headers=headers, principal=principal, base_url=base_url)
+    if document.get("id"):
+        return FhirRequest(
+            "PUT",
+            f"{rtype}/{document['id']}",
+            body=document,
+            headers=headers,
+            principal=principal,
+            base_url=base_url,
+        )
+    return FhirRequest("POST", rtype, body=document, headers=headers, principal=principal, base_url=base_url)
+
+
+def json_files(paths: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
+    return files
+
+
+def load_files(
+    router: Router, paths: Iterable[Path], *, base_url: str = "", principal: Principal | None = None
+) -> list[LoadResult]:
+    principal = principal or Principal.system("fhir-gateway load")
+    results = []
+    for path in json_files(paths):
+        try:
+            document = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            results.append(LoadResult(path, 400, f"cannot read JSON: {exc}"))
+            continue
+        response = router.handle(request_for(document, base_url, principal))
+        detail = _summary(response.body)
+        results.append(LoadResult(path, response.status, detail))
+    return results
+
+
+def _summary(body: dict[str, Any] | None) -> str:
+    if not body:
+        return ""
+    if body.get("resourceType") == "OperationOutcome":
+        return "; ".join(i.get("diagnostics", "") for i in body.get("issue", []))[:500]
+    if body.get("resourceType") == "Bundle":
+        return f"{len(body.get('entry', []))} entries"
+    return f"{body.get('resourceType')}/{body.get('id')}"

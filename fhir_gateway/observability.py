@@ -1,0 +1,149 @@
+"""Structured JSON logs with a request id on every line, and Prometheus metrics.
+
+Logs never carry patient data: request lines name the route *pattern* (`/fhir/Patient/{id}`),
+never the path or the query string (a query can hold a BSN).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": request_id_var.get(),
+        }
+        for key in ("method", "route", "status", "duration_ms", "event"):
+            if hasattr(record, key):
+                line[key] = getattr(record, key)
+        if record.exc_info:
+            line["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+        return orjson.dumps(line).decode()
+
+
+def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # our middleware logs requests without paths
+
+
+class Metrics:
+    """One registry per app, so tests and several apps in one process don't collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gateway_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gateway_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.referrals = Counter(
+            "gateway_referrals_total", "Referrals by outcome", ["outcome"], registry=self.registry
+        )
+        self.outbox_depth = Gauge(
+            "gateway_outbox_pending", "Outbox rows waiting for delivery", registry=self.registry
+        )
+        self.dead_letters = Gauge(
+            "gateway_outbox_dead_letters", "Outbox rows in dead letter", registry=self.registry
+        )
+
+
+_ID_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-.]{1,64})$")
+
+
+def route_label(path: str) -> str:
+    """`/fhir/Task/123/_history/2` → `/fhir/Task/{id}/_history/{vid}` (bounded cardinality, no ids)."""
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] != "fhir":
+        return "/" + "/".join(parts[:2]) if parts else "/"
+    out = ["fhir"]
+    for i, part in enumerate(parts[1:], start=1):
+        if part.startswith(("$", "_")) or part == "metadata" or (i == 1 and part[:1].isupper()):
+            out.append(part)
+        elif out[-1] == "_history":
+            out.append("{vid}")
+        elif _ID_SEGMENT.match(part):
+            out.append("{id}")
+        else:
+            out.append("{?}")
+    return "/" + "/".join(out[:5])
+
+
+class RequestContextMiddleware:
+    """Pure ASGI middleware: request id, access log line, metrics."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log = logging.getLogger("fhir_gateway.access")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if re.fullmatch(r"[A-Za-z0-9\-_.]{1,64}", incoming or "") else uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        status_holder = {"status": 500}
+        start = time.perf_counter()
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = route_label(scope.get("path", ""))
+            method = scope.get("method", "")
+            status = status_holder["status"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(elapsed)
+            self.log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)

@@ -1,0 +1,59 @@
+"""One settings object, read from `GATEWAY_*` environment variables and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{Path('var/gateway.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(default_factory=_default_database_url)
+    base_url: str = ""  # public base of the FHIR endpoint; "" = derive from the request
+    profiles_dir: Path = REPO_ROOT / "profiles"
+    mappings_dir: Path = REPO_ROOT / "mappings"
+    examples_dir: Path = REPO_ROOT / "examples"
+    load_examples: bool = True  # load examples/directory into an empty embedded database on serve
+    log_level: str = "INFO"
+    log_json: bool = True
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Read `GATEWAY_<FIELD>` variables; explicit overrides (CLI options) win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"GATEWAY_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _coerce(type_name: object, raw: str) -> object:
+    name = str(type_name)
+    if name == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if name == "int":
+        return int(raw)
+    if name == "Path":
+        return Path(raw)
+    return raw

@@ -1,0 +1,478 @@
+"""Versioned FHIR resource storage: create, read, vread, update, delete, history, search.
+
+A `Repository` works inside one database transaction (see `Database.session`); the caller
+commits. Every write keeps the current row, a history row and the search index in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from fhir_gateway.fhir.outcome import FhirError, Gone, NotFound, error
+from fhir_gateway.fhir.search import Condition, DateValue, Include, SearchQuery, TokenValue
+from fhir_gateway.fhir.searchparams import format_instant, utc_now
+from fhir_gateway.store.index import index_rows
+from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow
+
+R = ResourceRow.__table__
+H = HistoryRow.__table__
+IX = SearchIndexRow.__table__
+OUT = OutboxRow.__table__
+
+
+@dataclass(slots=True)
+class Stored:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: dict[str, Any]
+    pk: int = 0
+    method: str = ""  # history entries: POST | PUT | PATCH | DELETE
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+@dataclass(slots=True)
+class SearchPage:
+    matches: list[Stored]
+    included: list[Stored] = field(default_factory=list)
+    next_cursor: tuple[str, int] | None = None
+    total: int | None = None
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Repository:
+    def __init__(self, session: Session, *, base_url: str = "") -> None:
+        self.session = session
+        self.base_url = base_url
+        self._is_pg = session.get_bind().dialect.name == "postgresql"
+
+    # -- writes ----------------------------------------------------------------------------------
+    def create(
+        self, resource: dict[str, Any], *, resource_id: str | None = None, method: str = "POST"
+    ) -> Stored:
+        resource_type = resource["resourceType"]
+        rid = resource_id or new_id()
+        now = utc_now()
+        content = _with_meta(resource, rid, 1, now)
+        pk = self.session.execute(
+            sa.insert(R)
+            .values(
+                resource_type=resource_type,
+                id=rid,
+                version_id=1,
+                last_updated=now,
+                deleted=False,
+                content=content,
+            )
+            .returning(R.c.pk)
+        ).scalar_one()
+        self._history(resource_type, rid, 1, now, method, False, content)
+        self._reindex(resource_type, content, pk)
+        return Stored(resource_type, rid, 1, now, False, content, pk, method)
+
+    def update(
+        self, resource: dict[str, Any], *, if_match: int | None = None, method: str = "PUT"
+    ) -> tuple[Stored, bool]:
+        """Write a new version; create it under the client's id when it does not exist.
+        Returns (stored, created). `if_match` is the version the client last saw."""
+        resource_type, rid = resource["resourceType"], resource["id"]
+        current = self._current_row(resource_type, rid, lock=True)
+        if current is None:
+            if if_match is not None:
+                raise FhirError(
+                    412,
+                    [
+                        error(
+                            "conflict",
+                            f"{resource_type}/{rid} does not exist, so "
+                            f"If-Match version {if_match} cannot match",
+                        )
+                    ],
+                )
+            return self.create(resource, resource_id=rid, method=method), True
+        if if_match is not None and if_match != current.version_id:
+            raise FhirError(
+                412,
+                [
+                    error(
+                        "conflict",
+                        f"{resource_type}/{rid} is at version "
+                        f"{current.version_id}, not {if_match} (If-Match)",
+                    )
+                ],
+            )
+        version = current.version_id + 1
+        now = utc_now()
+        content = _with_meta(resource, rid, version, now)
+        self.session.execute(
+            sa.update(R)
+            .where(R.c.pk == current.pk)
+            .values(version_id=version, last_updated=now, deleted=False, content=content)
+        )
+        self._history(resource_type, rid, version, now, method, False, content)
+        self._reindex(resource_type, content, current.pk, replace=True)
+        return Stored(resource_type, rid, version, now, False, content, current.pk, method), False
+
+    def delete(self, resource_type: str, rid: str) -> Stored | None:
+        """Soft delete: the row stays (flagged) and history gets a DELETE version."""
+        current = self._current_row(resource_type, rid, lock=True)
+        if current is None or current.deleted:
+            return None
+        version = current.version_id + 1
+        now = utc_now()
+        content = _with_meta(current.content, rid, version, now)
+        self.session.execute(
+            sa.update(R)
+            .where(R.c.pk == current.pk)
+            .values(version_id=version, last_updated=now, deleted=True)
+        )
+        self._history(resource_type, rid, version, now, "DELETE", True, content)
+        self.session.execute(sa.delete(IX).where(IX.c.resource_pk == current.pk))
+        return Stored(resource_type, rid, version, now, True, content, current.pk, "DELETE")
+
+    def lock(self, key: str) -> None:
+        """Serialise check-then-write sequences (conditional create, resend detection) across
+        processes. SQLite writers already hold the database write lock (BEGIN IMMEDIATE)."""
+        if self._is_pg:
+            digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+            self.session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
+
+    def enqueue(
+        self,
+        kind: str,
+        destination: str,
+        payload: dict[str, Any],
+        *,
+        subject: str | None = None,
+        event_id: str | None = None,
+        due: datetime | None = None,
+    ) -> str:
+        """Write an outbox row in the caller's transaction (delivered later by a worker)."""
+        now = utc_now()
+        event = event_id or new_id()
+        self.session.execute(
+            sa.insert(OUT).values(
+                event_id=event,
+                kind=kind,
+                destination=destination,
+                subject=subject,
+                payload=payload,
+                status="pending",
+                attempts=0,
+                created_at=now,
+                next_attempt_at=due or now,
+            )
+        )
+        return event
+
+    def _history(
+        self,
+        resource_type: str,
+        rid: str,
+        version: int,
+        now: datetime,
+        method: str,
+        deleted: bool,
+        content: dict[str, Any],
+    ) -> None:
+        self.session.execute(
+            sa.insert(H).values(
+                resource_type=resource_type,
+                id=rid,
+                version_id=version,
+                last_updated=now,
+                method=method,
+                deleted=deleted,
+                content=content,
+            )
+        )
+
+    def _reindex(self, resource_type: str, content: dict[str, Any], pk: int, replace: bool = False) -> None:
+        if replace:
+            self.session.execute(sa.delete(IX).where(IX.c.resource_pk == pk))
+        rows = index_rows(resource_type, content, pk, self.base_url)
+        if rows:
+            self.session.execute(sa.insert(IX), [_full_index_row(r) for r in rows])
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _current_row(self, resource_type: str, rid: str, lock: bool = False) -> Stored | None:
+        stmt = sa.select(R).where(R.c.resource_type == resource_type, R.c.id == rid)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = self.session.execute(stmt).first()
+        return _stored(row) if row else None
+
+    def exists(self, resource_type: str, rid: str) -> bool:
+        """True if the resource was ever stored (deleted ones included)."""
+        return self._current_row(resource_type, rid) is not None
+
+    def find(self, resource_type: str, rid: str) -> Stored | None:
+        """The current version, or None if unknown or deleted."""
+        stored = self._current_row(resource_type, rid)
+        return stored if stored and not stored.deleted else None
+
+    def read(self, resource_type: str, rid: str) -> Stored:
+        stored = self._current_row(resource_type, rid)
+        if stored is None:
+            raise NotFound(f"{resource_type}/{rid} is not known")
+        if stored.deleted:
+            raise Gone(f"{resource_type}/{rid} was deleted (version {stored.version_id})")
+        return stored
+
+    def vread(self, resource_type: str, rid: str, version: int) -> Stored:
+        row = self.session.execute(
+            sa.select(H).where(H.c.resource_type == resource_type, H.c.id == rid, H.c.version_id == version)
+        ).first()
+        if row is None:
+            if self._current_row(resource_type, rid) is None:
+                raise NotFound(f"{resource_type}/{rid} is not known")
+            raise NotFound(f"{resource_type}/{rid} has no version {version}")
+        stored = _stored(row)
+        if stored.deleted:
+            raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
+        return stored
+
+    def read_many(self, references: list[str]) -> list[Stored]:
+        """Current, non-deleted resources for `Type/id` references (unknown ones skipped)."""
+        by_type: dict[str, list[str]] = {}
+        for ref in references:
+            rtype, _, rid = ref.partition("/")
+            if rid:
+                by_type.setdefault(rtype, []).append(rid)
+        found: list[Stored] = []
+        for rtype, ids in by_type.items():
+            rows = self.session.execute(
+                sa.select(R).where(R.c.resource_type == rtype, R.c.id.in_(ids), R.c.deleted.is_(False))
+            ).all()
+            found.extend(_stored(r) for r in rows)
+        return found
+
+    def history(
+        self,
+        resource_type: str | None = None,
+        rid: str | None = None,
+        *,
+        since: datetime | None = None,
+        count: int = 50,
+        before_pk: int | None = None,
+    ) -> tuple[list[Stored], int | None]:
+        """Newest first. Returns (entries, pk to continue from or None)."""
+        stmt = sa.select(H)
+        if resource_type:
+            stmt = stmt.where(H.c.resource_type == resource_type)
+        if rid:
+            stmt = stmt.where(H.c.id == rid)
+        if since:
+            stmt = stmt.where(H.c.last_updated >= since)
+        if before_pk is not None:
+            stmt = stmt.where(H.c.pk < before_pk)
+        rows = self.session.execute(stmt.order_by(H.c.pk.desc()).limit(count + 1)).all()
+        entries = [_stored(r) for r in rows[:count]]
+        return entries, (entries[-1].pk if len(rows) > count and entries else None)
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(self, query: SearchQuery) -> SearchPage:
+        base = self._filtered(query)
+        if query.summary_count:
+            return SearchPage([], total=self._count(base))
+        sort_col = {"_pk": R.c.pk, "_lastUpdated": R.c.last_updated, "_id": R.c.id}[query.sort_by]
+        stmt = sa.select(R).where(base)
+        if query.cursor is not None:
+            value, pk = query.cursor
+            typed: Any = (
+                int(value)
+                if query.sort_by == "_pk"
+                else (datetime.fromisoformat(value) if query.sort_by == "_lastUpdated" else value)
+            )
+            if query.sort_by == "_pk":
+                stmt = stmt.where(R.c.pk < pk if query.sort_desc else R.c.pk > pk)
+            elif query.sort_desc:
+                stmt = stmt.where(sa.or_(sort_col < typed, sa.and_(sort_col == typed, R.c.pk < pk)))
+            else:
+                stmt = stmt.where(sa.or_(sort_col > typed, sa.and_(sort_col == typed, R.c.pk > pk)))
+        order = [sort_col.desc(), R.c.pk.desc()] if query.sort_desc else [sort_col, R.c.pk]
+        if query.sort_by == "_pk":
+            order = order[:1]
+        rows = self.session.execute(stmt.order_by(*order).limit(query.count + 1)).all() if query.count else []
+        matches = [_stored(r) for r in rows[: query.count]]
+        page = SearchPage(matches)
+        if len(rows) > query.count and matches:
+            last = matches[-1]
+            key = {"_pk": str(last.pk), "_lastUpdated": last.last_updated.isoformat(), "_id": last.id}
+            page.next_cursor = (key[query.sort_by], last.pk)
+        if query.total:
+            page.total = self._count(base)
+        if query.includes and matches:
+            page.included = self._includes(query.includes, matches)
+        return page
+
+    def count(self, query: SearchQuery) -> int:
+        return self._count(self._filtered(query))
+
+    def _count(self, where: sa.ColumnElement[bool]) -> int:
+        return int(self.session.execute(sa.select(sa.func.count()).select_from(R).where(where)).scalar_one())
+
+    def _filtered(self, query: SearchQuery) -> sa.ColumnElement[bool]:
+        clauses: list[sa.ColumnElement[bool]] = [
+            R.c.resource_type == query.resource_type,
+            R.c.deleted.is_(False),
+        ]
+        clauses.extend(self._clause(query.resource_type, c) for c in query.conditions)
+        return sa.and_(*clauses)
+
+    def _clause(self, resource_type: str, cond: Condition) -> sa.ColumnElement[bool]:
+        if cond.kind == "id":
+            return R.c.id.in_(list(cond.values))
+        if cond.name == "_lastUpdated":
+            return sa.or_(
+                *(
+                    _date_match(v, R.c.last_updated, R.c.last_updated)  # type: ignore[arg-type]
+                    for v in cond.values
+                )
+            )
+        rows = sa.select(IX.c.resource_pk).where(
+            IX.c.resource_pk == R.c.pk, IX.c.resource_type == resource_type, IX.c.param == cond.name
+        )
+        if cond.kind == "missing":
+            exists = rows.exists()
+            return ~exists if cond.values[0] else exists
+        if cond.kind == "token":
+            match = sa.or_(*(_token_match(v) for v in cond.values))  # type: ignore[arg-type]
+            exists = rows.where(match).exists()
+            return ~exists if cond.modifier == "not" else exists
+        if cond.kind == "reference":
+            return rows.where(IX.c.value.in_(list(cond.values))).exists()
+        if cond.kind == "date":
+            return rows.where(
+                sa.or_(
+                    *(
+                        _date_match(v, IX.c.low, IX.c.high)  # type: ignore[arg-type]
+                        for v in cond.values
+                    )
+                )
+            ).exists()
+        if cond.modifier == "exact":
+            return rows.where(IX.c.text.in_(list(cond.values))).exists()
+        pattern = "%{}%" if cond.modifier == "contains" else "{}%"
+        return rows.where(
+            sa.or_(*(IX.c.value.like(pattern.format(_like_escape(str(v))), escape="\\") for v in cond.values))
+        ).exists()
+
+    def _includes(self, includes: list[Include], matches: list[Stored]) -> list[Stored]:
+        seen = {m.reference for m in matches}
+        found: list[Stored] = []
+        pks = [m.pk for m in matches]
+        for inc in includes:
+            if inc.reverse:
+                refs = [m.reference for m in matches]
+                stmt = sa.select(R).where(
+                    R.c.resource_type == inc.source_type,
+                    R.c.deleted.is_(False),
+                    sa.select(IX.c.pk)
+                    .where(IX.c.resource_pk == R.c.pk, IX.c.param == inc.param.name, IX.c.value.in_(refs))
+                    .exists(),
+                )
+                candidates = [_stored(r) for r in self.session.execute(stmt).all()]
+            else:
+                values = (
+                    self.session.execute(
+                        sa.select(IX.c.value).where(IX.c.resource_pk.in_(pks), IX.c.param == inc.param.name)
+                    )
+                    .scalars()
+                    .all()
+                )
+                wanted = [
+                    v
+                    for v in values
+                    if v and (inc.target_type is None or v.startswith(inc.target_type + "/"))
+                ]
+                candidates = self.read_many(wanted)
+            for stored in candidates:
+                if stored.reference not in seen:
+                    seen.add(stored.reference)
+                    found.append(stored)
+        return found
+
+
+def _token_match(value: TokenValue) -> sa.ColumnElement[bool]:
+    parts: list[sa.ColumnElement[bool]] = []
+    if value.code is not None:
+        parts.append(IX.c.value == value.code)
+    if value.system == "":
+        parts.append(IX.c.system.is_(None))
+    elif value.system is not None:
+        parts.append(IX.c.system == value.system)
+    return sa.and_(*parts)
+
+
+def _date_match(
+    value: DateValue, low: sa.ColumnElement[Any], high: sa.ColumnElement[Any]
+) -> sa.ColumnElement[bool]:
+    p = value.range
+    match value.prefix:
+        case "eq":
+            return sa.and_(low >= p.low, high <= p.high)
+        case "ne":
+            return sa.or_(low < p.low, high > p.high)
+        case "gt":
+            return high > p.high
+        case "lt":
+            return low < p.low
+        case "ge":
+            return high >= p.low
+        case "le":
+            return low <= p.high
+        case "sa":
+            return low > p.high
+        case _:  # eb
+            return high < p.low
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _full_index_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"system": None, "value": None, "text": None, "low": None, "high": None, **row}
+
+
+def _with_meta(resource: dict[str, Any], rid: str, version: int, now: datetime) -> dict[str, Any]:
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(now)
+    content = {"resourceType": resource["resourceType"], "id": rid, "meta": meta}
+    content.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
+    return content
+
+
+def _stored(row: Any) -> Stored:
+    m = row._mapping
+    return Stored(
+        resource_type=m["resource_type"],
+        id=m["id"],
+        version_id=m["version_id"],
+        last_updated=m["last_updated"],
+        deleted=m["deleted"],
+        content=m["content"],
+        pk=m["pk"],
+        method=m.get("method", ""),
+    )

@@ -1,0 +1,386 @@
+"""FHIR REST semantics through the real app (TestClient), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import FHIR_JSON
+
+
+def patient(**extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "name": [{"family": "Jansen", "given": ["Anna"]}],
+        "birthDate": "1961-04-12",
+        **extra,
+    }
+
+
+def create(client: TestClient, resource: dict[str, Any], **headers: str) -> Any:
+    return client.post(f"/fhir/{resource['resourceType']}", json=resource, headers={**FHIR_JSON, **headers})
+
+
+def outcome_code(resp: Any) -> str:
+    body = resp.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    return body["issue"][0]["code"]
+
+
+def test_create_assigns_id_version_and_headers(any_client: TestClient) -> None:
+    resp = create(any_client, patient(id="client-chosen"))
+    assert resp.status_code == 201
+    body = resp.json()
+    assert body["id"] != "client-chosen"
+    assert body["meta"]["versionId"] == "1"
+    assert body["meta"]["lastUpdated"].endswith("Z")
+    assert resp.headers["etag"] == 'W/"1"'
+    assert resp.headers["location"] == f"http://gateway.test/fhir/Patient/{body['id']}/_history/1"
+    assert resp.headers["content-type"].startswith("application/fhir+json")
+    assert resp.headers["x-request-id"]
+
+
+def test_read_vread_update_and_history(any_client: TestClient) -> None:
+    created = create(any_client, patient()).json()
+    pid = created["id"]
+    changed = {**created, "gender": "female"}
+    resp = any_client.put(f"/fhir/Patient/{pid}", json=changed, headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert resp.status_code == 200
+    assert resp.json()["meta"]["versionId"] == "2"
+    assert any_client.get(f"/fhir/Patient/{pid}").json()["gender"] == "female"
+    v1 = any_client.get(f"/fhir/Patient/{pid}/_history/1").json()
+    assert "gender" not in v1 and v1["meta"]["versionId"] == "1"
+    hist = any_client.get(f"/fhir/Patient/{pid}/_history").json()
+    assert hist["type"] == "history"
+    assert [e["resource"]["meta"]["versionId"] for e in hist["entry"]] == ["2", "1"]
+    assert [e["request"]["method"] for e in hist["entry"]] == ["PUT", "POST"]
+    type_hist = any_client.get("/fhir/Patient/_history").json()
+    assert len(type_hist["entry"]) == 2
+
+
+def test_stale_if_match_is_412(any_client: TestClient) -> None:
+    created = create(any_client, patient()).json()
+    pid = created["id"]
+    ok = any_client.put(f"/fhir/Patient/{pid}", json=created, headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert ok.status_code == 200
+    stale = any_client.put(f"/fhir/Patient/{pid}", json=created, headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+    assert outcome_code(stale) == "conflict"
+
+
+def test_put_creates_with_client_id(client: TestClient) -> None:
+    resp = client.put("/fhir/Patient/p-1", json=patient(id="p-1"), headers=FHIR_JSON)
+    assert resp.status_code == 201
+    assert client.get("/fhir/Patient/p-1").json()["id"] == "p-1"
+
+
+def test_patch_with_json_patch(any_client: TestClient) -> None:
+    pid = create(any_client, patient()).json()["id"]
+    ops = [
+        {"op": "replace", "path": "/birthDate", "value": "1962-01-01"},
+        {"op": "add", "path": "/active", "value": True},
+    ]
+    resp = any_client.patch(
+        f"/fhir/Patient/{pid}", json=ops, headers={"content-type": "application/json-patch+json"}
+    )
+    assert resp.status_code == 200
+    assert resp.json()["birthDate"] == "1962-01-01" and resp.json()["active"] is True
+    assert resp.json()["meta"]["versionId"] == "2"
+    bad = any_client.patch(
+        f"/fhir/Patient/{pid}",
+        json=[{"op": "replace", "path": "/nope/x", "value": 1}],
+        headers={"content-type": "application/json-patch+json"},
+    )
+    assert bad.status_code == 422 and outcome_code(bad) == "processing"
+    invalid = any_client.patch(
+        f"/fhir/Patient/{pid}",
+        json=[{"op": "add", "path": "/foo", "value": 1}],
+        headers={"content-type": "application/json-patch+json"},
+    )
+    assert invalid.status_code == 400 and outcome_code(invalid) == "structure"
+    stale = any_client.patch(
+        f"/fhir/Patient/{pid}",
+        json=ops,
+        headers={"content-type": "application/json-patch+json", "If-Match": 'W/"1"'},
+    )
+    assert stale.status_code == 412
+
+
+def test_delete_is_soft_and_keeps_history(any_client: TestClient) -> None:
+    pid = create(any_client, patient()).json()["id"]
+    assert any_client.delete(f"/fhir/Patient/{pid}").status_code == 204
+    gone = any_client.get(f"/fhir/Patient/{pid}")
+    assert gone.status_code == 410 and outcome_code(gone) == "deleted"
+    assert any_client.get(f"/fhir/Patient/{pid}/_history/1").status_code == 200
+    hist = any_client.get(f"/fhir/Patient/{pid}/_history").json()
+    assert hist["entry"][0]["request"]["method"] == "DELETE" and "resource" not in hist["entry"][0]
+    assert any_client.get("/fhir/Patient", params={"_id": pid}).json().get("entry") is None
+    assert any_client.delete(f"/fhir/Patient/{pid}").status_code == 204  # idempotent
+
+
+def test_conditional_create_returns_existing(any_client: TestClient) -> None:
+    ident = {"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "999911120"}
+    first = create(
+        any_client,
+        patient(identifier=[ident]),
+        **{"If-None-Exist": "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"},
+    )
+    again = create(
+        any_client,
+        patient(identifier=[ident]),
+        **{"If-None-Exist": "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"},
+    )
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    total = any_client.get("/fhir/Patient", params={"_summary": "count"}).json()["total"]
+    assert total == 1
+
+
+def test_conditional_create_race_creates_one(any_client: TestClient) -> None:
+    header = {"If-None-Exist": "identifier=urn:test|race-1"}
+    statuses: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def worker() -> None:
+        barrier.wait()
+        statuses.append(
+            create(
+                any_client, patient(identifier=[{"system": "urn:test", "value": "race-1"}]), **header
+            ).status_code
+        )
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * 5 + [201]
+    assert (
+        any_client.get("/fhir/Patient", params={"identifier": "urn:test|race-1", "_summary": "count"}).json()[
+            "total"
+        ]
+        == 1
+    )
+
+
+def test_paging_250_results_each_exactly_once(any_client: TestClient) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": patient(identifier=[{"system": "urn:page", "value": str(i)}]),
+                "request": {"method": "POST", "url": "Patient"},
+            }
+            for i in range(250)
+        ],
+    }
+    assert any_client.post("/fhir", json=bundle, headers=FHIR_JSON).status_code == 200
+    seen: list[str] = []
+    url: str | None = "/fhir/Patient?_count=40&family=jansen"
+    pages = 0
+    while url:
+        page = any_client.get(url).json()
+        pages += 1
+        seen.extend(e["resource"]["identifier"][0]["value"] for e in page.get("entry", []))
+        nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        url = nxt[0].replace("http://gateway.test", "") if nxt else None
+        if pages == 2:  # a write between pages must not shift what later pages return
+            create(any_client, patient(identifier=[{"system": "urn:page", "value": "late"}]))
+    assert pages == 7  # 251 results (250 + the late one, which sorts last) at 40 per page
+    assert seen[:250] == [str(i) for i in range(250)]
+    assert seen[250:] == ["late"]
+
+
+def test_sort_by_last_updated_descending(client: TestClient) -> None:
+    ids = [create(client, patient()).json()["id"] for _ in range(3)]
+    found = [e["resource"]["id"] for e in client.get("/fhir/Patient?_sort=-_lastUpdated").json()["entry"]]
+    assert found == list(reversed(ids))
+    paged = client.get("/fhir/Patient?_sort=_lastUpdated&_count=2").json()
+    nxt = next(link["url"] for link in paged["link"] if link["relation"] == "next")
+    rest = client.get(nxt.replace("http://gateway.test", "")).json()
+    assert [e["resource"]["id"] for e in paged["entry"] + rest["entry"]] == ids
+
+
+def test_search_parameters(any_client: TestClient) -> None:
+    org = {"resourceType": "Organization", "id": "w1", "name": "Welzijn Noord"}
+    any_client.put("/fhir/Organization/w1", json=org, headers=FHIR_JSON)
+    sr = create(
+        any_client,
+        {
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/p1"},
+            "requester": {"reference": "Practitioner/gp"},
+            "code": {"coding": [{"system": "urn:codes", "code": "wor"}]},
+            "authoredOn": "2026-03-01",
+        },
+    ).json()
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "identifier": [{"system": "urn:ids", "value": "t-1"}],
+        "focus": {"reference": f"ServiceRequest/{sr['id']}"},
+        "for": {"reference": "Patient/p1"},
+        "owner": {"reference": "Organization/w1"},
+        "requester": {"reference": "Practitioner/gp"},
+        "authoredOn": "2026-03-02T10:00:00+01:00",
+    }
+    tid = create(any_client, task).json()["id"]
+    create(
+        any_client,
+        {
+            **task,
+            "status": "accepted",
+            "owner": {"reference": "Organization/w2"},
+            "identifier": [{"system": "urn:ids", "value": "t-2"}],
+        },
+    )
+
+    def ids(query: str) -> list[str]:
+        body = any_client.get(f"/fhir/{query}").json()
+        return [e["resource"]["id"] for e in body.get("entry", []) if e["search"]["mode"] == "match"]
+
+    assert ids("Task?owner=Organization/w1&status=requested") == [tid]
+    assert ids("Task?owner=Organization/w1&status=accepted") == []
+    assert ids("Task?status=requested,accepted").__len__() == 2
+    assert ids("Task?status:not=accepted") == [tid]
+    assert ids("Task?identifier=urn:ids|t-1") == [tid]
+    assert ids("Task?identifier=urn:other|t-1") == []
+    assert ids(f"Task?focus=ServiceRequest/{sr['id']}&patient=p1").__len__() == 2
+    assert ids("Task?subject=Patient/p1&requester=Practitioner/gp").__len__() == 2
+    assert ids("Task?authored-on=2026-03-02").__len__() == 2
+    assert ids("Task?authored-on=gt2026-03-02T09:30:00Z").__len__() == 0
+    assert ids("Task?authored-on=lt2026-03-02T09:30:00Z").__len__() == 2
+    assert ids("ServiceRequest?code=urn:codes|wor&authored=ge2026-03-01") == [sr["id"]]
+    assert ids("ServiceRequest?code=wor&authored=lt2026-03-01") == []
+    assert ids(f"Task?_id={tid}") == [tid]
+    assert ids("Patient?name:missing=true") == []
+    assert ids("Organization?name=welzijn") == ["w1"]
+    assert ids("Organization?name:exact=welzijn") == []
+    assert ids("Organization?name:contains=noord") == ["w1"]
+    assert ids("Task?_lastUpdated=ge2000-01-01").__len__() == 2
+    assert ids("Task?_lastUpdated=lt2000-01-01") == []
+    included = any_client.get(
+        "/fhir/Task?owner=Organization/w1&_include=Task:focus&_include=Task:owner"
+    ).json()
+    modes = sorted((e["search"]["mode"], e["resource"]["resourceType"]) for e in included["entry"])
+    assert modes == [("include", "Organization"), ("include", "ServiceRequest"), ("match", "Task")]
+    rev = any_client.get(f"/fhir/ServiceRequest?_id={sr['id']}&_revinclude=Task:focus").json()
+    assert sum(e["search"]["mode"] == "include" for e in rev["entry"]) == 2
+    assert any_client.get("/fhir/Task?_summary=count").json()["total"] == 2
+
+
+def test_unknown_search_parameter_warns_or_fails_strict(client: TestClient) -> None:
+    lenient = client.get("/fhir/Patient?bogus=1").json()
+    outcome = [e for e in lenient.get("entry", []) if e["search"]["mode"] == "outcome"]
+    assert outcome and outcome[0]["resource"]["issue"][0]["severity"] == "warning"
+    strict = client.get("/fhir/Patient?bogus=1", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400 and outcome_code(strict) == "not-supported"
+    bad_date = client.get("/fhir/Patient?birthdate=yesterday")
+    assert bad_date.status_code == 400 and outcome_code(bad_date) == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"{not json", FHIR_JSON, 400, "structure"),
+        (b'{"resourceType": "Observation", "status": "final"}', FHIR_JSON, 400, "invalid"),
+        (b'{"resourceType": "Patient", "hairColour": "red"}', FHIR_JSON, 400, "structure"),
+        (b'{"resourceType": "Patient", "birthDate": "12-04-1961"}', FHIR_JSON, 400, "value"),
+        (b'{"name": []}', FHIR_JSON, 400, "required"),
+        (b"[1, 2]", FHIR_JSON, 400, "structure"),
+        (b"<Patient/>", {"content-type": "application/fhir+xml"}, 415, "not-supported"),
+    ],
+)
+def test_bad_input_gets_specific_outcome(
+    client: TestClient, body: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
+    resp = client.post("/fhir/Patient", content=body, headers=headers)
+    assert resp.status_code == status
+    assert outcome_code(resp) == code
+
+
+def test_errors_name_the_element(client: TestClient) -> None:
+    resp = client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", "name": [{"famly": "x"}]}, headers=FHIR_JSON
+    )
+    assert resp.json()["issue"][0]["expression"] == ["Patient.name[0].famly"]
+
+
+def test_id_mismatch_missing_and_unknown_type(client: TestClient) -> None:
+    mismatch = client.put("/fhir/Patient/a", json=patient(id="b"), headers=FHIR_JSON)
+    assert mismatch.status_code == 400 and outcome_code(mismatch) == "invalid"
+    assert mismatch.json()["issue"][0]["expression"] == ["Patient.id"]
+    missing = client.get("/fhir/Patient/does-not-exist")
+    assert missing.status_code == 404 and outcome_code(missing) == "not-found"
+    unknown = client.get("/fhir/Observation")
+    assert unknown.status_code == 404 and outcome_code(unknown) == "not-supported"
+    assert client.get("/fhir/Patient/x/_history/abc").status_code == 400
+    assert client.delete("/fhir/Patient").status_code == 405
+
+
+def test_formats_other_than_json_are_415(client: TestClient) -> None:
+    assert client.get("/fhir/metadata?_format=xml").status_code == 415
+    resp = client.get("/fhir/metadata", headers={"Accept": "application/fhir+xml"})
+    assert resp.status_code == 415 and outcome_code(resp) == "not-supported"
+    assert client.get("/fhir/metadata", headers={"Accept": "application/fhir+json"}).status_code == 200
+
+
+def test_capability_statement_is_truthful(client: TestClient) -> None:
+    cap = client.get("/fhir/metadata").json()
+    assert cap["resourceType"] == "CapabilityStatement" and cap["fhirVersion"] == "4.0.1"
+    types = {r["type"]: r for r in cap["rest"][0]["resource"]}
+    required = {
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "HealthcareService",
+        "Location",
+        "Endpoint",
+        "Consent",
+        "ServiceRequest",
+        "Task",
+        "CarePlan",
+        "Communication",
+        "QuestionnaireResponse",
+        "Provenance",
+        "AuditEvent",
+        "Subscription",
+    }
+    assert required <= set(types)
+    task_params = {p["name"] for p in types["Task"]["searchParam"]}
+    assert {"owner", "status", "focus", "patient", "_lastUpdated", "identifier"} <= task_params
+    # every advertised type answers a search, every advertised parameter is accepted strictly
+    for rtype, entry in types.items():
+        for param in entry["searchParam"]:
+            value = (
+                "2026-01-01"
+                if param["type"] == "date"
+                else ("Patient/x" if param["type"] == "reference" else "x")
+            )
+            resp = client.get(
+                f"/fhir/{rtype}", params={param["name"]: value}, headers={"Prefer": "handling=strict"}
+            )
+            assert resp.status_code == 200, (rtype, param["name"], resp.json())
+
+
+def test_prefer_return_minimal(client: TestClient) -> None:
+    resp = create(client, patient(), Prefer="return=minimal")
+    assert resp.status_code == 201 and resp.content == b"" and resp.headers["location"]
+
+
+def test_ops_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    create(client, patient())
+    metrics = client.get("/metrics").text
+    assert 'gateway_http_requests_total{method="POST",route="/fhir/Patient",status="201"} 1.0' in metrics
+    assert "gateway_http_request_duration_seconds_bucket" in metrics
