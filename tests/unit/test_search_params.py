@@ -1,0 +1,96 @@
+"""Search parameter parsing and index value extraction (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from fhir_gateway.fhir.outcome import FhirError
+from fhir_gateway.fhir.search import decode_cursor, encode_cursor, parse_search
+from fhir_gateway.fhir.searchparams import normalise_reference, parse_date_range
+from fhir_gateway.store.index import index_rows
+
+
+@pytest.mark.parametrize(
+    ("text", "low", "high"),
+    [
+        ("2026", datetime(2026, 1, 1), datetime(2026, 12, 31, 23, 59, 59, 999999)),
+        ("2026-02", datetime(2026, 2, 1), datetime(2026, 2, 28, 23, 59, 59, 999999)),
+        ("2026-12-31", datetime(2026, 12, 31), datetime(2026, 12, 31, 23, 59, 59, 999999)),
+        ("2026-03-02T10:00:00+01:00", datetime(2026, 3, 2, 9), datetime(2026, 3, 2, 9, 0, 0, 999999)),
+        (
+            "2026-03-02T10:00:00.5Z",
+            datetime(2026, 3, 2, 10, 0, 0, 500000),
+            datetime(2026, 3, 2, 10, 0, 0, 500000),
+        ),
+    ],
+)
+def test_date_ranges(text: str, low: datetime, high: datetime) -> None:
+    r = parse_date_range(text)
+    assert (r.low, r.high) == (low, high)
+
+
+@pytest.mark.parametrize("bad", ["2026-13", "yesterday", "26-01-01", ""])
+def test_bad_dates_are_rejected(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_date_range(bad)
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("Task/1", "Task/1"),
+        ("Task/1/_history/3", "Task/1"),
+        ("http://gw/fhir/Task/1", "Task/1"),
+        ("http://elsewhere/fhir/Task/1", "http://elsewhere/fhir/Task/1"),
+        ("#contained", None),
+        ("urn:uuid:abc", "urn:uuid:abc"),
+    ],
+)
+def test_reference_normalisation(ref: str, expected: str | None) -> None:
+    assert normalise_reference(ref, "http://gw/fhir") == expected
+
+
+def test_index_rows_cover_each_parameter_type() -> None:
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "identifier": [{"system": "urn:s", "value": "7"}],
+        "owner": {"reference": "Organization/w"},
+        "authoredOn": "2026-01-05",
+        "businessStatus": {"coding": [{"system": "urn:m", "code": "received"}]},
+    }
+    rows = {(r["param"], r.get("system"), r.get("value")) for r in index_rows("Task", task, 1)}
+    assert ("status", None, "requested") in rows
+    assert ("identifier", "urn:s", "7") in rows
+    assert ("owner", None, "Organization/w") in rows
+    assert ("business-status", "urn:m", "received") in rows
+    dates = [r for r in index_rows("Task", task, 1) if r["param"] == "authored-on"]
+    assert dates[0]["low"] == datetime(2026, 1, 5)
+    names = index_rows("Patient", {"resourceType": "Patient", "name": [{"family": "Ölçer"}]}, 1)
+    assert {r["value"] for r in names if r["param"] == "family"} == {"olcer"}
+
+
+def test_search_parsing() -> None:
+    params = [("owner", "Organization/w1"), ("status", "a,b"), ("_count", "5"), ("_sort", "-_lastUpdated")]
+    q = parse_search("Task", params)
+    assert q.count == 5 and q.sort_desc and q.sort_by == "_lastUpdated"
+    assert q.conditions[0].values == ("Organization/w1",)
+    assert len(q.conditions[1].values) == 2
+    assert parse_search("Task", [("patient", "p1")]).conditions[0].values == ("Patient/p1",)
+    with pytest.raises(FhirError):
+        parse_search("Task", [("owner", "w1")])  # owner may be several types: must say which
+    with pytest.raises(FhirError) as err:
+        parse_search("Task", [("_sort", "status")])
+    assert err.value.status == 400
+    with pytest.raises(FhirError):
+        parse_search("Task", [("_include", "Task:status")])
+    q = parse_search("Task", [("nope", "1")])
+    assert q.warnings and q.warnings[0].severity == "warning"
+
+
+def test_cursor_round_trip_and_tamper() -> None:
+    assert decode_cursor(encode_cursor("2026-01-01T00:00:00", 42)) == ("2026-01-01T00:00:00", 42)
+    with pytest.raises(FhirError):
+        decode_cursor("not-a-cursor!")
