@@ -134,8 +134,10 @@ def _check_shell(body: Any) -> dict[str, Any]:
     """Validate the Bundle without its entries' resources: each resource is validated once,
     when its entry is processed, instead of twice."""
     if isinstance(body, dict) and isinstance(body.get("entry"), list):
-        entries = [{k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
-                   for e in body["entry"]]
+        entries = [
+            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+            for e in body["entry"]
+        ]
         check_resource({**body, "entry": entries}, "Bundle")
         return body
     return check_resource(body, "Bundle")
