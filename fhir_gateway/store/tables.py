@@ -103,3 +103,47 @@ class OutboxRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=sa.Column(sa.DateTime, nullable=False))
     next_attempt_at: datetime = Field(sa_column=sa.Column(sa.DateTime, nullable=False))
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+
+class V2MessageRow(SQLModel, table=True):
+    """Journal of HL7 v2 messages: inbound ones by control id (duplicates get the original ACK)."""
+
+    __tablename__ = "v2_messages"
+    __table_args__ = (sa.UniqueConstraint("direction", "sender", "control_id", name="uq_v2_control_id"),)
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
+    direction: str = Field(sa_column=sa.Column(sa.String(8), nullable=False))  # in | out
+    sender: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))  # MSH-3^MSH-4
+    control_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))  # MSH-10
+    message_type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    received_at: datetime = Field(sa_column=sa.Column(sa.DateTime, nullable=False))
+    ack_code: str | None = Field(default=None, sa_column=sa.Column(sa.String(4), nullable=True))
+    ack: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    focus: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
+
+
+class ClientRow(SQLModel, table=True):
+    """A registered system client (SMART Backend Services): who it is, what it may ask for."""
+
+    __tablename__ = "clients"
+
+    client_id: str = Field(sa_column=sa.Column(sa.String(128), primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    organization: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
+    role: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))  # gp-practice | welfare-org | admin
+    jwks: dict[str, Any] = Field(sa_column=sa.Column(JsonDocument, nullable=False))
+    scopes: list[str] = Field(sa_column=sa.Column(JsonDocument, nullable=False))
+    active: bool = Field(default=True, sa_column=sa.Column(sa.Boolean, nullable=False))
+    dev_only: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(sa.DateTime, nullable=False))
+
+
+class UsedJtiRow(SQLModel, table=True):
+    """Client-assertion ids already seen, kept until they expire, so a replay is refused."""
+
+    __tablename__ = "used_jtis"
+    __table_args__ = (sa.Index("ix_used_jtis_expires", "expires_at"),)
+
+    client_id: str = Field(sa_column=sa.Column(sa.String(128), primary_key=True))
+    jti: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
+    expires_at: datetime = Field(sa_column=sa.Column(sa.DateTime, nullable=False))
