@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from fhir_gateway import __version__
+from fhir_gateway.api import operations
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.ops import build_ops_api
 from fhir_gateway.api.router import Router
-from fhir_gateway.observability import Metrics, RequestContextMiddleware
+from fhir_gateway.observability import RequestContextMiddleware
 from fhir_gateway.settings import Settings
 from fhir_gateway.workflow.context import GatewayContext
 
@@ -22,14 +23,17 @@ def build_router(ctx: GatewayContext) -> Router:
     """The FHIR router with Bundle processing, the CapabilityStatement and the operations."""
     router = Router(ctx)
     router.bundle_handler = BundleProcessor(router)
-    router.capability = lambda req: capability_statement(req.base_url, router.operations)
+    router.capability = lambda req: capability_statement(
+        req.base_url, router.operations, ctx.validator.profiles.default_profiles
+    )
+    router.operations[(None, "$validate")] = operations.validate
     return router
 
 
 def create_app(settings: Settings | None = None, ctx: GatewayContext | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     ctx = ctx or GatewayContext.create(settings)
-    metrics = Metrics()
+    metrics = ctx.metrics
     router = build_router(ctx)
 
     @asynccontextmanager

@@ -16,7 +16,7 @@ import orjson
 from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.api.router import Router, error_response
 from fhir_gateway.fhir.models import check_resource
-from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, operation_outcome
+from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, information, operation_outcome
 from fhir_gateway.store.repository import new_id
 from fhir_gateway.workflow.resources import ResourceService
 
@@ -69,6 +69,10 @@ class BundleProcessor:
             with self.router.ctx.database.session(write=True) as session:
                 svc = self.router.service(session, req)
                 mapping = self._assign_ids(svc, entries)
+                replay = self._replayed_referral(req, svc, entries)
+                if replay is not None:
+                    results = replay
+                    order = []
                 resolved = [_resolve(e, mapping) for e in entries]
                 for i in order:
                     entry = resolved[i]
@@ -92,6 +96,38 @@ class BundleProcessor:
             },
         )
 
+    def _replayed_referral(
+        self, req: FhirRequest, svc: ResourceService, entries: list[dict[str, Any]]
+    ) -> dict[int, dict[str, Any]] | None:
+        """A resent referral Bundle (its ServiceRequest.identifier is known) writes nothing: each
+        entry is answered with the resource the original referral stored for it."""
+        for entry in entries:
+            resource = entry.get("resource") or {}
+            if entry["request"]["method"] != "POST" or resource.get("resourceType") != "ServiceRequest":
+                continue
+            original = svc.find_referral(resource)
+            if original is None:
+                continue
+            known = {entry.get("fullUrl"): original.reference}
+            known.update(_paired_references(resource, original.content))
+            results: dict[int, dict[str, Any]] = {}
+            for i, other in enumerate(entries):
+                ref = known.get(other.get("fullUrl"))
+                stored = svc.repo.find(*ref.split("/", 1)) if ref and "/" in ref else None
+                if stored is not None:
+                    results[i] = _response_entry(self.router.resource_response(req, stored, 200))
+                else:
+                    results[i] = {
+                        "response": {
+                            "status": "200 OK",
+                            "outcome": operation_outcome(
+                                [information("Not stored again: this referral was received before")]
+                            ),
+                        }
+                    }
+            return results
+        return None
+
     def _dispatch(
         self, sub: FhirRequest, svc: ResourceService, entry: dict[str, Any], mapping: _IdMapping
     ) -> FhirResponse:
@@ -99,8 +135,8 @@ class BundleProcessor:
         if sub.method == "POST" and full_url in mapping.ids and not sub.parts[1:]:
             # Create under the id we promised other entries.
             _rtype, rid = mapping.ids[full_url].split("/")
-            stored, _ = svc.create(sub.body, resource_type=sub.parts[0], resource_id=rid)
-            return self.router.resource_response(sub, stored, 201)
+            stored, created = svc.create(sub.body, resource_type=sub.parts[0], resource_id=rid)
+            return self.router.resource_response(sub, stored, 201 if created else 200)
         try:
             return self.router.dispatch(sub, svc)
         except FhirError as exc:
@@ -128,6 +164,20 @@ class BundleProcessor:
                 if isinstance(resource, dict) and resource.get("id"):
                     mapping.ids[full_url] = f"{resource['resourceType']}/{resource['id']}"
         return mapping
+
+
+def _paired_references(new: Any, original: Any) -> dict[str, str]:
+    """References at the same place in two versions of a resource: new value → original value."""
+    pairs: dict[str, str] = {}
+    if isinstance(new, dict) and isinstance(original, dict):
+        if isinstance(new.get("reference"), str) and isinstance(original.get("reference"), str):
+            pairs[new["reference"]] = original["reference"]
+        for key, value in new.items():
+            pairs.update(_paired_references(value, original.get(key)))
+    elif isinstance(new, list) and isinstance(original, list):
+        for a, b in zip(new, original, strict=False):
+            pairs.update(_paired_references(a, b))
+    return pairs
 
 
 def _check_shell(body: Any) -> dict[str, Any]:

@@ -119,9 +119,11 @@ class MappingSet:
 
 
 def load_mappings(mappings_dir: Path) -> MappingSet:
-    """Read `<dir>/*.yaml` (one mapping each, named by file stem) and `<dir>/regions/*.yaml`."""
+    """Read `<dir>/*.yaml` (one mapping each, named by file stem) and `<dir>/regions/*.yaml`.
+
+    `v2-*.yaml` files map HL7 v2 messages, not FHIR resources: `fhir_gateway.v2` reads those."""
     mappings_dir = Path(mappings_dir)
-    base = {p.stem: _read_yaml(p) for p in sorted(mappings_dir.glob("*.yaml"))}
+    base = {p.stem: _read_yaml(p) for p in sorted(mappings_dir.glob("*.yaml")) if not p.stem.startswith("v2-")}
     regions = {}
     for path in sorted((mappings_dir / "regions").glob("*.yaml")):
         if not _REGION_NAME.match(path.stem):

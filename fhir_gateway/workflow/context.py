@@ -2,20 +2,95 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 
+import sqlalchemy as sa
+
+from fhir_gateway.mapping import MappingSet, load_mappings
+from fhir_gateway.observability import Metrics
+from fhir_gateway.routing import Directory
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
+from fhir_gateway.store.repository import Repository
+from fhir_gateway.store.tables import ResourceRow
+from fhir_gateway.validation import ProfileSet, Validator
+
+DIRECTORY_TYPES = (
+    "Organization",
+    "HealthcareService",
+    "Location",
+    "Endpoint",
+    "Practitioner",
+    "PractitionerRole",
+)
+
+
+@cache
+def _validator(profiles_dir: Path) -> Validator:
+    return Validator(ProfileSet.load(profiles_dir))
+
+
+@cache
+def _mappings(mappings_dir: Path) -> MappingSet:
+    return load_mappings(mappings_dir)
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
 class GatewayContext:
     settings: Settings
     database: Database
+    validator: Validator
+    mappings: MappingSet
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], datetime] = system_clock  # tests move time by replacing this
+    _directory: tuple[tuple[object, ...], Directory] | None = None
+    _directory_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def create(cls, settings: Settings) -> GatewayContext:
-        return cls(settings=settings, database=Database(settings.database_url))
+        return cls(
+            settings=settings,
+            database=Database(settings.database_url),
+            validator=_validator(Path(settings.profiles_dir)),
+            mappings=_mappings(Path(settings.mappings_dir)),
+        )
+
+    def directory(self, repo: Repository) -> Directory:
+        """The social map as stored now. Rebuilt only when a directory resource changed: the
+        cache key (count and newest change per type) is one cheap indexed query, and it is read
+        from the database so every replica sees another replica's changes."""
+        key = self._directory_key(repo)
+        cached = self._directory
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with self._directory_lock:
+            rows = repo.session.execute(
+                sa.select(ResourceRow.content).where(
+                    ResourceRow.resource_type.in_(DIRECTORY_TYPES), ResourceRow.deleted.is_(False)
+                )
+            ).scalars()
+            directory = Directory.from_resources(rows)
+            self._directory = (key, directory)
+            return directory
+
+    @staticmethod
+    def _directory_key(repo: Repository) -> tuple[object, ...]:
+        r = ResourceRow
+        rows = repo.session.execute(
+            sa.select(r.resource_type, sa.func.count(), sa.func.max(r.last_updated))
+            .where(r.resource_type.in_(DIRECTORY_TYPES))
+            .group_by(r.resource_type)
+        ).all()
+        return tuple(sorted(tuple(row) for row in rows))
 
     def close(self) -> None:
         self.database.dispose()

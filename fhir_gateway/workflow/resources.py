@@ -12,10 +12,12 @@ from urllib.parse import parse_qsl
 import jsonpatch
 
 from fhir_gateway.fhir.models import check_resource
-from fhir_gateway.fhir.outcome import FhirError, Invalid, NotFound, error
+from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, NotFound, error
 from fhir_gateway.fhir.search import SearchQuery, parse_search
+from fhir_gateway.fhir.searchparams import format_instant, utc_now
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, SearchPage, Stored
+from fhir_gateway.workflow import feedback, referrals, tasks
 from fhir_gateway.workflow.context import GatewayContext
 
 
@@ -27,7 +29,15 @@ class ResourceService:
 
     # -- validation ------------------------------------------------------------------------------
     def validate(self, resource: Any, expected_type: str | None = None) -> dict[str, Any]:
-        return check_resource(resource, expected_type)
+        """Base specification (400) then the WoR profile for the type (422)."""
+        data = check_resource(resource, expected_type)
+        self.ctx.validator.ensure_valid(data)
+        return data
+
+    def validation_issues(self, resource: Any, expected_type: str | None = None) -> list[Issue]:
+        """All issues (errors and warnings) without storing: base errors raise, profile ones return."""
+        data = check_resource(resource, expected_type)
+        return self.ctx.validator.validate(data)
 
     # -- writes ----------------------------------------------------------------------------------
     def create(
@@ -46,7 +56,14 @@ class ResourceService:
             if existing is not None:
                 return existing, False
         data = {k: v for k, v in data.items() if k != "id"}  # the server assigns the id
+        if data["resourceType"] == "ServiceRequest":
+            referral = referrals.receive(self.repo, self.ctx, self.principal, data, resource_id=resource_id)
+            return referral.service_request, referral.created
         return self.repo.create(data, resource_id=resource_id), True
+
+    def find_referral(self, service_request: dict[str, Any]) -> Stored | None:
+        """The referral already stored under one of this ServiceRequest's identifiers, if any."""
+        return referrals.find_resend(self.repo, service_request)
 
     def conditional_match(self, resource_type: str, criteria: str) -> Stored | None:
         """The single resource matching `criteria` (a search query string), None if none;
@@ -95,7 +112,7 @@ class ResourceService:
                     )
                 ]
             )
-        return self.repo.update(data, if_match=if_match)
+        return self._update(data, if_match=if_match, method="PUT")
 
     def patch(self, resource_type: str, rid: str, operations: Any, *, if_match: int | None = None) -> Stored:
         current = self.repo.read(resource_type, rid)
@@ -108,10 +125,39 @@ class ResourceService:
         if patched.get("resourceType") != resource_type or patched.get("id") != rid:
             raise FhirError(422, [error("processing", "JSON Patch may not change resourceType or id")])
         data = self.validate(patched, resource_type)
-        stored, _ = self.repo.update(
-            data, if_match=if_match if if_match is not None else current.version_id, method="PATCH"
-        )
+        if if_match is None and resource_type != "Task":  # Tasks insist on If-Match (see _update)
+            if_match = current.version_id
+        stored, _ = self._update(data, if_match=if_match, method="PATCH")
         return stored
+
+    def _update(self, data: dict[str, Any], *, if_match: int | None, method: str) -> tuple[Stored, bool]:
+        if data["resourceType"] != "Task":
+            return self.repo.update(data, if_match=if_match, method=method)
+        current = self.repo.find("Task", data["id"])
+        if current is None:
+            raise FhirError(
+                422,
+                [
+                    error(
+                        "business-rule",
+                        "Tasks are created by the gateway from referrals; update an existing Task",
+                        "Task.id",
+                    )
+                ],
+            )
+        change = tasks.check_update(
+            current.content, data, self.principal, if_match, self._practice_of(current.content)
+        )
+        data = {**data, "lastModified": format_instant(utc_now())}
+        stored, _ = self.repo.update(data, if_match=if_match, method=method)
+        tasks.follow_up(self.repo, stored, change)
+        feedback.for_transition(self.repo, self.ctx, stored, change)
+        return stored, False
+
+    def _practice_of(self, task: dict[str, Any]) -> str | None:
+        requester = (task.get("requester") or {}).get("reference", "")
+        practice = self.ctx.directory(self.repo).practice_of(requester)
+        return f"Organization/{practice['id']}" if practice else None
 
     def delete(self, resource_type: str, rid: str) -> Stored | None:
         return self.repo.delete(resource_type, rid)

@@ -9,6 +9,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from tests.conftest import FHIR_JSON
+from tests.wor import patient
 
 PATIENT_URN = "urn:uuid:6f1c4c2e-8a5d-4b1e-9a57-0c1f7a9b8e01"
 
@@ -27,52 +28,50 @@ def post_entry(resource: dict[str, Any], full_url: str | None = None, **request:
     return entry
 
 
-def referral_bundle() -> dict[str, Any]:
+def questionnaire_bundle() -> dict[str, Any]:
+    """A QuestionnaireResponse that points at a Patient created in the same transaction."""
     return transaction(
         post_entry(
             {
-                "resourceType": "ServiceRequest",
-                "status": "active",
-                "intent": "order",
+                "resourceType": "QuestionnaireResponse",
+                "status": "completed",
                 "subject": {"reference": PATIENT_URN},
             },
             "urn:uuid:0b3e9f7c-1111-4c5e-8a2b-3f4d5e6a7b8c",
         ),
         post_entry(
-            {"resourceType": "Patient", "identifier": [{"system": "urn:t", "value": "1"}]},
-            PATIENT_URN,
-            ifNoneExist="identifier=urn:t|1",
+            patient(), PATIENT_URN, ifNoneExist="identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"
         ),
     )
 
 
 def test_transaction_resolves_urn_references(any_client: TestClient) -> None:
-    resp = any_client.post("/fhir", json=referral_bundle(), headers=FHIR_JSON)
+    resp = any_client.post("/fhir", json=questionnaire_bundle(), headers=FHIR_JSON)
     assert resp.status_code == 200, resp.json()
     body = resp.json()
     assert body["type"] == "transaction-response"
     statuses = [e["response"]["status"] for e in body["entry"]]
     assert statuses == ["201 Created", "201 Created"]
-    sr_location = body["entry"][0]["response"]["location"]
+    qr_location = body["entry"][0]["response"]["location"]
     patient_id = body["entry"][1]["resource"]["id"]
-    sr = any_client.get(sr_location.replace("http://gateway.test", "")).json()
-    assert sr["subject"]["reference"] == f"Patient/{patient_id}"
+    qr = any_client.get(qr_location.replace("http://gateway.test", "")).json()
+    assert qr["subject"]["reference"] == f"Patient/{patient_id}"
 
 
 def test_transaction_if_none_exist_reuses_existing(any_client: TestClient) -> None:
-    first = any_client.post("/fhir", json=referral_bundle(), headers=FHIR_JSON).json()
-    second = any_client.post("/fhir", json=referral_bundle(), headers=FHIR_JSON).json()
+    first = any_client.post("/fhir", json=questionnaire_bundle(), headers=FHIR_JSON).json()
+    second = any_client.post("/fhir", json=questionnaire_bundle(), headers=FHIR_JSON).json()
     assert second["entry"][1]["response"]["status"] == "200 OK"
     assert first["entry"][1]["resource"]["id"] == second["entry"][1]["resource"]["id"]
-    sr = second["entry"][0]["resource"]
-    assert sr["subject"]["reference"] == f"Patient/{first['entry'][1]['resource']['id']}"
+    qr = second["entry"][0]["resource"]
+    assert qr["subject"]["reference"] == f"Patient/{first['entry'][1]['resource']['id']}"
     assert any_client.get("/fhir/Patient?_summary=count").json()["total"] == 1
 
 
 def test_transaction_is_all_or_nothing(any_client: TestClient) -> None:
     bad = transaction(
-        post_entry({"resourceType": "Patient", "name": [{"family": "Ok"}]}),
-        post_entry({"resourceType": "Patient", "birthDate": "not-a-date"}),
+        post_entry(patient()),
+        post_entry({**patient(), "birthDate": "not-a-date"}),
     )
     resp = any_client.post("/fhir", json=bad, headers=FHIR_JSON)
     assert resp.status_code == 400
@@ -83,9 +82,9 @@ def test_transaction_is_all_or_nothing(any_client: TestClient) -> None:
 
 
 def test_transaction_stale_update_rolls_back_everything(any_client: TestClient) -> None:
-    created = any_client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON).json()
+    created = any_client.post("/fhir/Patient", json=patient(), headers=FHIR_JSON).json()
     bundle = transaction(
-        post_entry({"resourceType": "Organization", "name": "Should not stay"}),
+        post_entry({"resourceType": "Location", "name": "Should not stay"}),
         {
             "resource": {**created, "gender": "male"},
             "request": {"method": "PUT", "url": f"Patient/{created['id']}", "ifMatch": 'W/"7"'},
@@ -93,12 +92,12 @@ def test_transaction_stale_update_rolls_back_everything(any_client: TestClient) 
     )
     resp = any_client.post("/fhir", json=bundle, headers=FHIR_JSON)
     assert resp.status_code == 412
-    assert any_client.get("/fhir/Organization?_summary=count").json()["total"] == 0
+    assert any_client.get("/fhir/Location?_summary=count").json()["total"] == 0
 
 
 def test_transaction_patch_delete_and_read_entries(client: TestClient) -> None:
-    created = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON).json()
-    other = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON).json()
+    created = client.post("/fhir/Patient", json=patient(), headers=FHIR_JSON).json()
+    other = client.post("/fhir/Patient", json=patient(), headers=FHIR_JSON).json()
     patch = [{"op": "add", "path": "/gender", "value": "female"}]
     bundle = transaction(
         {
@@ -122,8 +121,8 @@ def test_transaction_patch_delete_and_read_entries(client: TestClient) -> None:
 
 def test_batch_entries_succeed_and_fail_independently(client: TestClient) -> None:
     bundle = transaction(
-        post_entry({"resourceType": "Patient"}),
-        post_entry({"resourceType": "Patient", "bogus": True}),
+        post_entry(patient()),
+        post_entry({**patient(), "bogus": True}),
         {"request": {"method": "GET", "url": "Patient/missing"}},
         kind="batch",
     )

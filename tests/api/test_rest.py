@@ -9,15 +9,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import FHIR_JSON
+from tests.wor import BSN, DE_BRUG, load_directory, send_referral, task_for
 
 
 def patient(**extra: Any) -> dict[str, Any]:
-    return {
+    """A Patient valid against WorPatient (BSN, name, Dutch postcode)."""
+    base = {
         "resourceType": "Patient",
+        "identifier": [{"system": BSN, "value": "999911120"}],
         "name": [{"family": "Jansen", "given": ["Anna"]}],
+        "address": [{"postalCode": "3431 AB"}],
         "birthDate": "1961-04-12",
-        **extra,
     }
+    if "identifier" in extra:
+        extra["identifier"] = base["identifier"] + extra["identifier"]
+    return {**base, **extra}
 
 
 def create(client: TestClient, resource: dict[str, Any], **headers: str) -> Any:
@@ -122,21 +128,19 @@ def test_delete_is_soft_and_keeps_history(any_client: TestClient) -> None:
 
 
 def test_conditional_create_returns_existing(any_client: TestClient) -> None:
-    ident = {"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "999911120"}
-    first = create(
-        any_client,
-        patient(identifier=[ident]),
-        **{"If-None-Exist": "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"},
-    )
-    again = create(
-        any_client,
-        patient(identifier=[ident]),
-        **{"If-None-Exist": "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"},
-    )
+    ident = {"system": "urn:test", "value": "cc-1"}
+    header = {"If-None-Exist": "identifier=urn:test|cc-1"}
+    first = create(any_client, patient(identifier=[ident]), **header)
+    again = create(any_client, patient(identifier=[ident]), **header)
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["id"] == again.json()["id"]
     total = any_client.get("/fhir/Patient", params={"_summary": "count"}).json()["total"]
     assert total == 1
+    several = create(any_client, patient(), **{"If-None-Exist": "birthdate=1961-04-12"})
+    assert several.status_code == 200  # criteria on another field: the one match is returned
+    create(any_client, patient(identifier=[{"system": "urn:test", "value": "cc-2"}]))
+    ambiguous = create(any_client, patient(), **{"If-None-Exist": "family=jansen"})
+    assert ambiguous.status_code == 412 and outcome_code(ambiguous) == "multiple-matches"
 
 
 def test_conditional_create_race_creates_one(any_client: TestClient) -> None:
@@ -185,7 +189,7 @@ def test_paging_250_results_each_exactly_once(any_client: TestClient) -> None:
     while url:
         page = any_client.get(url).json()
         pages += 1
-        seen.extend(e["resource"]["identifier"][0]["value"] for e in page.get("entry", []))
+        seen.extend(e["resource"]["identifier"][1]["value"] for e in page.get("entry", []))
         nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
         url = nxt[0].replace("http://gateway.test", "") if nxt else None
         if pages == 2:  # a write between pages must not shift what later pages return
@@ -206,73 +210,48 @@ def test_sort_by_last_updated_descending(client: TestClient) -> None:
 
 
 def test_search_parameters(any_client: TestClient) -> None:
-    org = {"resourceType": "Organization", "id": "w1", "name": "Welzijn Noord"}
-    any_client.put("/fhir/Organization/w1", json=org, headers=FHIR_JSON)
-    sr = create(
-        any_client,
-        {
-            "resourceType": "ServiceRequest",
-            "status": "active",
-            "intent": "order",
-            "subject": {"reference": "Patient/p1"},
-            "requester": {"reference": "Practitioner/gp"},
-            "code": {"coding": [{"system": "urn:codes", "code": "wor"}]},
-            "authoredOn": "2026-03-01",
-        },
-    ).json()
-    task = {
-        "resourceType": "Task",
-        "status": "requested",
-        "intent": "order",
-        "identifier": [{"system": "urn:ids", "value": "t-1"}],
-        "focus": {"reference": f"ServiceRequest/{sr['id']}"},
-        "for": {"reference": "Patient/p1"},
-        "owner": {"reference": "Organization/w1"},
-        "requester": {"reference": "Practitioner/gp"},
-        "authoredOn": "2026-03-02T10:00:00+01:00",
-    }
-    tid = create(any_client, task).json()["id"]
-    create(
-        any_client,
-        {
-            **task,
-            "status": "accepted",
-            "owner": {"reference": "Organization/w2"},
-            "identifier": [{"system": "urn:ids", "value": "t-2"}],
-        },
-    )
+    load_directory(any_client)
+    sr = send_referral(any_client, referral_id="REF-S1")
+    other = send_referral(any_client, referral_id="REF-S2", postcode="3402 AB", bsn="999999151")
+    tid, other_tid = task_for(any_client, sr["id"])["id"], task_for(any_client, other["id"])["id"]
+    patient_ref = sr["subject"]["reference"]
 
     def ids(query: str) -> list[str]:
         body = any_client.get(f"/fhir/{query}").json()
         return [e["resource"]["id"] for e in body.get("entry", []) if e["search"]["mode"] == "match"]
 
-    assert ids("Task?owner=Organization/w1&status=requested") == [tid]
-    assert ids("Task?owner=Organization/w1&status=accepted") == []
-    assert ids("Task?status=requested,accepted").__len__() == 2
-    assert ids("Task?status:not=accepted") == [tid]
-    assert ids("Task?identifier=urn:ids|t-1") == [tid]
-    assert ids("Task?identifier=urn:other|t-1") == []
-    assert ids(f"Task?focus=ServiceRequest/{sr['id']}&patient=p1").__len__() == 2
-    assert ids("Task?subject=Patient/p1&requester=Practitioner/gp").__len__() == 2
-    assert ids("Task?authored-on=2026-03-02").__len__() == 2
-    assert ids("Task?authored-on=gt2026-03-02T09:30:00Z").__len__() == 0
-    assert ids("Task?authored-on=lt2026-03-02T09:30:00Z").__len__() == 2
-    assert ids("ServiceRequest?code=urn:codes|wor&authored=ge2026-03-01") == [sr["id"]]
-    assert ids("ServiceRequest?code=wor&authored=lt2026-03-01") == []
+    assert ids(f"Task?owner={DE_BRUG}&status=requested") == [tid]
+    assert ids(f"Task?owner={DE_BRUG}&status=accepted") == []
+    assert sorted(ids("Task?status=requested,accepted")) == sorted([tid, other_tid])
+    assert ids(f"Task?status:not=requested&owner={DE_BRUG}") == []
+    assert ids(f"Task?focus=ServiceRequest/{sr['id']}&patient={patient_ref}") == [tid]
+    assert len(ids("Task?requester=PractitionerRole/huisarts-van-dijk-praktijk-de-geinoord")) == 2
+    assert ids("ServiceRequest?identifier=https://his.hadegeinoord.example.nl/verwijzing|REF-S1") == [
+        sr["id"]
+    ]
+    assert ids("ServiceRequest?identifier=urn:other|REF-S1") == []
+    assert (
+        ids(
+            "ServiceRequest?reason-code=http://hl7.org/fhir/sid/icpc-1-nl|Z12&authored=ge2026-11-01"
+        ).__len__()
+        == 2
+    )
+    assert ids("ServiceRequest?authored=lt2026-11-02T08:00:00Z") == []
+    assert ids("ServiceRequest?authored=gt2026-11-02T08:00:00Z").__len__() == 2
+    assert ids("ServiceRequest?authored=2026-11-02").__len__() == 2
     assert ids(f"Task?_id={tid}") == [tid]
+    assert ids("Patient?address-postalcode=3431") != []
     assert ids("Patient?name:missing=true") == []
-    assert ids("Organization?name=welzijn") == ["w1"]
-    assert ids("Organization?name:exact=welzijn") == []
-    assert ids("Organization?name:contains=noord") == ["w1"]
-    assert ids("Task?_lastUpdated=ge2000-01-01").__len__() == 2
+    assert ids("Organization?name=stichting de brug") == ["welzijn-de-brug"]
+    assert ids("Organization?name:exact=stichting de brug welzijn") == []
+    assert ids("Organization?name:contains=brug") == ["welzijn-de-brug"]
+    assert len(ids("Task?_lastUpdated=ge2000-01-01")) == 2
     assert ids("Task?_lastUpdated=lt2000-01-01") == []
-    included = any_client.get(
-        "/fhir/Task?owner=Organization/w1&_include=Task:focus&_include=Task:owner"
-    ).json()
+    included = any_client.get(f"/fhir/Task?_id={tid}&_include=Task:focus&_include=Task:patient").json()
     modes = sorted((e["search"]["mode"], e["resource"]["resourceType"]) for e in included["entry"])
-    assert modes == [("include", "Organization"), ("include", "ServiceRequest"), ("match", "Task")]
+    assert modes == [("include", "Patient"), ("include", "ServiceRequest"), ("match", "Task")]
     rev = any_client.get(f"/fhir/ServiceRequest?_id={sr['id']}&_revinclude=Task:focus").json()
-    assert sum(e["search"]["mode"] == "include" for e in rev["entry"]) == 2
+    assert sum(e["search"]["mode"] == "include" for e in rev["entry"]) == 1
     assert any_client.get("/fhir/Task?_summary=count").json()["total"] == 2
 
 
@@ -291,6 +270,8 @@ def test_unknown_search_parameter_warns_or_fails_strict(client: TestClient) -> N
     [
         (b"{not json", FHIR_JSON, 400, "structure"),
         (b'{"resourceType": "Observation", "status": "final"}', FHIR_JSON, 400, "invalid"),
+        (b'{"resourceType": "Patient", "name": [{"family": "X"}]}', FHIR_JSON, 422, "required"),
+        (b'{"resourceType": "Patient", "gender": "unknown-code"}', FHIR_JSON, 422, "code-invalid"),
         (b'{"resourceType": "Patient", "hairColour": "red"}', FHIR_JSON, 400, "structure"),
         (b'{"resourceType": "Patient", "birthDate": "12-04-1961"}', FHIR_JSON, 400, "value"),
         (b'{"name": []}', FHIR_JSON, 400, "required"),

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.wor import patient
+
 pytestmark = pytest.mark.e2e
 
 
@@ -66,7 +68,7 @@ def test_serve_answers_over_http(server: tuple[str, subprocess.Popen[bytes]]) ->
         assert orgs["total"] > 0
         created = http.post(
             "/fhir/Patient",
-            json={"resourceType": "Patient", "name": [{"family": "Visser"}]},
+            json={**patient(), "name": [{"family": "Visser"}]},
             headers={"content-type": "application/fhir+json"},
         )
         assert created.status_code == 201

@@ -1,0 +1,220 @@
+"""Referral ingest: a GP's ServiceRequest becomes a Task + CarePlan at the right welfare organisation.
+
+Runs inside the caller's database transaction (a REST create or a transaction Bundle), so the
+ServiceRequest, Task, CarePlan and Provenance are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.fhir.search import parse_search
+from fhir_gateway.fhir.searchparams import normalise_reference
+from fhir_gateway.mapping import referral_inputs
+from fhir_gateway.routing import Route, route
+from fhir_gateway.security.principal import Principal
+from fhir_gateway.store.repository import Repository, Stored, new_id
+from fhir_gateway.workflow.context import GatewayContext
+
+log = logging.getLogger(__name__)
+
+PROVENANCE_ACTIVITY = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+
+
+@dataclass
+class Referral:
+    service_request: Stored
+    task: Stored | None
+    care_plan: Stored | None
+    created: bool  # False: a resend of a referral we already had
+
+
+def receive(
+    repo: Repository,
+    ctx: GatewayContext,
+    principal: Principal,
+    service_request: dict[str, Any],
+    *,
+    resource_id: str | None = None,
+) -> Referral:
+    """Store a validated referral with its derived Task, CarePlan and Provenance.
+
+    A resend (same ServiceRequest.identifier) returns the original and creates nothing."""
+    existing = find_resend(repo, service_request)
+    if existing is not None:
+        ctx.metrics.referrals.labels("resend").inc()
+        return Referral(existing, None, None, created=False)
+    try:
+        patient = _required_target(repo, service_request.get("subject"), "Patient", "ServiceRequest.subject")
+        consent = _consent(repo, service_request, patient)
+        chosen = route(service_request, patient.content, ctx.directory(repo))
+    except FhirError:
+        ctx.metrics.referrals.labels("rejected").inc()
+        raise
+    sr = repo.create(
+        {**service_request, "status": service_request.get("status", "active")}, resource_id=resource_id
+    )
+    task, care_plan = _derive(repo, ctx, sr, consent, chosen)
+    _provenance(repo, ctx, principal, sr, task, care_plan, chosen)
+    ctx.metrics.referrals.labels("accepted").inc()
+    log.info("referral routed", extra={"event": "referral.routed"})
+    return Referral(sr, task, care_plan, created=True)
+
+
+def find_resend(repo: Repository, service_request: dict[str, Any]) -> Stored | None:
+    for ident in service_request.get("identifier", []):
+        system, value = ident.get("system"), ident.get("value")
+        if not (system and value):
+            continue
+        criteria = f"{system}|{value}"
+        repo.lock(f"ServiceRequest?identifier={criteria}")
+        query = parse_search("ServiceRequest", [("identifier", criteria)])
+        query.count = 1
+        page = repo.search(query)
+        if page.matches:
+            return page.matches[0]
+    return None
+
+
+def _required_target(repo: Repository, ref: dict[str, Any] | None, rtype: str, where: str) -> Stored:
+    reference = normalise_reference((ref or {}).get("reference", ""), repo.base_url) or ""
+    kind, _, rid = reference.partition("/")
+    if kind != rtype or not rid:
+        raise FhirError(422, [error("invalid", f"{where} must reference a {rtype} on this server", where)])
+    stored = repo.find(rtype, rid)
+    if stored is None:
+        raise FhirError(
+            422,
+            [
+                error(
+                    "not-found",
+                    f"{where}: {rtype}/{rid} is not on this server; send it "
+                    "first or in the same transaction Bundle",
+                    where,
+                )
+            ],
+        )
+    return stored
+
+
+def _consent(repo: Repository, sr: dict[str, Any], patient: Stored) -> Stored:
+    """The patient's active consent among supportingInfo (the profile already demands one)."""
+    for i, info in enumerate(sr.get("supportingInfo", [])):
+        reference = normalise_reference(info.get("reference", ""), repo.base_url) or ""
+        if not reference.startswith("Consent/"):
+            continue
+        where = f"ServiceRequest.supportingInfo[{i}]"
+        consent = _required_target(repo, info, "Consent", where)
+        status = consent.content.get("status")
+        if status != "active":
+            raise FhirError(
+                422,
+                [
+                    error(
+                        "business-rule",
+                        f"The patient's consent is '{status}', not active: "
+                        "the referral cannot be shared with the social domain",
+                        where,
+                    )
+                ],
+            )
+        owner = normalise_reference(consent.content.get("patient", {}).get("reference", ""), repo.base_url)
+        if owner != patient.reference:
+            raise FhirError(422, [error("business-rule", "The consent belongs to another patient", where)])
+        return consent
+    raise FhirError(
+        422,
+        [
+            error(
+                "required", "The referral carries no consent of the patient", "ServiceRequest.supportingInfo"
+            )
+        ],
+    )
+
+
+def _derive(
+    repo: Repository, ctx: GatewayContext, sr: Stored, consent: Stored, chosen: Route
+) -> tuple[Stored, Stored]:
+    settings = ctx.mappings.region_settings(chosen.region)
+    task_id, care_plan_id = new_id(), new_id()
+    inputs = referral_inputs(chosen, settings, ctx.clock(), consent=consent.content, task={"id": task_id})
+    task = ctx.mappings.get("servicerequest-to-task", chosen.region).apply(sr.content, inputs)
+    care_plan = ctx.mappings.get("servicerequest-to-careplan", chosen.region).apply(sr.content, inputs)
+    for derived in (task, care_plan):
+        issues = [i for i in ctx.validator.validate(derived) if i.is_error]
+        if issues:  # a mapping that produces invalid output is our bug, not the sender's
+            log.error(
+                "mapping produced an invalid %s", derived["resourceType"], extra={"event": "mapping.invalid"}
+            )
+            raise FhirError(
+                500,
+                [
+                    error(
+                        "exception",
+                        f"The {derived['resourceType']} mapping produced an "
+                        f"invalid resource: {issues[0].diagnostics}",
+                    )
+                ],
+            )
+    return (repo.create(task, resource_id=task_id), repo.create(care_plan, resource_id=care_plan_id))
+
+
+def _provenance(
+    repo: Repository,
+    ctx: GatewayContext,
+    principal: Principal,
+    sr: Stored,
+    task: Stored,
+    care_plan: Stored,
+    chosen: Route,
+) -> None:
+    """Who sent the referral and that the gateway derived the Task and CarePlan from it."""
+    now = sr.content["meta"]["lastUpdated"]
+    agents: list[dict[str, Any]] = [
+        {
+            "type": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                        "code": "author",
+                    }
+                ]
+            },
+            "who": sr.content["requester"],
+        }
+    ]
+    if principal.organization:
+        agents[0]["onBehalfOf"] = {"reference": principal.organization}
+    agents.append(
+        {
+            "type": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                        "code": "assembler",
+                    }
+                ]
+            },
+            "who": {"display": f"fhir-gateway (client {principal.client_id})"},
+        }
+    )
+    repo.create(
+        {
+            "resourceType": "Provenance",
+            "target": [
+                {"reference": sr.reference},
+                {"reference": task.reference},
+                {"reference": care_plan.reference},
+            ],
+            "recorded": now,
+            "activity": {"coding": [{"system": PROVENANCE_ACTIVITY, "code": "CREATE"}]},
+            "reason": [
+                {"text": f"Welzijn op Recept referral routed by {chosen.reason} to {chosen.organization}"}
+            ],
+            "agent": agents,
+            "entity": [{"role": "source", "what": {"reference": sr.reference}}],
+        }
+    )
