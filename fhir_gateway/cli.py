@@ -158,5 +158,99 @@ def load(ctx: click.Context, files: tuple[Path, ...], base_url: str | None) -> N
         sys.exit(1)
 
 
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
+    """Validate FHIR JSON files offline against the base spec and the WoR profiles."""
+    from fhir_gateway.fhir.models import check_resource
+    from fhir_gateway.fhir.outcome import FhirError
+    from fhir_gateway.loading import json_files
+    from fhir_gateway.validation import ProfileSet, Validator
+
+    validator = Validator(ProfileSet.load(_settings(ctx).profiles_dir))
+    failed = 0
+    for path in json_files(files):
+        try:
+            issues = validator.validate(check_resource(orjson.loads(path.read_bytes())))
+        except orjson.JSONDecodeError as exc:
+            issues = [_json_issue(exc)]
+        except FhirError as exc:
+            issues = exc.issues
+        errors = [i for i in issues if i.is_error]
+        failed += bool(errors)
+        click.echo(f"{'INVALID' if errors else 'valid  '} {path}")
+        for issue in issues:
+            where = f" @ {issue.expression}" if issue.expression else ""
+            click.echo(f"  {issue.severity:<8} {issue.code:<14} {issue.diagnostics}{where}")
+    sys.exit(1 if failed else 0)
+
+
+def _json_issue(exc: Exception) -> object:
+    from fhir_gateway.fhir.outcome import error
+
+    return error("structure", f"not valid JSON: {exc}")
+
+
+@main.command("map")
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--mapping",
+    "names",
+    multiple=True,
+    help="Mapping name(s); default: servicerequest-to-task and servicerequest-to-careplan.",
+)
+@click.option(
+    "--directory",
+    "directory_file",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Directory Bundle used for routing (default: examples/directory/directory.json).",
+)
+@click.option("--milestone", default=None, help="For milestone-to-communication: the new businessStatus.")
+@click.option("--status", default=None, help="For milestone-to-communication: the new Task.status.")
+@click.pass_context
+def map_command(
+    ctx: click.Context,
+    file: Path,
+    names: tuple[str, ...],
+    directory_file: Path | None,
+    milestone: str | None,
+    status: str | None,
+) -> None:
+    """Run mappings offline on a ServiceRequest (or referral Bundle) or a Task and print the result."""
+    from fhir_gateway.fhir.outcome import FhirError
+    from fhir_gateway.mapping import map_file
+    from fhir_gateway.routing import Directory, route
+
+    settings = _settings(ctx)
+    document = orjson.loads(file.read_bytes())
+    resources = (
+        [e["resource"] for e in document.get("entry", [])]
+        if document.get("resourceType") == "Bundle"
+        else [document]
+    )
+    by_type = {r.get("resourceType"): r for r in resources}
+    names = names or (
+        ("milestone-to-communication",)
+        if "Task" in by_type and "ServiceRequest" not in by_type
+        else ("servicerequest-to-task", "servicerequest-to-careplan")
+    )
+    inputs: dict[str, object] = {k: v for k, v in (("milestone", milestone), ("status", status)) if v}
+    if "ServiceRequest" in by_type:
+        directory_path = directory_file or settings.examples_dir / "directory" / "directory.json"
+        directory = Directory.from_bundle(orjson.loads(directory_path.read_bytes()))
+        try:
+            inputs["route"] = route(by_type["ServiceRequest"], by_type.get("Patient"), directory).as_dict()
+        except FhirError as exc:
+            raise click.ClickException(f"cannot route: {exc.message}") from exc
+    results = {name: map_file(file, name, dict(inputs), settings.mappings_dir) for name in names}
+    click.echo(
+        orjson.dumps(
+            results if len(results) > 1 else next(iter(results.values())), option=orjson.OPT_INDENT_2
+        ).decode()
+    )
+
+
 if __name__ == "__main__":
     main()
