@@ -14,8 +14,10 @@ from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.ops import build_ops_api
 from fhir_gateway.api.router import Router
+from fhir_gateway.api.v2_http import build_v2_api
 from fhir_gateway.observability import RequestContextMiddleware
 from fhir_gateway.settings import Settings
+from fhir_gateway.v2.service import V2Service
 from fhir_gateway.workflow.context import GatewayContext
 
 
@@ -53,5 +55,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.state.base_url = settings.base_url.rstrip("/")
     app.include_router(build_ops_api(ctx.database, metrics))
     app.include_router(build_fhir_api(router, settings.max_body_bytes))
+    app.state.v2 = V2Service(router, settings.base_url)
+    app.include_router(build_v2_api(app.state.v2, settings.max_body_bytes))
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

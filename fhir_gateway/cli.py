@@ -114,7 +114,7 @@ def _is_empty(gw: object) -> bool:
 
     from fhir_gateway.store.tables import ResourceRow
 
-    with gw.database.session(write=False) as session:  # type: ignore[attr-defined]
+    with gw.database.connection(write=False) as session:  # type: ignore[attr-defined]
         return session.execute(sa.select(ResourceRow.pk).limit(1)).first() is None
 
 
@@ -251,6 +251,12 @@ def map_command(
         ).decode()
     )
 
+
+from fhir_gateway.v2.cli import mllp as _mllp  # noqa: E402
+from fhir_gateway.v2.cli import v2 as _v2  # noqa: E402
+
+main.add_command(_v2)
+main.add_command(_mllp)
 
 if __name__ == "__main__":
     main()

@@ -66,7 +66,7 @@ class BundleProcessor:
         )
         results: dict[int, dict[str, Any]] = {}
         try:
-            with self.router.ctx.database.session(write=True) as session:
+            with self.router.ctx.database.connection(write=True) as session:
                 svc = self.router.service(session, req)
                 mapping = self._assign_ids(svc, entries)
                 replay = self._replayed_referral(req, svc, entries)
@@ -83,10 +83,10 @@ class BundleProcessor:
                         sub = _entry_request(req, entry)
                         response = self._dispatch(sub, svc, entry, mapping)
                     if response.status >= 400:
-                        raise FhirError(response.status, _issues_of(response, i))
+                        raise FhirError(response.status, _issues_of(response, i, entries))
                     results[i] = _response_entry(response)
         except FhirError as exc:
-            return error_response(_located(exc, order, results))
+            return error_response(_located(exc, order, results, entries))
         return FhirResponse(
             200,
             {
@@ -328,7 +328,7 @@ def _response_entry(response: FhirResponse) -> dict[str, Any]:
     return entry
 
 
-def _issues_of(response: FhirResponse, i: int) -> list[Issue]:
+def _issues_of(response: FhirResponse, i: int, entries: list[dict[str, Any]]) -> list[Issue]:
     issues = []
     for raw in (response.body or operation_outcome([])).get("issue", []):
         expr = raw.get("expression", [None])[0]
@@ -337,23 +337,31 @@ def _issues_of(response: FhirResponse, i: int) -> list[Issue]:
                 raw.get("severity", "error"),
                 raw.get("code", "processing"),
                 f"Bundle.entry[{i}]: {raw.get('diagnostics', '')}",
-                _entry_expression(i, expr),
+                _entry_expression(i, expr, entries),
             )
         )
     return issues
 
 
-def _entry_expression(i: int, expression: str | None) -> str:
-    """`Patient.birthDate` inside entry 1 → `Bundle.entry[1].resource.birthDate`."""
+def _entry_expression(i: int, expression: str | None, entries: list[dict[str, Any]] | None = None) -> str:
+    """`Patient.birthDate` raised by entry 1 → `Bundle.entry[1].resource.birthDate`. An error
+    about another resource (routing a ServiceRequest fails on its Patient's address) points at
+    the entry holding that resource."""
     if not expression:
         return f"Bundle.entry[{i}]"
     head, _, rest = expression.partition(".")
     if head[:1].isupper() and "[" not in head:
+        if entries and (entries[i].get("resource") or {}).get("resourceType") != head:
+            i = next(
+                (j for j, e in enumerate(entries) if (e.get("resource") or {}).get("resourceType") == head), i
+            )
         return f"Bundle.entry[{i}].resource" + (f".{rest}" if rest else "")
     return f"Bundle.entry[{i}].resource.{expression}"
 
 
-def _located(exc: FhirError, order: list[int], done: dict[int, Any]) -> FhirError:
+def _located(
+    exc: FhirError, order: list[int], done: dict[int, Any], entries: list[dict[str, Any]]
+) -> FhirError:
     """Name the failing entry when the error came from inside the store/service."""
     if any(i.diagnostics.startswith("Bundle.entry[") for i in exc.issues):
         return exc
@@ -366,7 +374,7 @@ def _located(exc: FhirError, order: list[int], done: dict[int, Any]) -> FhirErro
             i.severity,
             i.code,
             f"Bundle.entry[{idx}]: {i.diagnostics}",
-            _entry_expression(idx, i.expression),
+            _entry_expression(idx, i.expression, entries),
         )
         for i in exc.issues
     ]

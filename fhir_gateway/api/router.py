@@ -76,7 +76,7 @@ class Router:
             route, args = self.match(req)
             if route.handler == self._bundle:
                 return route.handler(req, None, args)  # type: ignore[arg-type]  # manages its own transactions
-            with self.ctx.database.session(write=route.writes) as session:
+            with self.ctx.database.connection(write=route.writes) as session:
                 service = self.service(session, req)
                 return route.handler(req, service, args)
         except FhirError as exc:

@@ -123,7 +123,9 @@ def load_mappings(mappings_dir: Path) -> MappingSet:
 
     `v2-*.yaml` files map HL7 v2 messages, not FHIR resources: `fhir_gateway.v2` reads those."""
     mappings_dir = Path(mappings_dir)
-    base = {p.stem: _read_yaml(p) for p in sorted(mappings_dir.glob("*.yaml")) if not p.stem.startswith("v2-")}
+    base = {
+        p.stem: _read_yaml(p) for p in sorted(mappings_dir.glob("*.yaml")) if not p.stem.startswith("v2-")
+    }
     regions = {}
     for path in sorted((mappings_dir / "regions").glob("*.yaml")):
         if not _REGION_NAME.match(path.stem):

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session
 
 from fhir_gateway.fhir.outcome import FhirError, Gone, NotFound, error
 from fhir_gateway.fhir.search import Condition, DateValue, Include, SearchQuery, TokenValue
@@ -25,6 +24,28 @@ R = ResourceRow.__table__
 H = HistoryRow.__table__
 IX = SearchIndexRow.__table__
 OUT = OutboxRow.__table__
+
+# Statements built once and executed with parameters: building them per call (with literal
+# values) cost more than the SQLite work itself.
+_INSERT_RESOURCE = sa.insert(R).returning(R.c.pk)
+_INSERT_HISTORY = sa.insert(H)
+_INSERT_INDEX = sa.insert(IX)
+_INSERT_OUTBOX = sa.insert(OUT)
+_UPDATE_RESOURCE = (
+    sa.update(R)
+    .where(R.c.pk == sa.bindparam("b_pk"))
+    .values(
+        version_id=sa.bindparam("b_version"),
+        last_updated=sa.bindparam("b_now"),
+        deleted=sa.bindparam("b_deleted"),
+        content=sa.bindparam("b_content", type_=R.c.content.type),
+    )
+)
+_DELETE_INDEX = sa.delete(IX).where(IX.c.resource_pk == sa.bindparam("b_pk"))
+_SELECT_CURRENT = sa.select(R).where(
+    R.c.resource_type == sa.bindparam("b_type"), R.c.id == sa.bindparam("b_id")
+)
+_SELECT_CURRENT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
 
 
 @dataclass(slots=True)
@@ -60,10 +81,10 @@ def new_id() -> str:
 
 
 class Repository:
-    def __init__(self, session: Session, *, base_url: str = "") -> None:
+    def __init__(self, session: sa.Connection, *, base_url: str = "") -> None:
         self.session = session
         self.base_url = base_url
-        self._is_pg = session.get_bind().dialect.name == "postgresql"
+        self._is_pg = session.dialect.name == "postgresql"
 
     # -- writes ----------------------------------------------------------------------------------
     def create(
@@ -74,16 +95,15 @@ class Repository:
         now = utc_now()
         content = _with_meta(resource, rid, 1, now)
         pk = self.session.execute(
-            sa.insert(R)
-            .values(
-                resource_type=resource_type,
-                id=rid,
-                version_id=1,
-                last_updated=now,
-                deleted=False,
-                content=content,
-            )
-            .returning(R.c.pk)
+            _INSERT_RESOURCE,
+            {
+                "resource_type": resource_type,
+                "id": rid,
+                "version_id": 1,
+                "last_updated": now,
+                "deleted": False,
+                "content": content,
+            },
         ).scalar_one()
         self._history(resource_type, rid, 1, now, method, False, content)
         self._reindex(resource_type, content, pk)
@@ -124,9 +144,14 @@ class Repository:
         now = utc_now()
         content = _with_meta(resource, rid, version, now)
         self.session.execute(
-            sa.update(R)
-            .where(R.c.pk == current.pk)
-            .values(version_id=version, last_updated=now, deleted=False, content=content)
+            _UPDATE_RESOURCE,
+            {
+                "b_pk": current.pk,
+                "b_version": version,
+                "b_now": now,
+                "b_deleted": False,
+                "b_content": content,
+            },
         )
         self._history(resource_type, rid, version, now, method, False, content)
         self._reindex(resource_type, content, current.pk, replace=True)
@@ -141,12 +166,17 @@ class Repository:
         now = utc_now()
         content = _with_meta(current.content, rid, version, now)
         self.session.execute(
-            sa.update(R)
-            .where(R.c.pk == current.pk)
-            .values(version_id=version, last_updated=now, deleted=True)
+            _UPDATE_RESOURCE,
+            {
+                "b_pk": current.pk,
+                "b_version": version,
+                "b_now": now,
+                "b_deleted": True,
+                "b_content": current.content,
+            },
         )
         self._history(resource_type, rid, version, now, "DELETE", True, content)
-        self.session.execute(sa.delete(IX).where(IX.c.resource_pk == current.pk))
+        self.session.execute(_DELETE_INDEX, {"b_pk": current.pk})
         return Stored(resource_type, rid, version, now, True, content, current.pk, "DELETE")
 
     def lock(self, key: str) -> None:
@@ -170,17 +200,19 @@ class Repository:
         now = utc_now()
         event = event_id or new_id()
         self.session.execute(
-            sa.insert(OUT).values(
-                event_id=event,
-                kind=kind,
-                destination=destination,
-                subject=subject,
-                payload=payload,
-                status="pending",
-                attempts=0,
-                created_at=now,
-                next_attempt_at=due or now,
-            )
+            _INSERT_OUTBOX,
+            {
+                "event_id": event,
+                "kind": kind,
+                "destination": destination,
+                "subject": subject,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": due or now,
+                "last_error": None,
+            },
         )
         return event
 
@@ -195,30 +227,29 @@ class Repository:
         content: dict[str, Any],
     ) -> None:
         self.session.execute(
-            sa.insert(H).values(
-                resource_type=resource_type,
-                id=rid,
-                version_id=version,
-                last_updated=now,
-                method=method,
-                deleted=deleted,
-                content=content,
-            )
+            _INSERT_HISTORY,
+            {
+                "resource_type": resource_type,
+                "id": rid,
+                "version_id": version,
+                "last_updated": now,
+                "method": method,
+                "deleted": deleted,
+                "content": content,
+            },
         )
 
     def _reindex(self, resource_type: str, content: dict[str, Any], pk: int, replace: bool = False) -> None:
         if replace:
-            self.session.execute(sa.delete(IX).where(IX.c.resource_pk == pk))
+            self.session.execute(_DELETE_INDEX, {"b_pk": pk})
         rows = index_rows(resource_type, content, pk, self.base_url)
         if rows:
-            self.session.execute(sa.insert(IX), [_full_index_row(r) for r in rows])
+            self.session.execute(_INSERT_INDEX, [_full_index_row(r) for r in rows])
 
     # -- reads -----------------------------------------------------------------------------------
     def _current_row(self, resource_type: str, rid: str, lock: bool = False) -> Stored | None:
-        stmt = sa.select(R).where(R.c.resource_type == resource_type, R.c.id == rid)
-        if lock:
-            stmt = stmt.with_for_update()
-        row = self.session.execute(stmt).first()
+        stmt = _SELECT_CURRENT_FOR_UPDATE if lock else _SELECT_CURRENT
+        row = self.session.execute(stmt, {"b_type": resource_type, "b_id": rid}).first()
         return _stored(row) if row else None
 
     def exists(self, resource_type: str, rid: str) -> bool:

@@ -125,6 +125,7 @@ def test_unroutable_address_is_422_and_nothing_is_stored(any_wor: TestClient) ->
     issue = resp.json()["issue"][0]
     assert issue["code"] == "business-rule" and "9999" in issue["diagnostics"]
     assert "ZZ" not in issue["diagnostics"]  # no full address in outcomes
+    assert issue["expression"] == ["Bundle.entry[0].resource.address[0].postalCode"]  # the Patient entry
     assert count(any_wor, "Patient") == 0 and count(any_wor, "ServiceRequest") == 0
 
 

@@ -25,7 +25,7 @@ def test_upgrade_is_idempotent(database: Database) -> None:
 
 
 def test_versions_history_and_index_stay_in_step(database: Database) -> None:
-    with database.session(write=True) as s:
+    with database.connection(write=True) as s:
         repo = Repository(s)
         first = repo.create(
             {
@@ -37,7 +37,7 @@ def test_versions_history_and_index_stay_in_step(database: Database) -> None:
         )
         second, created = repo.update({**first.content, "owner": {"reference": "Organization/b"}}, if_match=1)
         assert not created and second.version_id == 2
-    with database.session(write=False) as s:
+    with database.connection(write=False) as s:
         repo = Repository(s)
         owners = (
             s.execute(sa.select(SearchIndexRow.value).where(SearchIndexRow.param == "owner")).scalars().all()
@@ -46,9 +46,9 @@ def test_versions_history_and_index_stay_in_step(database: Database) -> None:
         assert repo.vread("Task", first.id, 1).content["owner"]["reference"] == "Organization/a"
         history, more = repo.history("Task", first.id)
         assert [h.version_id for h in history] == [2, 1] and more is None
-    with database.session(write=True) as s:
+    with database.connection(write=True) as s:
         assert Repository(s).delete("Task", first.id) is not None
-    with database.session(write=False) as s:
+    with database.connection(write=False) as s:
         repo = Repository(s)
         assert repo.find("Task", first.id) is None and repo.exists("Task", first.id)
         assert s.execute(sa.select(sa.func.count()).select_from(SearchIndexRow)).scalar_one() == 0
@@ -57,27 +57,27 @@ def test_versions_history_and_index_stay_in_step(database: Database) -> None:
 
 def test_rollback_leaves_nothing(database: Database) -> None:
     try:
-        with database.session(write=True) as s:
+        with database.connection(write=True) as s:
             Repository(s).create({"resourceType": "Patient"})
             raise RuntimeError("boom")
     except RuntimeError:
         pass
-    with database.session(write=False) as s:
+    with database.connection(write=False) as s:
         assert Repository(s).count(parse_search("Patient", [])) == 0
 
 
 def test_outbox_row_commits_with_the_change(database: Database) -> None:
-    with database.session(write=True) as s:
+    with database.connection(write=True) as s:
         repo = Repository(s)
         task = repo.create({"resourceType": "Task", "status": "requested", "intent": "order"})
         event = repo.enqueue("rest-hook", "https://example.org/hook", {"focus": task.reference})
-    with database.session(write=False) as s:
+    with database.connection(write=False) as s:
         row = s.execute(sa.select(OutboxRow.__table__).where(OutboxRow.event_id == event)).one()
         assert row.status == "pending" and row.payload == {"focus": task.reference}
 
 
 def test_keyset_paging_is_stable(database: Database) -> None:
-    with database.session(write=True) as s:
+    with database.connection(write=True) as s:
         repo = Repository(s)
         for i in range(25):
             repo.create({"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": str(i)}]})
@@ -86,7 +86,7 @@ def test_keyset_paging_is_stable(database: Database) -> None:
     while True:
         query = parse_search("Patient", [("_count", "10")])
         query.cursor = cursor
-        with database.session(write=False) as s:
+        with database.connection(write=False) as s:
             page = Repository(s).search(query)
         seen += [m.content["identifier"][0]["value"] for m in page.matches]
         if page.next_cursor is None:

@@ -1,0 +1,195 @@
+"""HTTP side of authentication: SMART discovery, the token endpoint, and the bearer-token
+middleware that puts a `Principal` on `request.state.principal` for every non-public call.
+
+Default deny: every path needs a valid access token except the short public list below.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fhir_gateway.fhir.outcome import error, operation_outcome
+from fhir_gateway.security.authn import (
+    BearerError,
+    OAuthError,
+    authenticate_bearer,
+    exchange_client_credentials,
+)
+from fhir_gateway.security.clients import ASSERTION_ALGORITHMS, get_client
+from fhir_gateway.security.principal import Principal
+from fhir_gateway.security.tokens import TokenService
+from fhir_gateway.store.database import Database
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/auth/token"
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", TOKEN_PATH, "/fhir/metadata", "/fhir/metadata/"})
+PUBLIC_PREFIXES = ("/.well-known/",)
+MAX_TOKEN_REQUEST_BYTES = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
+INSECURE_DEV_PRINCIPAL = Principal(
+    client_id="insecure-dev", organization=None, role="admin", scopes=("system/*.cruds",), authenticated=True
+)
+SCOPES_SUPPORTED = [
+    "system/*.cruds",
+    "system/*.rs",
+    "system/ServiceRequest.cr",
+    "system/Task.rus",
+    "system/CarePlan.rus",
+    "system/Communication.crs",
+    "system/Patient.cr",
+    "system/QuestionnaireResponse.crs",
+    "system/*.read",
+    "system/*.write",
+    "system/*.*",
+]
+
+
+def token_endpoint_url(request: Request, settings: Any) -> str:
+    """The URL clients must put in their assertion's `aud`. From `GATEWAY_BASE_URL` when set
+    (its trailing `/fhir` replaced by `/auth/token`) — set it in production: a URL derived from
+    the request's Host header is only as trustworthy as that header."""
+    base = str(getattr(settings, "base_url", "") or "").rstrip("/")
+    if base:
+        root = base[: -len("/fhir")] if base.endswith("/fhir") else base
+        return root + TOKEN_PATH
+    return str(request.base_url).rstrip("/") + TOKEN_PATH
+
+
+def smart_configuration(token_url: str) -> dict[str, Any]:
+    """SMART App Launch 2.x `.well-known/smart-configuration` for Backend Services only."""
+    return {
+        "token_endpoint": token_url,
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "grant_types_supported": ["client_credentials"],
+        "scopes_supported": SCOPES_SUPPORTED,
+        "response_types_supported": [],  # no authorize endpoint: backend services only
+        "capabilities": ["client-confidential-asymmetric", "permission-v2", "permission-v1"],
+    }
+
+
+def _oauth_error(exc: OAuthError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
+
+
+def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> APIRouter:
+    api = APIRouter(include_in_schema=False)
+
+    def lookup(client_id: str) -> Any:
+        return get_client(database, client_id)
+
+    @api.get("/.well-known/smart-configuration")
+    async def well_known(request: Request) -> JSONResponse:
+        return JSONResponse(smart_configuration(token_endpoint_url(request, settings)))
+
+    @api.post(TOKEN_PATH)
+    async def token(request: Request) -> Response:
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return _oauth_error(OAuthError("invalid_request", "send application/x-www-form-urlencoded"))
+        raw = await request.body()
+        if len(raw) > MAX_TOKEN_REQUEST_BYTES:
+            return _oauth_error(OAuthError("invalid_request", "request body too large"))
+        try:
+            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
+        except (UnicodeDecodeError, ValueError):
+            return _oauth_error(OAuthError("invalid_request", "the form body cannot be parsed"))
+        audience = token_endpoint_url(request, settings)
+        try:
+            issued = await run_in_threadpool(
+                exchange_client_credentials,
+                form,
+                database=database,
+                tokens=tokens,
+                audience=audience,
+                lookup=lookup,
+            )
+        except OAuthError as exc:
+            log.warning("token request refused: %s (%s)", exc.error, exc.description, extra={"event": "auth"})
+            return _oauth_error(exc)
+        return JSONResponse(issued.response(), headers=NO_STORE)
+
+    return api
+
+
+def is_public(path: str) -> bool:
+    """Paths anyone may call. Dot-segments never count as public (no `/.well-known/../fhir`)."""
+    if "/./" in path or "/../" in path or path.endswith(("/.", "/..")):
+        return False
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def _unauthorized(exc: BearerError) -> Response:
+    code = "login" if exc.error is None else "security"
+    body = operation_outcome([error(code, exc.description)])
+    return Response(
+        orjson.dumps(body),
+        status_code=exc.status,
+        media_type="application/fhir+json; charset=utf-8",
+        headers={"WWW-Authenticate": exc.challenge()},
+    )
+
+
+class BearerAuthMiddleware:
+    """Pure ASGI middleware: verify `Authorization: Bearer`, set `request.state.principal`.
+
+    With `insecure_dev`, a request *without* an Authorization header acts as an admin — for local
+    experiments only; a token that is sent is still verified."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenService, insecure_dev: bool = False) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.insecure_dev = insecure_dev
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        state = scope.setdefault("state", {})
+        if is_public(path):
+            state["principal"] = Principal.unauthenticated()
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization")
+        if not header and self.insecure_dev:
+            state["principal"] = INSECURE_DEV_PRINCIPAL
+            await self.app(scope, receive, send)
+            return
+        try:
+            state["principal"] = authenticate_bearer(header, self.tokens)
+        except BearerError as exc:
+            await _unauthorized(exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def install_auth(
+    app: FastAPI, settings: Any, database: Database, tokens: TokenService | None = None
+) -> TokenService:
+    """Mount discovery + token endpoint and the bearer middleware on `app`. Call it before adding
+    the request-context middleware, so 401s are logged and counted like any other response."""
+    tokens = tokens or TokenService.from_settings(settings)
+    insecure_dev = bool(getattr(settings, "insecure_dev", False))
+    if insecure_dev:
+        log.warning(
+            "!!! INSECURE_DEV IS ON: requests without a token act as an ADMIN with every scope. "
+            "Never use this outside a developer's machine. !!!"
+        )
+    app.state.tokens = tokens
+    app.include_router(build_auth_api(database, tokens, settings))
+    app.add_middleware(BearerAuthMiddleware, tokens=tokens, insecure_dev=insecure_dev)
+    return tokens

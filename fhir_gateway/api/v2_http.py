@@ -1,0 +1,38 @@
+"""POST /v2: HL7 v2 ER7 over HTTP, for integration engines that do not speak MLLP.
+
+Same service as the MLLP listener; the answer is always HTTP 200 with the ACK (AE/AR inside it),
+because the ACK is the v2 outcome. Only a wrong content type is an HTTP-level error (415).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from fhir_gateway.v2.service import V2Service
+
+ER7_TYPES = ("x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-v2+er7")
+
+
+def build_v2_api(v2_service: V2Service, max_body_bytes: int = 1024 * 1024) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/v2", include_in_schema=False)
+    async def post_v2(request: Request) -> Response:
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if content_type not in ER7_TYPES:
+            return Response(
+                f"Send HL7 v2 ER7 as one of: {', '.join(ER7_TYPES)}\n",
+                status_code=415,
+                media_type="text/plain",
+            )
+        body = await request.body()
+        if len(body) > max_body_bytes:
+            return Response(
+                f"The message exceeds {max_body_bytes} bytes\n", status_code=413, media_type="text/plain"
+            )
+        ack = await run_in_threadpool(v2_service.handle, body)
+        return Response(ack, status_code=200, media_type=content_type)
+
+    return api

@@ -1,0 +1,286 @@
+"""Client registrations (table `clients`) and used client-assertion ids (table `used_jtis`).
+
+A registration says who a system client is (its organisation and role), which public keys
+its assertions are signed with, and the most it may ask for (allowed scopes). It is checked
+once, here, when it is added: only public RS/EC signing keys, no private key material.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, RSAKey
+
+from fhir_gateway.fhir.searchparams import utc_now
+from fhir_gateway.security.scopes import ScopeError, format_scopes, parse_scopes
+from fhir_gateway.store.database import Database
+from fhir_gateway.store.tables import ClientRow, UsedJtiRow
+
+log = logging.getLogger(__name__)
+
+ROLES = ("gp-practice", "welfare-org", "admin")
+ASSERTION_ALGORITHMS = ("RS384", "ES384")  # SMART Backend Services: the server must support both
+_KEY_ALG = {"RSA": "RS384", "EC": "ES384"}
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")  # RFC 7518 §6.2.2, §6.3.2, §6.4
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_ORGANIZATION = re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$")
+MIN_RSA_BITS = 2048
+REGISTRATION_SUFFIX = ".client.json"
+PURGE_BATCH = 500  # expired jtis removed per token request: keeps up, never a long delete
+
+
+class RegistrationError(ValueError):
+    """A client registration that must not be stored (bad keys, unknown role, bad scopes...)."""
+
+
+@dataclass(frozen=True)
+class ClientRegistration:
+    client_id: str
+    name: str
+    organization: str | None
+    role: str
+    jwks: dict[str, Any]
+    scopes: tuple[str, ...]
+    active: bool = True
+    dev_only: bool = False
+    created_at: datetime | None = field(default=None, compare=False)
+
+    def key_set(self) -> KeySet:
+        return KeySet.import_key_set(self.jwks)  # type: ignore[arg-type]
+
+    def to_json(self) -> dict[str, Any]:
+        """The registration file format (`examples/clients/*.client.json`)."""
+        return {
+            "client_id": self.client_id,
+            "name": self.name,
+            "organization": self.organization,
+            "role": self.role,
+            "scopes": list(self.scopes),
+            "active": self.active,
+            "dev_only": self.dev_only,
+            "jwks": self.jwks,
+        }
+
+
+def validate_public_jwks(jwks: Any) -> dict[str, Any]:
+    """Check a client's JWKS and return it in canonical public form.
+
+    Refused: private or symmetric key material (a leaked private key must never be stored, and
+    an `oct` key would turn signatures into shared secrets), key types other than RSA/EC P-384,
+    RSA shorter than 2048 bits, `alg` other than RS384/ES384, `use` other than `sig`, missing or
+    duplicate `kid` (SMART assertions name their key by `kid`)."""
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise RegistrationError("jwks must be a JSON Web Key Set: {'keys': [ ... ]} with at least one key")
+    out: list[dict[str, Any]] = []
+    kids: set[str] = set()
+    for n, jwk in enumerate(jwks["keys"]):
+        where = f"jwks.keys[{n}]"
+        if not isinstance(jwk, dict):
+            raise RegistrationError(f"{where} is not a JSON object")
+        private = sorted(m for m in _PRIVATE_MEMBERS if m in jwk)
+        if private:
+            raise RegistrationError(
+                f"{where} contains private or secret key material ({', '.join(private)}); "
+                "register the PUBLIC key only"
+            )
+        kty = jwk.get("kty")
+        if kty not in _KEY_ALG:
+            raise RegistrationError(f"{where}: key type '{kty}' not accepted (RSA or EC P-384 only)")
+        alg = jwk.get("alg", _KEY_ALG[kty])
+        if alg != _KEY_ALG[kty]:
+            raise RegistrationError(f"{where}: alg '{alg}' not accepted for {kty} (use {_KEY_ALG[kty]})")
+        if jwk.get("use", "sig") != "sig":
+            raise RegistrationError(f"{where}: use must be 'sig'")
+        kid = jwk.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise RegistrationError(f"{where}: kid is required")
+        if kid in kids:
+            raise RegistrationError(f"{where}: kid '{kid}' appears twice")
+        kids.add(kid)
+        try:
+            key = RSAKey.import_key(jwk) if kty == "RSA" else ECKey.import_key(jwk)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError) as exc:
+            raise RegistrationError(f"{where}: not a valid {kty} key ({exc})") from None
+        if key.is_private:
+            raise RegistrationError(f"{where} contains private key material; register the PUBLIC key only")
+        if kty == "EC" and key.curve_name != "P-384":
+            raise RegistrationError(f"{where}: EC keys must be on curve P-384 (ES384)")
+        if kty == "RSA" and key.public_key.key_size < MIN_RSA_BITS:
+            raise RegistrationError(f"{where}: RSA keys must have at least {MIN_RSA_BITS} bits")
+        public = key.as_dict(private=False)
+        public.update({"kid": kid, "alg": alg, "use": "sig"})
+        out.append(public)
+    return {"keys": out}
+
+
+def validate_registration(data: dict[str, Any]) -> ClientRegistration:
+    """A registration document (the `*.client.json` format) → a checked `ClientRegistration`."""
+    if not isinstance(data, dict):
+        raise RegistrationError("a registration is a JSON object")
+    client_id = data.get("client_id")
+    if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+        raise RegistrationError("client_id: 1-128 characters of letters, digits and . _ : -")
+    role = data.get("role")
+    if role not in ROLES:
+        raise RegistrationError(f"role must be one of {', '.join(ROLES)}, not '{role}'")
+    organization = data.get("organization")
+    if organization is not None and (
+        not isinstance(organization, str) or not _ORGANIZATION.match(organization)
+    ):
+        raise RegistrationError("organization must be a reference 'Organization/<id>'")
+    if role != "admin" and not organization:
+        raise RegistrationError(f"a {role} client must act for an organization ('Organization/<id>')")
+    raw_scopes = data.get("scopes", [])
+    if isinstance(raw_scopes, str):
+        raw_scopes = raw_scopes.split()
+    if not isinstance(raw_scopes, list) or not all(isinstance(s, str) for s in raw_scopes):
+        raise RegistrationError("scopes must be a list of SMART system scopes")
+    try:
+        scopes = parse_scopes(raw_scopes)
+    except ScopeError as exc:
+        raise RegistrationError(f"scopes: {exc}") from None
+    if not scopes:
+        raise RegistrationError("scopes: a client needs at least one allowed scope")
+    return ClientRegistration(
+        client_id=client_id,
+        name=str(data.get("name") or client_id),
+        organization=organization,
+        role=role,
+        jwks=validate_public_jwks(data.get("jwks")),
+        scopes=tuple(format_scopes(scopes).split()),
+        active=bool(data.get("active", True)),
+        dev_only=bool(data.get("dev_only", False)),
+    )
+
+
+# -- storage (Core statements: `Database.session` may hand out a plain Connection) ---------------
+CLIENTS = ClientRow.__table__
+USED_JTIS = UsedJtiRow.__table__
+
+
+def _from_row(row: Any) -> ClientRegistration:
+    return ClientRegistration(
+        client_id=row["client_id"],
+        name=row["name"],
+        organization=row["organization"],
+        role=row["role"],
+        jwks=row["jwks"],
+        scopes=tuple(row["scopes"]),
+        active=bool(row["active"]),
+        dev_only=bool(row["dev_only"]),
+        created_at=row["created_at"],
+    )
+
+
+def get_client(database: Database, client_id: str) -> ClientRegistration | None:
+    with database.session(write=False) as session:
+        row = session.execute(sa.select(CLIENTS).where(CLIENTS.c.client_id == client_id)).mappings().first()
+        return _from_row(row) if row is not None else None
+
+
+def list_clients(database: Database) -> list[ClientRegistration]:
+    with database.session(write=False) as session:
+        rows = session.execute(sa.select(CLIENTS).order_by(CLIENTS.c.client_id)).mappings().all()
+        return [_from_row(r) for r in rows]
+
+
+def save_client(database: Database, registration: ClientRegistration) -> ClientRegistration:
+    """Insert or replace a registration. It is validated again, so no path stores an unchecked one."""
+    checked = validate_registration(registration.to_json())
+    values = {
+        "name": checked.name,
+        "organization": checked.organization,
+        "role": checked.role,
+        "jwks": checked.jwks,
+        "scopes": list(checked.scopes),
+        "active": checked.active,
+        "dev_only": checked.dev_only,
+    }
+    with database.session(write=True) as session:
+        exists = session.execute(
+            sa.select(CLIENTS.c.client_id).where(CLIENTS.c.client_id == checked.client_id)
+        ).first()
+        if exists:
+            session.execute(
+                sa.update(CLIENTS).where(CLIENTS.c.client_id == checked.client_id).values(**values)
+            )
+        else:
+            session.execute(
+                sa.insert(CLIENTS).values(client_id=checked.client_id, created_at=utc_now(), **values)
+            )
+    return checked
+
+
+def set_client_active(database: Database, client_id: str, active: bool) -> bool:
+    with database.session(write=True) as session:
+        result = session.execute(
+            sa.update(CLIENTS).where(CLIENTS.c.client_id == client_id).values(active=active)
+        )
+        return bool(result.rowcount)
+
+
+def registration_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(path.glob(f"*{REGISTRATION_SUFFIX}"))
+    return [path]
+
+
+def read_registrations(paths: Iterable[Path]) -> list[ClientRegistration]:
+    out = []
+    for p in paths:
+        try:
+            out.append(validate_registration(orjson.loads(p.read_bytes())))
+        except (RegistrationError, orjson.JSONDecodeError) as exc:
+            raise RegistrationError(f"{p.name}: {exc}") from None
+    return out
+
+
+def load_client_registrations(database: Database, path: Path | str, *, allow_dev_only: bool = True) -> int:
+    """Store every `*.client.json` under `path` (a folder or one file); returns how many.
+    Loading twice changes nothing. `allow_dev_only=False` refuses registrations whose private
+    keys are public knowledge (the committed examples) — use that for any real deployment."""
+    regs = read_registrations(registration_files(Path(path)))
+    if not allow_dev_only:
+        dev = [r.client_id for r in regs if r.dev_only]
+        if dev:
+            raise RegistrationError(f"dev-only registrations refused: {', '.join(dev)}")
+    for reg in regs:
+        save_client(database, reg)
+        if reg.dev_only:
+            log.warning("loaded DEV-ONLY client %s: its private key is in the repository", reg.client_id)
+    return len(regs)
+
+
+# -- replay protection -------------------------------------------------------------------------
+def remember_jti(database: Database, client_id: str, jti: str, expires_at: datetime) -> bool:
+    """Record a client-assertion id; False when that client already used it (a replay).
+
+    The primary key (client_id, jti) makes this atomic across replicas sharing one database;
+    expired ids are purged in the same transaction (an expired assertion fails its `exp` check
+    anyway, so forgetting its id cannot open a replay)."""
+    now = utc_now()
+    expired = (
+        sa.select(USED_JTIS.c.client_id, USED_JTIS.c.jti)
+        .where(USED_JTIS.c.expires_at < now)
+        .limit(PURGE_BATCH)
+    )
+    if not database.is_sqlite:  # replicas purging at once skip each other's rows instead of waiting
+        expired = expired.with_for_update(skip_locked=True)
+    try:
+        with database.session(write=True) as session:
+            session.execute(
+                sa.delete(USED_JTIS).where(sa.tuple_(USED_JTIS.c.client_id, USED_JTIS.c.jti).in_(expired))
+            )
+            session.execute(sa.insert(USED_JTIS).values(client_id=client_id, jti=jti, expires_at=expires_at))
+    except sa.exc.IntegrityError:
+        return False
+    return True

@@ -1,0 +1,334 @@
+"""One inbound v2 message → one ACK: journal, parse, map, the FHIR router, ACK, journal again.
+
+The referral takes the SAME path as a FHIR transaction Bundle (`router.handle(POST /)`), so
+validation, routing, Task creation and auditing apply to v2 senders without a second copy.
+
+Duplicates: (direction 'in', MSH-3^MSH-4, MSH-10) is unique in `v2_messages`. A message is
+claimed before processing (row without ACK) and the ACK is stored after the router committed;
+a resend of a finished message gets the stored ACK byte for byte and is not processed again.
+A claim older than `stale_after` (the process died between commit and journal) is taken over;
+the ServiceRequest's `ifNoneExist` on the referral number then stops a second referral.
+AR outcomes (rejects, transient failures) are not journalled, so the sender's retry is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from fhir_gateway.api.request import FhirRequest, FhirResponse
+from fhir_gateway.security.principal import Principal
+from fhir_gateway.store.tables import V2MessageRow
+from fhir_gateway.v2.ack import (
+    APPLICATION_INTERNAL_ERROR,
+    DATA_TYPE_ERROR,
+    SEGMENT_SEQUENCE_ERROR,
+    AckError,
+    build_ack,
+    code_for_issue,
+    header_guess,
+)
+from fhir_gateway.v2.inbound import V2ContentError, V2Rejected, accept, load_mappings
+from fhir_gateway.v2.mapping import Loc, MappingResult, V2Mapping
+from fhir_gateway.v2.message import Message, V2ParseError, parse_er7
+
+log = logging.getLogger(__name__)
+
+MAX_ERR_SEGMENTS = 20
+_RETRYABLE = {401, 403, 408, 429}  # not the content's fault: AR, so the sender tries again
+
+
+@dataclass
+class Outcome:
+    """What `process` decided; `ack` is the ER7 text sent back."""
+
+    ack: str
+    code: str
+    focus: str | None = None
+    duplicate: bool = False
+
+
+def default_principal(message: Message) -> Principal:
+    """MLLP has no credentials: the sender is trusted at the network layer (VPN / TLS tunnel).
+
+    Wire `principal_for` to the client registrations (clients table) to refuse unknown senders.
+    """
+    return Principal(
+        client_id=f"v2:{message.sender}",
+        organization=None,
+        role="gp-practice",
+        scopes=("system/ServiceRequest.c", "system/Patient.c", "system/Consent.c"),
+        authenticated=True,
+    )
+
+
+class V2Service:
+    """`handle(er7 bytes) -> ACK bytes`; thread-safe (call it from `asyncio.to_thread`)."""
+
+    def __init__(
+        self,
+        router: Any,
+        base_url: str = "",
+        *,
+        mappings: dict[str, V2Mapping] | None = None,
+        validator: Any | None = None,
+        principal_for: Callable[[Message], Principal | None] = default_principal,
+        stale_after: timedelta = timedelta(minutes=2),
+    ) -> None:
+        self.router = router
+        self.database = router.ctx.database
+        self.base_url = base_url.rstrip("/")
+        self.mappings = mappings if mappings is not None else load_mappings(router.ctx.settings.mappings_dir)
+        self.validator = validator  # optional pre-check until the create path validates profiles
+        self.principal_for = principal_for
+        self.stale_after = stale_after
+
+    # -- entry points --------------------------------------------------------------------------
+    def handle(self, data: bytes | str) -> bytes:
+        """Process one message; always returns an ACK (AR when even the header is unreadable)."""
+        latin1 = isinstance(data, bytes) and not _is_utf8(data)
+        try:
+            ack = self.process(data).ack
+        except Exception:  # never leave a sender without an answer
+            log.exception("v2 message failed unexpectedly")
+            ack = build_ack(
+                header_guess(data),
+                "AR",
+                [AckError(APPLICATION_INTERNAL_ERROR, "Internal error; send the message again later")],
+            )
+        return ack.encode("latin-1", "replace") if latin1 else ack.encode("utf-8")
+
+    def process(self, data: bytes | str) -> Outcome:
+        started = time.perf_counter()
+        try:
+            message = parse_er7(data)
+        except V2ParseError as exc:
+            code = SEGMENT_SEQUENCE_ERROR if exc.segment == "MSH" and exc.field is None else DATA_TYPE_ERROR
+            loc = Loc(exc.segment, exc.sequence, exc.field)
+            return Outcome(build_ack(header_guess(data), "AR", [AckError(code, str(exc), loc)]), "AR")
+        try:
+            mapping = accept(message, self.mappings)
+        except V2Rejected as exc:
+            return Outcome(build_ack(message, "AR", [exc.error]), "AR")
+        except V2ContentError as exc:
+            mapping = None
+            content_errors = exc.errors
+        claim = self._claim(message)
+        if isinstance(claim, Outcome):
+            return claim
+        try:
+            if mapping is None:
+                outcome = Outcome(build_ack(message, "AE", content_errors), "AE")
+            else:
+                outcome = self._deliver(message, mapping)
+        except Exception:
+            self._release(claim)
+            raise
+        if outcome.code == "AR":
+            self._release(claim)
+        else:
+            self._finish(claim, outcome)
+        log.info(
+            "v2 %s from %s answered %s in %.1f ms",
+            message.message_type,
+            message.msh.value(4) or "?",
+            outcome.code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return outcome
+
+    # -- the FHIR path ---------------------------------------------------------------------------
+    def _deliver(self, message: Message, mapping: V2Mapping) -> Outcome:
+        result = mapping.apply(message)
+        if self.validator is not None:
+            issues = [i for i in self.validator.validate(result.bundle) if i.is_error]
+            if issues:
+                return Outcome(build_ack(message, "AE", errors_from_issues(result, issues)), "AE")
+        principal = self.principal_for(message)
+        if principal is None:
+            error = AckError(
+                APPLICATION_INTERNAL_ERROR, "The sending facility is not registered", Loc("MSH", 1, 4)
+            )
+            return Outcome(build_ack(message, "AR", [error]), "AR")
+        response = self.router.handle(
+            FhirRequest(
+                method="POST",
+                path="",
+                body=result.bundle,
+                headers={"content-type": "application/fhir+json"},
+                principal=principal,
+                base_url=self.base_url,
+            )
+        )
+        return outcome_for(message, result, response)
+
+    # -- journal -------------------------------------------------------------------------------
+    def _claim(self, message: Message) -> int | Outcome:
+        sender, control_id = message.sender[:255], message.control_id[:64]
+        now = _utcnow()
+        for _attempt in range(2):
+            try:
+                with self.database.session(write=True) as session:
+                    row = session.exec(
+                        select(V2MessageRow).where(
+                            V2MessageRow.direction == "in",
+                            V2MessageRow.sender == sender,
+                            V2MessageRow.control_id == control_id,
+                        )
+                    ).first()
+                    if row is not None:
+                        if row.ack is not None:
+                            return Outcome(row.ack, row.ack_code or "", row.focus, duplicate=True)
+                        if row.received_at > now - self.stale_after:
+                            return _busy(message)
+                        row.received_at = now  # take over a claim its process abandoned
+                        session.add(row)
+                        session.flush()
+                        assert row.pk is not None
+                        return row.pk
+                    row = V2MessageRow(
+                        direction="in",
+                        sender=sender,
+                        control_id=control_id,
+                        message_type=message.message_type[:32],
+                        received_at=now,
+                    )
+                    session.add(row)
+                    session.flush()
+                    assert row.pk is not None
+                    return row.pk
+            except sa.exc.IntegrityError:
+                continue  # a concurrent copy claimed it first: read its state
+        return _busy(message)
+
+    def _finish(self, pk: int, outcome: Outcome) -> None:
+        with self.database.session(write=True) as session:
+            row = session.get(V2MessageRow, pk)
+            if row is not None:
+                row.ack = outcome.ack
+                row.ack_code = outcome.code
+                row.focus = outcome.focus
+                session.add(row)
+
+    def _release(self, pk: int) -> None:
+        with self.database.session(write=True) as session:
+            row = session.get(V2MessageRow, pk)
+            if row is not None and row.ack is None:
+                session.delete(row)
+
+
+# -- response → ACK ----------------------------------------------------------------------------------
+def outcome_for(message: Message, result: MappingResult, response: FhirResponse) -> Outcome:
+    """2xx → AA (the router commits before it returns); 4xx content problems → AE; else AR."""
+    if 200 <= response.status < 300:
+        return Outcome(build_ack(message, "AA"), "AA", _focus(result, response.body))
+    issues = _issues(response.body)
+    if 400 <= response.status < 500 and response.status not in _RETRYABLE:
+        errors = errors_from_issues(result, issues) or [
+            AckError(APPLICATION_INTERNAL_ERROR, f"The referral was refused (HTTP {response.status})")
+        ]
+        return Outcome(build_ack(message, "AE", errors), "AE")
+    text = "; ".join(i.diagnostics for i in issues) or f"HTTP {response.status}"
+    return Outcome(
+        build_ack(
+            message, "AR", [AckError(APPLICATION_INTERNAL_ERROR, f"Not processed, retry later: {text}")]
+        ),
+        "AR",
+    )
+
+
+def errors_from_issues(result: MappingResult, issues: list[Any]) -> list[AckError]:
+    """OperationOutcome issues → ERR segments naming the v2 field each expression came from."""
+    errors: list[AckError] = []
+    for issue in issues:
+        if issue.severity not in ("error", "fatal"):
+            continue
+        loc = None
+        for expression in getattr(issue, "expressions", None) or _issue_expressions(issue):
+            loc = result.locate(expression)
+            if loc is not None:
+                break
+        errors.append(
+            AckError(
+                code_for_issue(issue.code),
+                issue.diagnostics,
+                loc,
+                application_code=issue.code,
+            )
+        )
+        if len(errors) >= MAX_ERR_SEGMENTS:
+            break
+    return errors
+
+
+@dataclass(frozen=True)
+class _Issue:
+    severity: str
+    code: str
+    diagnostics: str
+    expressions: tuple[str, ...]
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity in ("error", "fatal")
+
+
+def _issues(body: dict[str, Any] | None) -> list[_Issue]:
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return []
+    out = []
+    for raw in body.get("issue") or []:
+        out.append(
+            _Issue(
+                raw.get("severity", "error"),
+                raw.get("code", "processing"),
+                raw.get("diagnostics") or (raw.get("details") or {}).get("text") or raw.get("code", ""),
+                tuple(raw.get("expression") or ()),
+            )
+        )
+    return out
+
+
+# Issues from the validator (fhir_gateway.fhir.outcome.Issue) look the same to errors_from_issues.
+def _issue_expressions(issue: Any) -> tuple[str, ...]:
+    return (issue.expression,) if getattr(issue, "expression", None) else ()
+
+
+def _focus(result: MappingResult, body: dict[str, Any] | None) -> str | None:
+    """'ServiceRequest/<id>' from the transaction-response (the RRI^I12 needs it later)."""
+    entries = (body or {}).get("entry") or []
+    for mapped in result.entries:
+        if mapped.resource_type == "ServiceRequest" and mapped.index < len(entries):
+            location = ((entries[mapped.index] or {}).get("response") or {}).get("location") or ""
+            marker = location.find("ServiceRequest/")
+            if marker >= 0:
+                return "/".join(location[marker:].split("/")[:2])[:128]
+    return None
+
+
+def _busy(message: Message) -> Outcome:
+    error = AckError(
+        APPLICATION_INTERNAL_ERROR,
+        f"Message {message.control_id} is being processed; send it again later",
+        Loc("MSH", 1, 10),
+    )
+    return Outcome(build_ack(message, "AR", [error]), "AR")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)

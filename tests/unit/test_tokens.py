@@ -1,0 +1,244 @@
+"""Gateway signing keys, access-token issue/verify, and client-registration checks (real crypto)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, OctKey, RSAKey
+
+from fhir_gateway.security.clients import (
+    RegistrationError,
+    read_registrations,
+    registration_files,
+    validate_public_jwks,
+    validate_registration,
+)
+from fhir_gateway.security.tokens import (
+    GatewayKeys,
+    InvalidToken,
+    KeyConfigError,
+    TokenService,
+    dev_key_path,
+    generate_gateway_key,
+    load_gateway_keys,
+)
+from fhir_gateway.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clients"
+
+
+def _keys() -> GatewayKeys:
+    return GatewayKeys.from_document(
+        orjson.dumps(generate_gateway_key().as_dict(private=True)).decode(), "test"
+    )
+
+
+def _client(**changes: object):
+    reg = read_registrations([EXAMPLES / "welzijn-de-brug-cms.client.json"])[0]
+    return reg if not changes else validate_registration({**reg.to_json(), **changes})
+
+
+@pytest.fixture
+def service() -> TokenService:
+    return TokenService(_keys(), "https://gw.example.nl/fhir")
+
+
+def test_issue_and_verify(service: TokenService) -> None:
+    issued = service.issue(_client(), ["system/Task.rs", "system/CarePlan.r"])
+    assert issued.expires_in == 300
+    assert issued.scope == "system/CarePlan.r system/Task.rs"
+    principal = service.verify(issued.access_token)
+    assert principal.client_id == "welzijn-de-brug-cms"
+    assert principal.organization == "Organization/welzijn-de-brug"
+    assert principal.role == "welfare-org"
+    assert principal.scopes == ("system/CarePlan.r", "system/Task.rs")
+    assert principal.authenticated
+    header = json.loads(base64.urlsafe_b64decode(issued.access_token.split(".")[0] + "=="))
+    assert header["typ"] == "at+jwt" and header["alg"] == "ES256"
+
+
+def test_lifetime_capped_at_300(service: TokenService) -> None:
+    assert service.issue(_client(), "system/Task.r", lifetime=3600).expires_in == 300
+    assert TokenService(service.keys, service.issuer, lifetime=9999).lifetime == 300
+
+
+def test_expired_token_refused(service: TokenService) -> None:
+    old = service.issue(_client(), "system/Task.r", now=int(time.time()) - 400)
+    with pytest.raises(InvalidToken, match="expired"):
+        service.verify(old.access_token)
+
+
+def test_tampered_signature_refused(service: TokenService) -> None:
+    token = service.issue(_client(), "system/Task.r").access_token
+    head, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["scope"] = "system/*.cruds"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(InvalidToken):
+        service.verify(f"{head}.{forged}.{sig}")
+    flipped = sig[:-2] + ("AA" if sig[-2:] != "AA" else "BB")
+    with pytest.raises(InvalidToken):
+        service.verify(f"{head}.{payload}.{flipped}")
+
+
+def test_token_from_another_gateway_key_refused(service: TokenService) -> None:
+    other = TokenService(_keys(), service.issuer)
+    with pytest.raises(InvalidToken):
+        service.verify(other.issue(_client(), "system/Task.r").access_token)
+
+
+def test_token_from_another_issuer_name_refused(service: TokenService) -> None:
+    other = TokenService(service.keys, "https://elsewhere.example.nl/fhir")
+    with pytest.raises(InvalidToken, match="audience"):
+        service.verify(other.issue(_client(), "system/Task.r").access_token)
+
+
+def test_client_assertion_shaped_jwt_is_not_an_access_token(service: TokenService) -> None:
+    now = int(time.time())
+    claims = {"iss": service.issuer, "aud": service.issuer, "sub": "x", "exp": now + 60, "iat": now}
+    token = jwt.encode({"alg": "ES256", "kid": service.keys.signing.kid}, claims, service.keys.signing)
+    with pytest.raises(InvalidToken, match="not an access token"):
+        service.verify(token)
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "x" * 9000])
+def test_garbage_refused(service: TokenService, garbage: str) -> None:
+    with pytest.raises(InvalidToken):
+        service.verify(garbage)
+
+
+def test_jwks_rotation_first_signs_all_verify() -> None:
+    old, new = generate_gateway_key(), generate_gateway_key()
+    before = GatewayKeys.from_document(json.dumps({"keys": [old.as_dict(private=True)]}), "t")
+    after = GatewayKeys.from_document(
+        json.dumps({"keys": [new.as_dict(private=True), old.as_dict(private=False)]}), "t"
+    )
+    token = TokenService(before, "i").issue(_client(), "system/Task.r").access_token
+    assert TokenService(after, "i").verify(token).client_id == "welzijn-de-brug-cms"
+    assert after.signing.kid == new.kid
+
+
+def test_rsa_and_pem_gateway_keys() -> None:
+    rsa = RSAKey.generate_key(2048, private=True)
+    keys = GatewayKeys.from_document(rsa.as_pem(private=True).decode(), "pem")
+    assert keys.alg == "RS256" and keys.signing.kid
+    service = TokenService(keys, "i")
+    assert service.verify(service.issue(_client(), "system/Task.r").access_token).role == "welfare-org"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        lambda: generate_gateway_key().as_dict(private=False),  # public only: cannot sign
+        lambda: ECKey.generate_key("P-384", private=True).as_dict(private=True),  # wrong curve for ES256
+        lambda: OctKey.generate_key(256).as_dict(private=True),  # symmetric
+        lambda: {"not": "a key"},
+    ],
+)
+def test_bad_gateway_keys(doc) -> None:
+    with pytest.raises(KeyConfigError):
+        GatewayKeys.from_document(json.dumps(doc()), "t")
+
+
+def test_dev_key_generated_once_beside_sqlite(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/gw.db")
+    path = dev_key_path(settings)
+    assert path.parent == tmp_path.resolve()
+    first = load_gateway_keys(settings)
+    assert path.is_file() and (path.stat().st_mode & 0o077) == 0
+    second = load_gateway_keys(settings)
+    assert first.signing.kid == second.signing.kid
+    assert not list(tmp_path.glob(".*"))  # no temp files left
+
+
+def test_key_file_and_inline_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = generate_gateway_key()
+    file = tmp_path / "k.jwk"
+    file.write_text(json.dumps(key.as_dict(private=True)))
+    monkeypatch.setenv("GATEWAY_TOKEN_KEY_FILE", str(file))
+    assert load_gateway_keys(Settings(database_url="sqlite://")).signing.kid == key.kid
+    other = generate_gateway_key()
+    monkeypatch.setenv("GATEWAY_TOKEN_KEY", json.dumps(other.as_dict(private=True)))
+    assert load_gateway_keys(Settings(database_url="sqlite://")).signing.kid == other.kid
+    monkeypatch.delenv("GATEWAY_TOKEN_KEY")
+    monkeypatch.setenv("GATEWAY_TOKEN_KEY_FILE", str(tmp_path / "missing.jwk"))
+    with pytest.raises(KeyConfigError):
+        load_gateway_keys(Settings(database_url="sqlite://"))
+
+
+# -- client registrations ----------------------------------------------------------------------
+def test_every_example_registration_is_valid_and_public() -> None:
+    regs = read_registrations(registration_files(EXAMPLES))
+    assert {r.role for r in regs} == {"gp-practice", "welfare-org", "admin"}
+    for reg in regs:
+        assert reg.dev_only
+        for key in reg.jwks["keys"]:
+            assert not {"d", "p", "q", "dp", "dq", "qi", "k"} & set(key)
+        assert (EXAMPLES / f"{reg.client_id}.dev-only.private.jwk").is_file()
+
+
+def test_example_clients_cover_every_directory_organisation() -> None:
+    bundle = json.loads((EXAMPLES.parent / "directory" / "directory.json").read_text())
+    orgs = {
+        f"Organization/{e['resource']['id']}"
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Organization"
+    }
+    registered = {r.organization for r in read_registrations(registration_files(EXAMPLES))}
+    assert orgs <= registered
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        lambda: ECKey.generate_key("P-384", private=True, auto_kid=True).as_dict(private=True),
+        lambda: RSAKey.generate_key(2048, private=True, auto_kid=True).as_dict(private=True),
+        lambda: {**OctKey.generate_key(256).as_dict(private=True), "kid": "s"},
+    ],
+)
+def test_private_or_secret_key_material_rejected(key) -> None:
+    with pytest.raises(RegistrationError, match="private or secret"):
+        validate_public_jwks({"keys": [key()]})
+
+
+@pytest.mark.filterwarnings("ignore:Key size should be")
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (lambda: ECKey.generate_key("P-256", auto_kid=True).as_dict(private=False), "P-384"),
+        (lambda: RSAKey.generate_key(1024, auto_kid=True).as_dict(private=False), "2048"),
+        (
+            lambda: {**ECKey.generate_key("P-384", auto_kid=True).as_dict(private=False), "alg": "ES256"},
+            "alg",
+        ),
+        (lambda: {**ECKey.generate_key("P-384").as_dict(private=False)}, "kid"),
+        (lambda: {**ECKey.generate_key("P-384", auto_kid=True).as_dict(private=False), "use": "enc"}, "use"),
+    ],
+)
+def test_unsuitable_public_keys_rejected(key, message: str) -> None:
+    with pytest.raises(RegistrationError, match=message):
+        validate_public_jwks({"keys": [key()]})
+
+
+def test_registration_checks() -> None:
+    base = _client().to_json()
+    for changes, message in [
+        ({"role": "superuser"}, "role"),
+        ({"organization": None}, "organization"),
+        ({"organization": "Patient/1"}, "organization"),
+        ({"scopes": ["patient/*.read"]}, "scopes"),
+        ({"scopes": []}, "scope"),
+        ({"client_id": "bad id"}, "client_id"),
+        ({"jwks": {"keys": []}}, "jwks"),
+    ]:
+        with pytest.raises(RegistrationError, match=message):
+            validate_registration({**base, **changes})
+    assert validate_registration({**base, "scopes": "system/Task.read system/Task.write"}).scopes == (
+        "system/Task.cruds",
+    )
