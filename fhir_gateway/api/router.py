@@ -23,7 +23,7 @@ from fhir_gateway.fhir.outcome import FhirError, error, operation_outcome
 from fhir_gateway.fhir.search import encode_cursor, parse_search
 from fhir_gateway.fhir.searchparams import parse_date_range
 from fhir_gateway.store.database import DatabaseUnavailable
-from fhir_gateway.store.repository import Repository, SearchPage, Stored
+from fhir_gateway.store.repository import SearchPage, Stored
 from fhir_gateway.workflow.context import GatewayContext
 from fhir_gateway.workflow.resources import ResourceService
 
@@ -101,7 +101,7 @@ class Router:
         return route.handler(req, service, args)
 
     def service(self, session: Any, req: FhirRequest) -> ResourceService:
-        return ResourceService(Repository(session, base_url=req.base_url), self.ctx, req.principal)
+        return ResourceService(self.ctx.repository(session, req.base_url), self.ctx, req.principal)
 
     def match(self, req: FhirRequest) -> tuple[Route, dict[str, str]]:
         parts = req.parts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -80,10 +81,19 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+WriteListener = Callable[["Repository", "Stored"], None]
+
+
 class Repository:
-    def __init__(self, session: sa.Connection, *, base_url: str = "") -> None:
+    """`on_write` listeners run after every create/update/delete, inside the same transaction:
+    that is how notifications become outbox rows that commit (or roll back) with the change."""
+
+    def __init__(
+        self, session: sa.Connection, *, base_url: str = "", on_write: Sequence[WriteListener] = ()
+    ) -> None:
         self.session = session
         self.base_url = base_url
+        self.on_write = on_write
         self._is_pg = session.dialect.name == "postgresql"
 
     # -- writes ----------------------------------------------------------------------------------
@@ -107,7 +117,7 @@ class Repository:
         ).scalar_one()
         self._history(resource_type, rid, 1, now, method, False, content)
         self._reindex(resource_type, content, pk)
-        return Stored(resource_type, rid, 1, now, False, content, pk, method)
+        return self._written(Stored(resource_type, rid, 1, now, False, content, pk, method))
 
     def update(
         self, resource: dict[str, Any], *, if_match: int | None = None, method: str = "PUT"
@@ -155,7 +165,9 @@ class Repository:
         )
         self._history(resource_type, rid, version, now, method, False, content)
         self._reindex(resource_type, content, current.pk, replace=True)
-        return Stored(resource_type, rid, version, now, False, content, current.pk, method), False
+        return self._written(
+            Stored(resource_type, rid, version, now, False, content, current.pk, method)
+        ), False
 
     def delete(self, resource_type: str, rid: str) -> Stored | None:
         """Soft delete: the row stays (flagged) and history gets a DELETE version."""
@@ -177,7 +189,12 @@ class Repository:
         )
         self._history(resource_type, rid, version, now, "DELETE", True, content)
         self.session.execute(_DELETE_INDEX, {"b_pk": current.pk})
-        return Stored(resource_type, rid, version, now, True, content, current.pk, "DELETE")
+        return self._written(Stored(resource_type, rid, version, now, True, content, current.pk, "DELETE"))
+
+    def _written(self, stored: Stored) -> Stored:
+        for listener in self.on_write:
+            listener(self, stored)
+        return stored
 
     def lock(self, key: str) -> None:
         """Serialise check-then-write sequences (conditional create, resend detection) across

@@ -16,7 +16,7 @@ from fhir_gateway.observability import Metrics
 from fhir_gateway.routing import Directory
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
-from fhir_gateway.store.repository import Repository
+from fhir_gateway.store.repository import Repository, WriteListener
 from fhir_gateway.store.tables import ResourceRow
 from fhir_gateway.validation import ProfileSet, Validator
 
@@ -52,6 +52,7 @@ class GatewayContext:
     mappings: MappingSet
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], datetime] = system_clock  # tests move time by replacing this
+    on_write: list[WriteListener] = field(default_factory=list)  # e.g. notifications → outbox
     _directory: tuple[tuple[object, ...], Directory] | None = None
     _directory_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,6 +64,9 @@ class GatewayContext:
             validator=_validator(Path(settings.profiles_dir)),
             mappings=_mappings(Path(settings.mappings_dir)),
         )
+
+    def repository(self, connection: sa.Connection, base_url: str = "") -> Repository:
+        return Repository(connection, base_url=base_url, on_write=self.on_write)
 
     def directory(self, repo: Repository) -> Directory:
         """The social map as stored now. Rebuilt only when a directory resource changed: the
