@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from fhir_gateway import __version__
 from fhir_gateway.api import operations
+from fhir_gateway.api.auth import install_auth
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.http import build_fhir_api
@@ -57,5 +58,6 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.include_router(build_fhir_api(router, settings.max_body_bytes))
     app.state.v2 = V2Service(router, settings.base_url)
     app.include_router(build_v2_api(app.state.v2, settings.max_body_bytes))
+    install_auth(app, settings, ctx.database)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

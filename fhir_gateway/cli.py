@@ -93,6 +93,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, no_examples: b
 def _prepare_database(settings: Settings, *, load_examples: bool) -> None:
     from fhir_gateway.app import build_router
     from fhir_gateway.loading import load_files
+    from fhir_gateway.security.clients import list_clients, load_client_registrations
     from fhir_gateway.workflow.context import GatewayContext
 
     gw = GatewayContext.create(settings)
@@ -105,6 +106,10 @@ def _prepare_database(settings: Settings, *, load_examples: bool) -> None:
             log.info("loaded example directory: %d file(s), %d failed", len(results), len(failed))
             for r in failed:
                 log.error("example %s failed: %s", r.path.name, r.detail)
+        clients_dir = settings.examples_dir / "clients"
+        if load_examples and settings.is_sqlite and clients_dir.is_dir() and not list_clients(gw.database):
+            count = load_client_registrations(gw.database, clients_dir)
+            log.warning("loaded %d DEV-ONLY client registrations from %s", count, clients_dir)
     finally:
         gw.close()
 
@@ -252,9 +257,13 @@ def map_command(
     )
 
 
+from fhir_gateway.security.cli import clients as _clients  # noqa: E402
+from fhir_gateway.security.cli import token as _token  # noqa: E402
 from fhir_gateway.v2.cli import mllp as _mllp  # noqa: E402
 from fhir_gateway.v2.cli import v2 as _v2  # noqa: E402
 
+main.add_command(_clients)
+main.add_command(_token)
 main.add_command(_v2)
 main.add_command(_mllp)
 

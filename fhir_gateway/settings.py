@@ -26,6 +26,10 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 1000
     max_body_bytes: int = 10 * 1024 * 1024
+    insecure_dev: bool = False  # requests without a token act as admin: developer machines only
+    token_key: str = ""  # gateway signing key: private JWK, JWK Set or PEM (from a secret store)
+    token_key_file: str = ""  # ... or a file holding it; none: a dev key under ./var/ (SQLite only)
+    access_token_lifetime: int = 300  # seconds, at most 300
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -13,14 +13,18 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from fhir_gateway.app import create_app
+from fhir_gateway.security.clients import get_client, load_client_registrations
+from fhir_gateway.security.tokens import generate_gateway_key
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
 
+ROOT = Path(__file__).resolve().parent.parent
 ADMIN_PG_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -106,9 +110,28 @@ def database(database_url: str) -> Iterator[Database]:
     db.dispose()
 
 
-def make_client(url: str, **settings: object) -> TestClient:
+TEST_TOKEN_KEY = orjson.dumps(generate_gateway_key().as_dict(private=True)).decode()
+
+
+def make_client(url: str, client_id: str | None = "gateway-admin", **settings: object) -> TestClient:
+    """A gateway over real HTTP semantics (TestClient) acting as one registered client: the
+    example registrations are loaded and a real access token is sent. None: no token."""
+    settings.setdefault("token_key", TEST_TOKEN_KEY)
     app = create_app(Settings(database_url=url, **settings))  # type: ignore[arg-type]
-    return TestClient(app, base_url="http://gateway.test")
+    client = TestClient(app, base_url="http://gateway.test")
+    load_client_registrations(app.state.ctx.database, ROOT / "examples" / "clients")
+    if client_id:
+        authorize(client, client_id)
+    return client
+
+
+def authorize(client: TestClient, client_id: str) -> None:
+    """Send requests as `client_id` from now on (a token with all its allowed scopes)."""
+    app = client.app
+    registration = get_client(app.state.ctx.database, client_id)  # type: ignore[attr-defined]
+    assert registration is not None, client_id
+    token = app.state.tokens.issue(registration, registration.scopes)  # type: ignore[attr-defined]
+    client.headers["Authorization"] = f"Bearer {token.access_token}"
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.api.router import Router, error_response
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, information, operation_outcome
+from fhir_gateway.security import audit
 from fhir_gateway.store.repository import new_id
 from fhir_gateway.workflow.resources import ResourceService
 
@@ -65,6 +66,7 @@ class BundleProcessor:
             key=lambda i: (_ORDER[entries[i]["request"]["method"]], _type_rank(entries[i]), i),
         )
         results: dict[int, dict[str, Any]] = {}
+        svc: ResourceService | None = None
         try:
             with self.router.ctx.database.connection(write=True) as session:
                 svc = self.router.service(session, req)
@@ -78,15 +80,20 @@ class BundleProcessor:
                     entry = resolved[i]
                     if i in mapping.existing:
                         stored = svc.read(*mapping.ids[entry["fullUrl"]].split("/"))
-                        response = self.router.resource_response(req, stored, 200)
+                        response = self.router.resource_response(req, stored, 200, svc)
                     else:
                         sub = _entry_request(req, entry)
                         response = self._dispatch(sub, svc, entry, mapping)
                     if response.status >= 400:
                         raise FhirError(response.status, _issues_of(response, i, entries))
                     results[i] = _response_entry(response)
+                if svc.audit.needed:
+                    audit.write(svc.repo, svc.audit, 200)
         except FhirError as exc:
-            return error_response(_located(exc, order, results, entries))
+            failed = error_response(_located(exc, order, results, entries))
+            if svc is not None and svc.audit.needed:
+                self.router.write_audit(req, svc.audit, failed.status)
+            return failed
         return FhirResponse(
             200,
             {
@@ -105,7 +112,7 @@ class BundleProcessor:
             resource = entry.get("resource") or {}
             if entry["request"]["method"] != "POST" or resource.get("resourceType") != "ServiceRequest":
                 continue
-            original = svc.find_referral(resource)
+            original = svc.find_referral(resource)  # 409 if another organisation owns that identifier
             if original is None:
                 continue
             known = {entry.get("fullUrl"): original.reference}
@@ -115,7 +122,7 @@ class BundleProcessor:
                 ref = known.get(other.get("fullUrl"))
                 stored = svc.repo.find(*ref.split("/", 1)) if ref and "/" in ref else None
                 if stored is not None:
-                    results[i] = _response_entry(self.router.resource_response(req, stored, 200))
+                    results[i] = _response_entry(self.router.resource_response(req, stored, 200, svc))
                 else:
                     results[i] = {
                         "response": {
@@ -136,7 +143,7 @@ class BundleProcessor:
             # Create under the id we promised other entries.
             _rtype, rid = mapping.ids[full_url].split("/")
             stored, created = svc.create(sub.body, resource_type=sub.parts[0], resource_id=rid)
-            return self.router.resource_response(sub, stored, 201 if created else 200)
+            return self.router.resource_response(sub, stored, 201 if created else 200, svc)
         try:
             return self.router.dispatch(sub, svc)
         except FhirError as exc:
@@ -155,6 +162,7 @@ class BundleProcessor:
                 if request.get("ifNoneExist"):
                     existing = svc.conditional_match(rtype, request["ifNoneExist"])
                 if existing is not None:
+                    svc.claim(existing)
                     mapping.ids[full_url] = existing.reference
                     mapping.existing.add(i)
                 else:

@@ -22,6 +22,7 @@ from fhir_gateway.fhir.models import is_known_type, rest_types
 from fhir_gateway.fhir.outcome import FhirError, error, operation_outcome
 from fhir_gateway.fhir.search import encode_cursor, parse_search
 from fhir_gateway.fhir.searchparams import parse_date_range
+from fhir_gateway.security import audit
 from fhir_gateway.store.database import DatabaseUnavailable
 from fhir_gateway.store.repository import SearchPage, Stored
 from fhir_gateway.workflow.context import GatewayContext
@@ -76,11 +77,19 @@ class Router:
             route, args = self.match(req)
             if route.handler == self._bundle:
                 return route.handler(req, None, args)  # type: ignore[arg-type]  # manages its own transactions
-            with self.ctx.database.connection(write=route.writes) as session:
-                service = self.service(session, req)
-                return route.handler(req, service, args)
         except FhirError as exc:
             return error_response(exc)
+        service: ResourceService | None = None
+        try:
+            with self.ctx.database.connection(write=route.writes) as session:
+                service = self.service(session, req)
+                response = route.handler(req, service, args)
+                if route.writes and service.audit.needed:  # atomic with the change it records
+                    audit.write(service.repo, service.audit, response.status)
+                    service.audit.entities.clear()
+                    service.audit.query = None
+        except FhirError as exc:
+            response = error_response(exc)
         except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             log.warning("database unavailable: %s", type(exc).__name__)
             return error_response(
@@ -90,6 +99,14 @@ class Router:
                     {"Retry-After": "5"},
                 )
             )
+        if service is not None and service.audit.needed:
+            self.write_audit(req, service.audit, response.status)
+        return response
+
+    def write_audit(self, req: FhirRequest, trail: audit.AuditTrail, status: int) -> None:
+        """Reads (and failed writes) are logged in a transaction of their own."""
+        with self.ctx.database.connection(write=True) as session:
+            audit.write(self.service(session, req).repo, trail, status)
 
     def dispatch(self, req: FhirRequest, service: ResourceService) -> FhirResponse:
         """Run one request inside the caller's transaction (transaction Bundle entries)."""
@@ -140,25 +157,25 @@ class Router:
         stored, created = svc.create(
             req.body, resource_type=args["type"], if_none_exist=req.header("if-none-exist")
         )
-        return self.resource_response(req, stored, 201 if created else 200)
+        return self.resource_response(req, stored, 201 if created else 200, svc)
 
     def _read(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored = svc.read(args["type"], args["id"])
         if _not_modified(req, stored):
             return FhirResponse(304, None, _resource_headers(req, stored))
-        return FhirResponse(200, stored.content, _resource_headers(req, stored))
+        return FhirResponse(200, svc.view(stored), _resource_headers(req, stored))
 
     def _vread(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored = svc.vread(args["type"], args["id"], _version(args["vid"], "vid"))
-        return FhirResponse(200, stored.content, _resource_headers(req, stored))
+        return FhirResponse(200, svc.view(stored), _resource_headers(req, stored))
 
     def _update(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored, created = svc.update(args["type"], args["id"], req.body, if_match=if_match(req))
-        return self.resource_response(req, stored, 201 if created else 200)
+        return self.resource_response(req, stored, 201 if created else 200, svc)
 
     def _patch(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored = svc.patch(args["type"], args["id"], req.body, if_match=if_match(req))
-        return self.resource_response(req, stored, 200)
+        return self.resource_response(req, stored, 200, svc)
 
     def _delete(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored = svc.delete(args["type"], args["id"])
@@ -180,7 +197,7 @@ class Router:
             base_url=req.base_url,
         )
         page = svc.search(query)
-        return FhirResponse(200, self.search_bundle(req, args["type"], query, page))
+        return FhirResponse(200, self.search_bundle(req, args["type"], query, page, svc))
 
     def _history(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         params = dict(req.params)
@@ -207,7 +224,7 @@ class Router:
         if next_pk is not None:
             nxt = [(k, v) for k, v in req.params if k != "_page_before"] + [("_page_before", str(next_pk))]
             bundle["link"].append({"relation": "next", "url": _url(req.base_url, path, nxt)})
-        bundle["entry"] = [_history_entry(req.base_url, e) for e in entries]
+        bundle["entry"] = [_history_entry(req.base_url, e, svc.view(e)) for e in entries]
         if not bundle["entry"]:
             del bundle["entry"]
         return FhirResponse(200, bundle)
@@ -223,7 +240,7 @@ class Router:
 
     # -- response building ---------------------------------------------------------------------
     def resource_response(
-        self, req: FhirRequest, stored: Stored, status: int, outcome: dict[str, Any] | None = None
+        self, req: FhirRequest, stored: Stored, status: int, svc: ResourceService | None = None
     ) -> FhirResponse:
         headers = _resource_headers(req, stored)
         headers["Location"] = f"{req.base_url}/{stored.reference}/_history/{stored.version_id}"
@@ -231,11 +248,11 @@ class Router:
         if prefer == "minimal":
             return FhirResponse(status, None, headers)
         if prefer == "OperationOutcome":
-            return FhirResponse(status, outcome or operation_outcome([]), headers)
-        return FhirResponse(status, stored.content, headers)
+            return FhirResponse(status, operation_outcome([]), headers)
+        return FhirResponse(status, svc.view(stored) if svc else stored.content, headers)
 
     def search_bundle(
-        self, req: FhirRequest, resource_type: str, query: Any, page: SearchPage
+        self, req: FhirRequest, resource_type: str, query: Any, page: SearchPage, svc: ResourceService
     ) -> dict[str, Any]:
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
         if page.total is not None:
@@ -248,8 +265,8 @@ class Router:
             nxt = [*echo, ("_cursor", encode_cursor(*page.next_cursor))]
             links.append({"relation": "next", "url": _url(req.base_url, resource_type, nxt)})
         bundle["link"] = links
-        entries = [_search_entry(req.base_url, s, "match") for s in page.matches]
-        entries += [_search_entry(req.base_url, s, "include") for s in page.included]
+        entries = [_search_entry(req.base_url, s, "match", svc.view(s)) for s in page.matches]
+        entries += [_search_entry(req.base_url, s, "include", svc.view(s)) for s in page.included]
         if query.warnings:
             entries.append({"resource": operation_outcome(query.warnings), "search": {"mode": "outcome"}})
         if entries:
@@ -326,11 +343,11 @@ def _cursor_param(query: Any) -> list[tuple[str, str]]:
     return [("_cursor", encode_cursor(*query.cursor))] if query.cursor else []
 
 
-def _search_entry(base: str, stored: Stored, mode: str) -> dict[str, Any]:
-    return {"fullUrl": f"{base}/{stored.reference}", "resource": stored.content, "search": {"mode": mode}}
+def _search_entry(base: str, stored: Stored, mode: str, content: dict[str, Any]) -> dict[str, Any]:
+    return {"fullUrl": f"{base}/{stored.reference}", "resource": content, "search": {"mode": mode}}
 
 
-def _history_entry(base: str, stored: Stored) -> dict[str, Any]:
+def _history_entry(base: str, stored: Stored, content: dict[str, Any]) -> dict[str, Any]:
     method = stored.method if stored.method in ("POST", "PUT", "DELETE") else "PUT"
     url = stored.resource_type if method == "POST" else stored.reference
     status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
@@ -344,5 +361,5 @@ def _history_entry(base: str, stored: Stored) -> dict[str, Any]:
         },
     }
     if not stored.deleted:
-        entry["resource"] = stored.content
+        entry["resource"] = content
     return entry

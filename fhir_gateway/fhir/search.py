@@ -82,6 +82,7 @@ class SearchQuery:
     cursor: tuple[str, int] | None = None  # keyset position: (sort value, pk) of the last row seen
     warnings: list[Issue] = field(default_factory=list)
     echo: list[tuple[str, str]] = field(default_factory=list)  # parameters as understood (for links)
+    compartment: str | None = None  # confine matches to what this organisation may see
 
 
 def _bad(diagnostics: str, name: str) -> FhirError:

@@ -133,10 +133,10 @@ def dev_key_path(settings: Any) -> Path:
 
 def load_gateway_keys(settings: Any) -> GatewayKeys:
     """`token_key` (inline) wins over `token_key_file`; with neither, the development key."""
-    inline = str(getattr(settings, "token_key", "") or os.environ.get("GATEWAY_TOKEN_KEY", "") or "")
+    inline = str(settings.token_key or "")
     if inline.strip():
         return GatewayKeys.from_document(inline, "GATEWAY_TOKEN_KEY")
-    file = str(getattr(settings, "token_key_file", "") or os.environ.get("GATEWAY_TOKEN_KEY_FILE", "") or "")
+    file = str(settings.token_key_file or "")
     if file:
         path = Path(file)
         if not path.is_file():

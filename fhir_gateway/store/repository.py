@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,7 +42,11 @@ _UPDATE_RESOURCE = (
         content=sa.bindparam("b_content", type_=R.c.content.type),
     )
 )
-_DELETE_INDEX = sa.delete(IX).where(IX.c.resource_pk == sa.bindparam("b_pk"))
+COMPARTMENT = "_compartment"  # index rows naming the organisations that may see a resource
+_DELETE_INDEX = sa.delete(IX).where(IX.c.resource_pk == sa.bindparam("b_pk"), IX.c.param != COMPARTMENT)
+_SELECT_COMPARTMENTS = sa.select(IX.c.value).where(
+    IX.c.resource_pk == sa.bindparam("b_pk"), IX.c.param == COMPARTMENT
+)
 _SELECT_CURRENT = sa.select(R).where(
     R.c.resource_type == sa.bindparam("b_type"), R.c.id == sa.bindparam("b_id")
 )
@@ -191,6 +195,28 @@ class Repository:
         self.session.execute(_DELETE_INDEX, {"b_pk": current.pk})
         return self._written(Stored(resource_type, rid, version, now, True, content, current.pk, "DELETE"))
 
+    def grant(self, stored: Stored, organizations: Iterable[str]) -> None:
+        """Let these organisations see the resource (kept across updates; admins see all)."""
+        missing = set(organizations) - set(self.compartments_of(stored.pk)) - {""}
+        if missing:
+            self.session.execute(
+                _INSERT_INDEX,
+                [
+                    _full_index_row(
+                        {
+                            "resource_pk": stored.pk,
+                            "resource_type": stored.resource_type,
+                            "param": COMPARTMENT,
+                            "value": org,
+                        }
+                    )
+                    for org in sorted(missing)
+                ],
+            )
+
+    def compartments_of(self, pk: int) -> list[str]:
+        return [v for v in self.session.execute(_SELECT_COMPARTMENTS, {"b_pk": pk}).scalars() if v]
+
     def _written(self, stored: Stored) -> Stored:
         for listener in self.on_write:
             listener(self, stored)
@@ -269,6 +295,10 @@ class Repository:
         row = self.session.execute(stmt, {"b_type": resource_type, "b_id": rid}).first()
         return _stored(row) if row else None
 
+    def current(self, resource_type: str, rid: str) -> Stored | None:
+        """The current row, deleted or not."""
+        return self._current_row(resource_type, rid)
+
     def exists(self, resource_type: str, rid: str) -> bool:
         """True if the resource was ever stored (deleted ones included)."""
         return self._current_row(resource_type, rid) is not None
@@ -338,7 +368,11 @@ class Repository:
         return entries, (entries[-1].pk if len(rows) > count and entries else None)
 
     # -- search ----------------------------------------------------------------------------------
-    def search(self, query: SearchQuery) -> SearchPage:
+    def search(
+        self, query: SearchQuery, include_filter: Callable[[Stored], bool] | None = None
+    ) -> SearchPage:
+        """`query.compartment` confines matches (in SQL, before paging); `include_filter`
+        decides which _include/_revinclude resources may join them."""
         base = self._filtered(query)
         if query.summary_count:
             return SearchPage([], total=self._count(base))
@@ -370,7 +404,11 @@ class Repository:
         if query.total:
             page.total = self._count(base)
         if query.includes and matches:
-            page.included = self._includes(query.includes, matches)
+            page.included = [
+                s
+                for s in self._includes(query.includes, matches)
+                if include_filter is None or include_filter(s)
+            ]
         return page
 
     def count(self, query: SearchQuery) -> int:
@@ -385,6 +423,17 @@ class Repository:
             R.c.deleted.is_(False),
         ]
         clauses.extend(self._clause(query.resource_type, c) for c in query.conditions)
+        if query.compartment is not None:
+            clauses.append(
+                sa.select(IX.c.resource_pk)
+                .where(
+                    IX.c.resource_pk == R.c.pk,
+                    IX.c.resource_type == query.resource_type,
+                    IX.c.param == COMPARTMENT,
+                    IX.c.value == query.compartment,
+                )
+                .exists()
+            )
         return sa.and_(*clauses)
 
     def _clause(self, resource_type: str, cond: Condition) -> sa.ColumnElement[bool]:

@@ -55,18 +55,38 @@ class Outcome:
     duplicate: bool = False
 
 
-def default_principal(message: Message) -> Principal:
-    """MLLP has no credentials: the sender is trusted at the network layer (VPN / TLS tunnel).
+V2_SCOPES = (
+    "system/ServiceRequest.cr",
+    "system/Patient.cr",
+    "system/Consent.cr",
+    "system/Practitioner.r",
+    "system/PractitionerRole.r",
+    "system/Organization.r",
+)
+AGB = "http://fhir.nl/fhir/NamingSystem/agb-z"
 
-    Wire `principal_for` to the client registrations (clients table) to refuse unknown senders.
-    """
-    return Principal(
-        client_id=f"v2:{message.sender}",
-        organization=None,
-        role="gp-practice",
-        scopes=("system/ServiceRequest.c", "system/Patient.c", "system/Consent.c"),
-        authenticated=True,
-    )
+
+def practice_principal(ctx: Any) -> Callable[[Message], Principal | None]:
+    """MLLP carries no credentials: the sending facility (MSH-4, the practice's AGB code) must be
+    a GP practice in the directory, and the referral then acts as that practice (its
+    compartment, its requester check). The network layer (VPN / TLS tunnel) vouches for it."""
+
+    def resolve(message: Message) -> Principal | None:
+        facility = message.sender.partition("^")[2].split("&")[0]
+        with ctx.database.connection(write=False) as connection:
+            directory = ctx.directory(ctx.repository(connection))
+        org = directory.organization_by_identifier(AGB, facility) if facility else None
+        if org is None or not directory.is_gp_practice(org):
+            return None
+        return Principal(
+            client_id=f"v2:{message.sender}",
+            organization=f"Organization/{org['id']}",
+            role="gp-practice",
+            scopes=V2_SCOPES,
+            authenticated=True,
+        )
+
+    return resolve
 
 
 class V2Service:
@@ -79,7 +99,7 @@ class V2Service:
         *,
         mappings: dict[str, V2Mapping] | None = None,
         validator: Any | None = None,
-        principal_for: Callable[[Message], Principal | None] = default_principal,
+        principal_for: Callable[[Message], Principal | None] | None = None,
         stale_after: timedelta = timedelta(minutes=2),
     ) -> None:
         self.router = router
@@ -87,7 +107,7 @@ class V2Service:
         self.base_url = base_url.rstrip("/")
         self.mappings = mappings if mappings is not None else load_mappings(router.ctx.settings.mappings_dir)
         self.validator = validator  # optional pre-check until the create path validates profiles
-        self.principal_for = principal_for
+        self.principal_for = principal_for or practice_principal(router.ctx)
         self.stale_after = stale_after
 
     # -- entry points --------------------------------------------------------------------------

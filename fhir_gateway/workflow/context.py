@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from fhir_gateway.mapping import MappingSet, load_mappings
 from fhir_gateway.observability import Metrics
 from fhir_gateway.routing import Directory
+from fhir_gateway.security.compartments import CompartmentKeeper
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
 from fhir_gateway.store.repository import Repository, WriteListener
@@ -58,12 +59,14 @@ class GatewayContext:
 
     @classmethod
     def create(cls, settings: Settings) -> GatewayContext:
-        return cls(
+        ctx = cls(
             settings=settings,
             database=Database(settings.database_url),
             validator=_validator(Path(settings.profiles_dir)),
             mappings=_mappings(Path(settings.mappings_dir)),
         )
+        ctx.on_write.append(CompartmentKeeper(ctx.directory))
+        return ctx
 
     def repository(self, connection: sa.Connection, base_url: str = "") -> Repository:
         return Repository(connection, base_url=base_url, on_write=self.on_write)

@@ -15,6 +15,8 @@ from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.mapping import referral_inputs
 from fhir_gateway.routing import Route, route
+from fhir_gateway.security.compartments import can_see
+from fhir_gateway.security.minimise import consent_scopes, minimise
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored, new_id
 from fhir_gateway.workflow.context import GatewayContext
@@ -45,9 +47,19 @@ def receive(
     A resend (same ServiceRequest.identifier) returns the original and creates nothing."""
     existing = find_resend(repo, service_request)
     if existing is not None:
+        if not can_see(repo, principal, existing):
+            raise FhirError(
+                409,
+                [
+                    error(
+                        "duplicate", "This referral identifier is already in use", "ServiceRequest.identifier"
+                    )
+                ],
+            )
         ctx.metrics.referrals.labels("resend").inc()
         return Referral(existing, None, None, created=False)
     try:
+        _check_requester(repo, ctx, principal, service_request)
         patient = _required_target(repo, service_request.get("subject"), "Patient", "ServiceRequest.subject")
         consent = _consent(repo, service_request, patient)
         chosen = route(service_request, patient.content, ctx.directory(repo))
@@ -62,6 +74,27 @@ def receive(
     ctx.metrics.referrals.labels("accepted").inc()
     log.info("referral routed", extra={"event": "referral.routed"})
     return Referral(sr, task, care_plan, created=True)
+
+
+def _check_requester(repo: Repository, ctx: GatewayContext, principal: Principal, sr: dict[str, Any]) -> None:
+    """A practice refers only as itself: the requester must belong to the caller's organisation."""
+    if principal.organization is None:
+        return
+    requester = normalise_reference((sr.get("requester") or {}).get("reference", ""), repo.base_url) or ""
+    if requester == principal.organization:
+        return
+    practices = ctx.directory(repo).practices_of(requester)
+    if not any(f"Organization/{p['id']}" == principal.organization for p in practices):
+        raise FhirError(
+            403,
+            [
+                error(
+                    "forbidden",
+                    "The requester does not belong to your organisation",
+                    "ServiceRequest.requester",
+                )
+            ],
+        )
 
 
 def find_resend(repo: Repository, service_request: dict[str, Any]) -> Stored | None:
@@ -141,8 +174,10 @@ def _derive(
     settings = ctx.mappings.region_settings(chosen.region)
     task_id, care_plan_id = new_id(), new_id()
     inputs = referral_inputs(chosen, settings, ctx.clock(), consent=consent.content, task={"id": task_id})
-    task = ctx.mappings.get("servicerequest-to-task", chosen.region).apply(sr.content, inputs)
-    care_plan = ctx.mappings.get("servicerequest-to-careplan", chosen.region).apply(sr.content, inputs)
+    # what the welfare organisation gets to see is limited by the consent, also in derived resources
+    shared = minimise(sr.content, consent_scopes([consent.content]))
+    task = ctx.mappings.get("servicerequest-to-task", chosen.region).apply(shared, inputs)
+    care_plan = ctx.mappings.get("servicerequest-to-careplan", chosen.region).apply(shared, inputs)
     for derived in (task, care_plan):
         issues = [i for i in ctx.validator.validate(derived) if i.is_error]
         if issues:  # a mapping that produces invalid output is our bug, not the sender's

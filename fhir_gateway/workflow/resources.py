@@ -1,4 +1,5 @@
-"""The one path every read and write takes: validation, conditional logic, then the store.
+"""The one path every read and write takes: scopes, compartments, validation, workflow, store,
+minimisation, audit.
 
 The REST router, Bundle processing, the v2 inbound path and the CLI all call this, so a
 rule added here holds everywhere.
@@ -15,7 +16,18 @@ from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, NotFound, error
 from fhir_gateway.fhir.search import SearchQuery, parse_search
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
+from fhir_gateway.security.audit import AuditTrail
+from fhir_gateway.security.compartments import (
+    ADMIN_ONLY_TYPES,
+    DIRECTORY_TYPES,
+    SUBSCRIPTION_OWNER,
+    can_see,
+    organization_filter,
+    sees_everything,
+)
+from fhir_gateway.security.minimise import MINIMISED_TYPES, SOCIAL_DOMAIN_ROLES, consent_scopes, minimise
 from fhir_gateway.security.principal import Principal
+from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.store.repository import Repository, SearchPage, Stored
 from fhir_gateway.workflow import feedback, referrals, tasks
 from fhir_gateway.workflow.context import GatewayContext
@@ -26,6 +38,44 @@ class ResourceService:
         self.repo = repo
         self.ctx = ctx
         self.principal = principal
+        self.audit = AuditTrail(principal)
+
+    # -- access control --------------------------------------------------------------------------
+    def _allow(self, resource_type: str, interaction: str) -> None:
+        require_scope(self.principal, resource_type, interaction)
+        if resource_type in ADMIN_ONLY_TYPES and not sees_everything(self.principal):
+            raise FhirError(403, [error("forbidden", f"{resource_type} is for administrators only")])
+        if (
+            interaction in ("create", "update", "patch", "delete")
+            and resource_type in DIRECTORY_TYPES
+            and not sees_everything(self.principal)
+        ):
+            raise FhirError(
+                403, [error("forbidden", f"The directory ({resource_type}) is maintained by administrators")]
+            )
+
+    def _visible(self, stored: Stored) -> Stored:
+        """404, not 403, for what lies outside the caller's compartment: existence is not revealed."""
+        if not can_see(self.repo, self.principal, stored):
+            raise NotFound(f"{stored.resource_type}/{stored.id} is not known")
+        return stored
+
+    def view(self, stored: Stored) -> dict[str, Any]:
+        """The content the caller may see: welfare organisations get the consented minimum."""
+        if self.principal.role not in SOCIAL_DOMAIN_ROLES or stored.resource_type not in MINIMISED_TYPES:
+            return stored.content
+        return minimise(stored.content, consent_scopes(self._consents_for(stored)))
+
+    def _consents_for(self, stored: Stored) -> list[dict[str, Any]]:
+        patient = (
+            stored.reference
+            if stored.resource_type == "Patient"
+            else (stored.content.get("subject") or {}).get("reference")
+        )
+        if not patient:
+            return []
+        query = parse_search("Consent", [("patient", patient), ("status", "active")])
+        return [c.content for c in self.repo.search(query).matches]
 
     # -- validation ------------------------------------------------------------------------------
     def validate(self, resource: Any, expected_type: str | None = None) -> dict[str, Any]:
@@ -50,20 +100,46 @@ class ResourceService:
     ) -> tuple[Stored, bool]:
         """Returns (stored, created). With `if_none_exist` an existing match is returned instead.
         `resource_id` is only for ids the server promised earlier (transaction fullUrl mapping)."""
+        rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+        self._allow(resource_type or rtype or "Resource", "create")
         data = self.validate(resource, resource_type)
         if if_none_exist:
             existing = self.conditional_match(data["resourceType"], if_none_exist)
             if existing is not None:
+                self.claim(existing)  # the caller knew its identifier
+                self.audit.touch("create", existing)
                 return existing, False
         data = {k: v for k, v in data.items() if k != "id"}  # the server assigns the id
+        if data["resourceType"] == "Subscription" and self.principal.organization:
+            data = _with_owner(data, self.principal.organization)
         if data["resourceType"] == "ServiceRequest":
             referral = referrals.receive(self.repo, self.ctx, self.principal, data, resource_id=resource_id)
-            return referral.service_request, referral.created
-        return self.repo.create(data, resource_id=resource_id), True
+            stored, created = referral.service_request, referral.created
+        else:
+            stored, created = self.repo.create(data, resource_id=resource_id), True
+        self.claim(stored)
+        self.audit.touch("create", stored)
+        return stored, created
+
+    def claim(self, stored: Stored) -> None:
+        """Let the caller's organisation see a resource it created or proved to know."""
+        if self.principal.organization and stored.resource_type not in DIRECTORY_TYPES:
+            self.repo.grant(stored, {self.principal.organization})
 
     def find_referral(self, service_request: dict[str, Any]) -> Stored | None:
-        """The referral already stored under one of this ServiceRequest's identifiers, if any."""
-        return referrals.find_resend(self.repo, service_request)
+        """The referral already stored under one of this ServiceRequest's identifiers, if any.
+        An identifier another organisation used is a conflict, not a resend to answer with."""
+        original = referrals.find_resend(self.repo, service_request)
+        if original is not None and not can_see(self.repo, self.principal, original):
+            raise FhirError(
+                409,
+                [
+                    error(
+                        "duplicate", "This referral identifier is already in use", "ServiceRequest.identifier"
+                    )
+                ],
+            )
+        return original
 
     def conditional_match(self, resource_type: str, criteria: str) -> Stored | None:
         """The single resource matching `criteria` (a search query string), None if none;
@@ -101,6 +177,10 @@ class ResourceService:
     def update(
         self, resource_type: str, rid: str, resource: Any, *, if_match: int | None = None
     ) -> tuple[Stored, bool]:
+        self._allow(resource_type, "update")
+        existing = self.repo.find(resource_type, rid)
+        if existing is not None:
+            self._visible(existing)
         data = self.validate(resource, resource_type)
         if data.get("id") != rid:
             raise Invalid(
@@ -112,10 +192,15 @@ class ResourceService:
                     )
                 ]
             )
-        return self._update(data, if_match=if_match, method="PUT")
+        stored, created = self._update(data, if_match=if_match, method="PUT")
+        if created:
+            self.claim(stored)
+        self.audit.touch("update", stored)
+        return stored, created
 
     def patch(self, resource_type: str, rid: str, operations: Any, *, if_match: int | None = None) -> Stored:
-        current = self.repo.read(resource_type, rid)
+        self._allow(resource_type, "patch")
+        current = self._visible(self.repo.read(resource_type, rid))
         if not isinstance(operations, list):
             raise Invalid([error("structure", "A JSON Patch body is an array of operations")])
         try:
@@ -128,6 +213,7 @@ class ResourceService:
         if if_match is None and resource_type != "Task":  # Tasks insist on If-Match (see _update)
             if_match = current.version_id
         stored, _ = self._update(data, if_match=if_match, method="PATCH")
+        self.audit.touch("patch", stored)
         return stored
 
     def _update(self, data: dict[str, Any], *, if_match: int | None, method: str) -> tuple[Stored, bool]:
@@ -160,24 +246,89 @@ class ResourceService:
         return f"Organization/{practice['id']}" if practice else None
 
     def delete(self, resource_type: str, rid: str) -> Stored | None:
-        return self.repo.delete(resource_type, rid)
+        self._allow(resource_type, "delete")
+        existing = self.repo.find(resource_type, rid)
+        if existing is not None:
+            self._visible(existing)
+            if resource_type == "Task" or resource_type == "ServiceRequest":
+                raise FhirError(
+                    409,
+                    [
+                        error(
+                            "business-rule",
+                            f"A {resource_type} of the WoR loop is not deleted; cancel the Task instead",
+                        )
+                    ],
+                )
+        deleted = self.repo.delete(resource_type, rid)
+        if existing is not None:
+            self.audit.touch("delete", existing)
+        return deleted
 
     # -- reads -----------------------------------------------------------------------------------
     def read(self, resource_type: str, rid: str) -> Stored:
-        return self.repo.read(resource_type, rid)
+        self._allow(resource_type, "read")
+        current = self.repo.find(resource_type, rid)
+        if current is not None:
+            self._visible(current)
+        stored = self.repo.read(resource_type, rid)  # 404 / 410 with the right outcome
+        self.audit.touch("read", stored)
+        return stored
 
     def vread(self, resource_type: str, rid: str, version: int) -> Stored:
-        return self.repo.vread(resource_type, rid, version)
+        self._allow(resource_type, "read")
+        self.read_access_check(resource_type, rid)
+        stored = self.repo.vread(resource_type, rid, version)
+        self.audit.touch("vread", stored)
+        return stored
+
+    def read_access_check(self, resource_type: str, rid: str) -> None:
+        row = self.repo.current(resource_type, rid)
+        if row is not None:
+            self._visible(row)
 
     def search(self, query: SearchQuery) -> SearchPage:
-        return self.repo.search(query)
+        self._allow(query.resource_type, "search")
+        query.compartment = organization_filter(self.principal, query.resource_type)
+        page = self.repo.search(query, include_filter=lambda s: can_see(self.repo, self.principal, s))
+        self.audit.touch(
+            "search-type", query=query.resource_type + "?" + "&".join(f"{k}={v}" for k, v in query.echo)
+        )
+        for stored in (*page.matches, *page.included):
+            self.audit.touch("search-type", stored)
+        return page
 
     def history(
         self, resource_type: str | None, rid: str | None, **kwargs: Any
     ) -> tuple[list[Stored], int | None]:
-        if resource_type and rid and not self.repo.exists(resource_type, rid):
+        if not (resource_type and rid):
+            if not sees_everything(self.principal):
+                raise FhirError(
+                    403,
+                    [
+                        error(
+                            "forbidden",
+                            "Type and system history are for administrators; "
+                            "read the history of a resource you can see",
+                        )
+                    ],
+                )
+            return self.repo.history(resource_type, rid, **kwargs)
+        self._allow(resource_type, "read")
+        self.read_access_check(resource_type, rid)
+        if not self.repo.exists(resource_type, rid):
             raise NotFound(f"{resource_type}/{rid} is not known")
-        return self.repo.history(resource_type, rid, **kwargs)
+        entries, more = self.repo.history(resource_type, rid, **kwargs)
+        if entries:
+            self.audit.touch("history-instance", entries[0])
+        return entries, more
+
+
+def _with_owner(subscription: dict[str, Any], organization: str) -> dict[str, Any]:
+    """Record who owns a Subscription: notifications never leave the owner's compartment."""
+    extensions = [e for e in subscription.get("extension", []) if e.get("url") != SUBSCRIPTION_OWNER]
+    extensions.append({"url": SUBSCRIPTION_OWNER, "valueReference": {"reference": organization}})
+    return {**subscription, "extension": extensions}
 
 
 def _query_params(criteria: str) -> list[tuple[str, str]]:

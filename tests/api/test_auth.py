@@ -339,13 +339,13 @@ def test_invalid_expired_tampered_and_foreign_tokens_401(api: TestClient) -> Non
     tokens: TokenService = api.app.state.tokens
     client = get_client(api.app.state.ctx.database, WELFARE)
     assert client is not None
-    expired = tokens.issue(client, "system/Task.r", now=int(time.time()) - 400).access_token
-    valid = tokens.issue(client, "system/Task.r").access_token
+    expired = tokens.issue(client, "system/Task.rs", now=int(time.time()) - 400).access_token
+    valid = tokens.issue(client, "system/Task.rs").access_token
     head, payload, sig = valid.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     tampered = f"{head}.{_b64({**claims, 'role': 'admin'})}.{sig}"
     foreign_keys = GatewayKeys.from_document(json.dumps(generate_gateway_key().as_dict(private=True)), "x")
-    foreign = TokenService(foreign_keys, tokens.issuer).issue(client, "system/Task.r").access_token
+    foreign = TokenService(foreign_keys, tokens.issuer).issue(client, "system/Task.rs").access_token
     client_assertion = assertion()  # a client assertion is no access token
     for bad in ("not-a-jwt", expired, tampered, foreign, client_assertion):
         _assert_invalid_token(api.get("/fhir/Task", headers={"Authorization": f"Bearer {bad}"}))

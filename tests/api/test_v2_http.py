@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_gateway.api.v2_http import build_v2_api
-from fhir_gateway.app import create_app
 from fhir_gateway.loading import load_files
-from fhir_gateway.settings import Settings
 from fhir_gateway.v2.inbound import parse
-from fhir_gateway.v2.service import V2Service
+from tests.conftest import make_client
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "v2"
@@ -22,10 +19,9 @@ ER7 = "x-application/hl7-v2+er7"
 
 @pytest.fixture
 def http(sqlite_url: str) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=sqlite_url))
-    assert all(r.ok for r in load_files(app.state.router, [ROOT / "examples" / "directory"]))
-    app.include_router(build_v2_api(V2Service(app.state.router, "http://gateway.test/fhir")))
-    with TestClient(app, base_url="http://gateway.test") as client:
+    with make_client(sqlite_url) as client:
+        app = client.app
+        assert all(r.ok for r in load_files(app.state.router, [ROOT / "examples" / "directory"]))  # type: ignore[attr-defined]
         yield client
 
 

@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+
+from fhir_gateway.security.authn import make_client_assertion
 
 
 def free_port() -> int:
@@ -51,3 +54,23 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     if proc.poll() is None:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def bearer(base: str, client_id: str = "gateway-admin") -> dict[str, str]:
+    """An access token the way a real client gets one: SMART backend services, a client
+    assertion signed with the client's (dev-only, example) private key."""
+    key_file = (
+        Path(__file__).resolve().parents[2] / "examples" / "clients" / f"{client_id}.dev-only.private.jwk"
+    )
+    assertion = make_client_assertion(client_id, orjson.loads(key_file.read_bytes()), f"{base}/auth/token")
+    resp = httpx.post(
+        f"{base}/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+            "scope": "system/*.cruds",
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    return {"Authorization": f"Bearer {resp.json()['access_token']}"}

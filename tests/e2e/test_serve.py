@@ -8,6 +8,7 @@ import subprocess
 import httpx
 import pytest
 
+from tests.e2e.conftest import bearer
 from tests.wor import patient
 
 pytestmark = pytest.mark.e2e
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 def test_serve_answers_over_http(server: tuple[str, subprocess.Popen[bytes]]) -> None:
     base, proc = server
-    with httpx.Client(base_url=base, timeout=10) as http:
+    with httpx.Client(base_url=base, timeout=10, headers=bearer(base)) as http:
         cap = http.get("/fhir/metadata")
         assert cap.status_code == 200 and cap.json()["fhirVersion"] == "4.0.1"
         # the example directory was loaded into the empty embedded database

@@ -157,19 +157,21 @@ def test_dev_key_generated_once_beside_sqlite(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # no temp files left
 
 
-def test_key_file_and_inline_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_file_and_inline_key(tmp_path: Path) -> None:
     key = generate_gateway_key()
     file = tmp_path / "k.jwk"
     file.write_text(json.dumps(key.as_dict(private=True)))
-    monkeypatch.setenv("GATEWAY_TOKEN_KEY_FILE", str(file))
-    assert load_gateway_keys(Settings(database_url="sqlite://")).signing.kid == key.kid
+    assert (
+        load_gateway_keys(Settings(database_url="sqlite://", token_key_file=str(file))).signing.kid == key.kid
+    )
     other = generate_gateway_key()
-    monkeypatch.setenv("GATEWAY_TOKEN_KEY", json.dumps(other.as_dict(private=True)))
-    assert load_gateway_keys(Settings(database_url="sqlite://")).signing.kid == other.kid
-    monkeypatch.delenv("GATEWAY_TOKEN_KEY")
-    monkeypatch.setenv("GATEWAY_TOKEN_KEY_FILE", str(tmp_path / "missing.jwk"))
+    inline = json.dumps(other.as_dict(private=True))
+    both = Settings(database_url="sqlite://", token_key=inline, token_key_file=str(file))
+    assert load_gateway_keys(both).signing.kid == other.kid  # inline wins
+    from_env = Settings.from_env({"GATEWAY_TOKEN_KEY": inline})
+    assert load_gateway_keys(from_env).signing.kid == other.kid
     with pytest.raises(KeyConfigError):
-        load_gateway_keys(Settings(database_url="sqlite://"))
+        load_gateway_keys(Settings(database_url="sqlite://", token_key_file=str(tmp_path / "missing.jwk")))
 
 
 # -- client registrations ----------------------------------------------------------------------

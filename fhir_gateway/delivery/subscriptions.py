@@ -1,0 +1,283 @@
+"""R4 Subscriptions as the Subscriptions R5 Backport IG shapes them: settings, status, bundles.
+
+Pure functions over dicts (plus a few store reads for the event counter), shared by the write
+listener (`events`), the worker (notification bundles) and the `$status` / `$events` operations.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+
+from fhir_gateway.fhir.searchparams import format_instant
+from fhir_gateway.store.delivery_tables import SubscriptionEventRow, SubscriptionStateRow
+
+log = logging.getLogger(__name__)
+
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+PAYLOAD_CONTENT_URL = BACKPORT + "backport-payload-content"
+HEARTBEAT_URL = BACKPORT + "backport-heartbeat-period"
+TIMEOUT_URL = BACKPORT + "backport-timeout"
+STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
+OWNER_URL = "https://wor.example.nl/fhir/StructureDefinition/subscription-owner"
+CONTENT_MODES = ("empty", "id-only", "full-resource")
+
+STATE = SubscriptionStateRow.__table__
+EVENTS = SubscriptionEventRow.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    """What delivery needs to know about one Subscription resource."""
+
+    id: str
+    version: int
+    status: str
+    resource_type: str  # from the criteria
+    params: tuple[tuple[str, str], ...]
+    channel_type: str
+    endpoint: str
+    content: str  # empty | id-only | full-resource
+    headers: tuple[str, ...]
+    heartbeat: int | None  # seconds
+    timeout: float | None  # seconds
+    owner: str | None  # Organization/<id> that created it (None: admin / system)
+
+    @property
+    def reference(self) -> str:
+        return f"Subscription/{self.id}"
+
+
+def info(sub: dict[str, Any]) -> SubscriptionInfo | None:
+    """Parse a Subscription; None when it cannot be served (no criteria, no endpoint)."""
+    criteria = str(sub.get("criteria") or "")
+    rtype, _, query = criteria.partition("?")
+    channel = sub.get("channel") or {}
+    if not rtype or not rtype[:1].isupper():
+        return None
+    content = "id-only"
+    if not channel.get("payload"):
+        content = "empty"
+    for ext in (channel.get("_payload") or {}).get("extension", []):
+        if ext.get("url") == PAYLOAD_CONTENT_URL and ext.get("valueCode") in CONTENT_MODES:
+            content = ext["valueCode"]
+    owner = None
+    for ext in sub.get("extension", []):
+        if ext.get("url") == OWNER_URL:
+            owner = (ext.get("valueReference") or {}).get("reference")
+    return SubscriptionInfo(
+        id=str(sub.get("id", "")),
+        version=int((sub.get("meta") or {}).get("versionId") or 1),
+        status=str(sub.get("status", "")),
+        resource_type=rtype.strip("/"),
+        params=tuple(parse_qsl(query, keep_blank_values=False)),
+        channel_type=str(channel.get("type", "")),
+        endpoint=str(channel.get("endpoint") or ""),
+        content=content,
+        headers=tuple(str(h) for h in channel.get("header", []) if isinstance(h, str)),
+        heartbeat=_ext_int(channel, HEARTBEAT_URL),
+        timeout=_ext_int(channel, TIMEOUT_URL),
+        owner=owner,
+    )
+
+
+def _ext_int(element: dict[str, Any], url: str) -> int | None:
+    for ext in element.get("extension", []):
+        if ext.get("url") == url:
+            value = ext.get("valueUnsignedInt", ext.get("valuePositiveInt", ext.get("valueInteger")))
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+# -- durable counters ----------------------------------------------------------------------------
+
+
+def ensure_state(connection: sa.Connection, sub: SubscriptionInfo, now: datetime) -> None:
+    """Create the counter row once (insert-or-ignore works on both dialects) and keep the
+    heartbeat settings current."""
+    insert = _insert(connection)(STATE).values(
+        subscription_id=sub.id, events_since_start=0, heartbeat_seconds=sub.heartbeat
+    )
+    connection.execute(insert.on_conflict_do_nothing(index_elements=["subscription_id"]))
+    due = _heartbeat_due(sub, now)
+    connection.execute(
+        sa.update(STATE)
+        .where(STATE.c.subscription_id == sub.id)
+        .values(heartbeat_seconds=sub.heartbeat, heartbeat_due_at=due)
+    )
+
+
+def _heartbeat_due(sub: SubscriptionInfo, now: datetime) -> datetime | None:
+    from datetime import timedelta
+
+    if sub.heartbeat and sub.status == "active":
+        return now + timedelta(seconds=sub.heartbeat)
+    return None
+
+
+def next_event_number(connection: sa.Connection, sub: SubscriptionInfo, now: datetime) -> int:
+    """Number the next event. The UPDATE locks the counter row until commit, so numbers follow
+    commit order and no number is used twice, on any number of replicas."""
+    for _ in range(2):
+        number = connection.execute(
+            sa.update(STATE)
+            .where(STATE.c.subscription_id == sub.id)
+            .values(
+                events_since_start=STATE.c.events_since_start + 1,
+                last_event_at=now,
+                heartbeat_due_at=_heartbeat_due(sub, now),
+            )
+            .returning(STATE.c.events_since_start)
+        ).scalar()
+        if number is not None:
+            return int(number)
+        ensure_state(connection, sub, now)
+    raise RuntimeError(f"no counter for Subscription/{sub.id}")
+
+
+def record_event(
+    connection: sa.Connection,
+    sub: SubscriptionInfo,
+    number: int,
+    event_id: str,
+    focus: str,
+    version: int,
+    now: datetime,
+) -> None:
+    connection.execute(
+        sa.insert(EVENTS).values(
+            subscription_id=sub.id,
+            event_number=number,
+            event_id=event_id,
+            focus=focus,
+            focus_version=version,
+            occurred_at=now,
+        )
+    )
+
+
+def events_since_start(connection: sa.Connection, subscription_id: str) -> int:
+    value = connection.execute(
+        sa.select(STATE.c.events_since_start).where(STATE.c.subscription_id == subscription_id)
+    ).scalar()
+    return int(value or 0)
+
+
+def state_error(connection: sa.Connection, subscription_id: str) -> str | None:
+    return connection.execute(
+        sa.select(STATE.c.last_error).where(STATE.c.subscription_id == subscription_id)
+    ).scalar()
+
+
+def set_state_error(connection: sa.Connection, subscription_id: str, error: str | None) -> None:
+    connection.execute(
+        sa.update(STATE).where(STATE.c.subscription_id == subscription_id).values(last_error=error)
+    )
+
+
+def stored_events(
+    connection: sa.Connection, subscription_id: str, since: int, until: int | None
+) -> list[Any]:
+    stmt = (
+        sa.select(EVENTS)
+        .where(EVENTS.c.subscription_id == subscription_id, EVENTS.c.event_number >= since)
+        .order_by(EVENTS.c.event_number)
+    )
+    if until is not None:
+        stmt = stmt.where(EVENTS.c.event_number <= until)
+    return list(connection.execute(stmt).all())
+
+
+def _insert(connection: sa.Connection) -> Any:
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+# -- SubscriptionStatus and notification bundles -------------------------------------------------
+
+
+def status_parameters(
+    base_url: str,
+    sub: SubscriptionInfo,
+    *,
+    kind: str,
+    events_since_start: int,
+    events: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The R4 backport SubscriptionStatus (a profiled Parameters resource)."""
+    params: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": _url(base_url, sub.reference)}},
+        {"name": "status", "valueCode": sub.status or "active"},
+        {"name": "type", "valueCode": kind},
+        {"name": "events-since-subscription-start", "valueString": str(events_since_start)},
+    ]
+    for event in events:
+        part: list[dict[str, Any]] = [
+            {"name": "event-number", "valueString": str(event["eventNumber"])},
+            {"name": "timestamp", "valueInstant": event["timestamp"]},
+        ]
+        if sub.content != "empty" and event.get("focus"):
+            part.append({"name": "focus", "valueReference": {"reference": _url(base_url, event["focus"])}})
+        params.append({"name": "notification-event", "part": part})
+    if error:
+        params.append({"name": "error", "valueCodeableConcept": {"text": error}})
+    return {"resourceType": "Parameters", "meta": {"profile": [STATUS_PROFILE]}, "parameter": params}
+
+
+def notification_bundle(
+    base_url: str,
+    sub: SubscriptionInfo,
+    *,
+    kind: str,
+    events_since_start: int,
+    events: list[dict[str, Any]],
+    resources: dict[str, dict[str, Any]],
+    bundle_id: str,
+    now: datetime,
+    bundle_type: str = "history",
+) -> dict[str, Any]:
+    """A notification Bundle: SubscriptionStatus first, then the focus per content mode."""
+    status = status_parameters(base_url, sub, kind=kind, events_since_start=events_since_start, events=events)
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"urn:uuid:{bundle_id}",
+            "resource": status,
+            "request": {"method": "GET", "url": _url(base_url, f"{sub.reference}/$status")},
+            "response": {"status": "200"},
+        }
+    ]
+    if sub.content != "empty":
+        for event in events:
+            focus = event.get("focus")
+            if not focus:
+                continue
+            entry: dict[str, Any] = {
+                "fullUrl": _url(base_url, focus),
+                "request": {"method": "PUT", "url": focus},
+                "response": {"status": "200"},
+            }
+            resource = resources.get(f"{focus}/_history/{event.get('version')}")
+            if sub.content == "full-resource" and resource is not None:
+                entry["resource"] = resource
+            entries.append(entry)
+    return {
+        "resourceType": "Bundle",
+        "id": bundle_id,
+        "type": bundle_type,
+        "timestamp": format_instant(now),
+        "entry": entries,
+    }
+
+
+def _url(base_url: str, path: str) -> str:
+    return f"{base_url.rstrip('/')}/{path}" if base_url else path

@@ -1,0 +1,148 @@
+"""NEN 7513 access logging: every access to personal data becomes an AuditEvent.
+
+One AuditEvent per request: what happened (action + REST interaction), when, which client on
+behalf of which organisation and role, which resources and which patients, and the outcome. It
+is a normal FHIR resource, so `GET /AuditEvent?patient=Patient/x` answers "who saw my data".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
+from fhir_gateway.security.principal import Principal
+from fhir_gateway.store.repository import Repository, Stored
+
+PERSONAL_TYPES = frozenset(
+    {"Patient", "ServiceRequest", "Task", "CarePlan", "Communication", "Consent", "QuestionnaireResponse"}
+)
+ACTIONS = {
+    "create": "C",
+    "read": "R",
+    "vread": "R",
+    "search-type": "E",
+    "history-instance": "R",
+    "update": "U",
+    "patch": "U",
+    "delete": "D",
+    "operation": "E",
+}
+PATIENT_FIELDS = ("subject", "for", "patient")
+
+
+@dataclass
+class AuditTrail:
+    """What one request touched; written as one AuditEvent when the request ends."""
+
+    principal: Principal
+    interaction: str = ""
+    entities: list[str] = field(default_factory=list)
+    patients: list[str] = field(default_factory=list)
+    query: str | None = None
+
+    def touch(self, interaction: str, stored: Stored | None = None, *, query: str | None = None) -> None:
+        self.interaction = self.interaction or interaction
+        if query is not None:
+            self.query = query
+        if stored is None or stored.resource_type not in PERSONAL_TYPES:
+            return
+        self._add(self.entities, stored.reference)
+        if stored.resource_type == "Patient":
+            self._add(self.patients, stored.reference)
+        for name in PATIENT_FIELDS:
+            ref = normalise_reference((stored.content.get(name) or {}).get("reference", "") or "")
+            if ref and ref.startswith("Patient/"):
+                self._add(self.patients, ref)
+
+    @staticmethod
+    def _add(items: list[str], value: str) -> None:
+        if value not in items and len(items) < 500:
+            items.append(value)
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.entities) or (bool(self.interaction) and self.query is not None)
+
+    def event(self, status: int) -> dict[str, Any]:
+        outcome = "0" if status < 400 else ("4" if status < 500 else "8")
+        agents: list[dict[str, Any]] = [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "IRCP" if self.interaction in ("read", "vread", "search-type") else "AUT",
+                        }
+                    ]
+                },
+                "who": {
+                    "identifier": {
+                        "system": "https://wor.example.nl/fhir/NamingSystem/client-id",
+                        "value": self.principal.client_id,
+                    }
+                },
+                "name": self.principal.client_id,
+                "role": [{"text": self.principal.role}],
+                "requestor": True,
+            }
+        ]
+        if self.principal.organization:
+            agents.append(
+                {
+                    "who": {"reference": self.principal.organization},
+                    "requestor": False,
+                    "role": [{"text": "on behalf of"}],
+                }
+            )
+        entities: list[dict[str, Any]] = [
+            {
+                "what": {"reference": ref},
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+            }
+            for ref in self.entities
+            if ref not in self.patients
+        ]
+        entities += [
+            {
+                "what": {"reference": ref},
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"},
+            }
+            for ref in self.patients
+        ]
+        if self.query is not None:
+            entities.append(
+                {
+                    "type": {
+                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "code": "2",
+                    },
+                    "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"},
+                    "description": f"search {self.query[:200]}",
+                }
+            )
+        event: dict[str, Any] = {
+            "resourceType": "AuditEvent",
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+            "subtype": [
+                {"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction or "read"}
+            ],
+            "action": ACTIONS.get(self.interaction, "E"),
+            "recorded": format_instant(utc_now()),
+            "outcome": outcome,
+            "agent": agents,
+            "source": {
+                "observer": {"display": "fhir-gateway"},
+                "type": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}
+                ],
+            },
+        }
+        if entities:
+            event["entity"] = entities
+        return event
+
+
+def write(repo: Repository, trail: AuditTrail, status: int) -> None:
+    repo.create(trail.event(status))
