@@ -57,6 +57,7 @@ class ResourceService:
     def _visible(self, stored: Stored) -> Stored:
         """404, not 403, for what lies outside the caller's compartment: existence is not revealed."""
         if not can_see(self.repo, self.principal, stored):
+            self.audit.touch("read", stored)  # a refused attempt is logged too
             raise NotFound(f"{stored.resource_type}/{stored.id} is not known")
         return stored
 
