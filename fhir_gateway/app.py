@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI
 
 from fhir_gateway import __version__
 from fhir_gateway.api import operations
+from fhir_gateway.api.admin_outbox import build_admin_outbox_api
 from fhir_gateway.api.auth import install_auth
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
@@ -16,6 +18,9 @@ from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.ops import build_ops_api
 from fhir_gateway.api.router import Router
 from fhir_gateway.api.v2_http import build_v2_api
+from fhir_gateway.delivery import events as delivery_events
+from fhir_gateway.delivery.operations import register_operations
+from fhir_gateway.delivery.worker import Worker
 from fhir_gateway.observability import RequestContextMiddleware
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.service import V2Service
@@ -30,18 +35,40 @@ def build_router(ctx: GatewayContext) -> Router:
         req.base_url, router.operations, ctx.validator.profiles.default_profiles
     )
     router.operations[(None, "$validate")] = operations.validate
+    register_operations(router)
     return router
+
+
+def _start_worker(ctx: GatewayContext) -> tuple[threading.Event, threading.Thread]:
+    """Deliveries and timers in a thread of this process (one per replica is safe)."""
+    worker = Worker(ctx)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            worker.run_forever(stop)
+        finally:
+            worker.close()
+
+    thread = threading.Thread(target=run, name="outbox-worker", daemon=True)
+    thread.start()
+    return stop, thread
 
 
 def create_app(settings: Settings | None = None, ctx: GatewayContext | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     ctx = ctx or GatewayContext.create(settings)
+    delivery_events.install(ctx)  # after the CompartmentKeeper: visibility is decided first
     metrics = ctx.metrics
     router = build_router(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop, thread = _start_worker(ctx) if settings.worker_in_app else (None, None)
         yield
+        if stop is not None and thread is not None:
+            stop.set()
+            thread.join(timeout=30)
         ctx.close()
 
     app = FastAPI(
@@ -55,6 +82,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.state.metrics = metrics
     app.state.base_url = settings.base_url.rstrip("/")
     app.include_router(build_ops_api(ctx.database, metrics))
+    app.include_router(build_admin_outbox_api(ctx))
     app.include_router(build_fhir_api(router, settings.max_body_bytes))
     app.state.v2 = V2Service(router, settings.base_url)
     app.include_router(build_v2_api(app.state.v2, settings.max_body_bytes))

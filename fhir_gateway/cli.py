@@ -12,6 +12,7 @@ import httpx
 import orjson
 
 from fhir_gateway import __version__
+from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.observability import configure_logging
 from fhir_gateway.settings import Settings
 
@@ -68,8 +69,14 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="uvicorn worker processes")
 @click.option("--no-examples", is_flag=True, help="Do not load examples/directory into an empty database.")
+@click.option(
+    "--worker/--no-worker",
+    default=True,
+    show_default=True,
+    help="Deliver the outbox and fire timers inside each server process (else run `fhir-gateway worker`).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int, no_examples: bool) -> None:
+def serve(ctx: click.Context, host: str, port: int, workers: int, no_examples: bool, worker: bool) -> None:
     """Run migrations, load the example directory on an empty embedded database, serve HTTP."""
     import uvicorn
 
@@ -77,6 +84,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, no_examples: b
     configure_logging(settings.log_level, settings.log_json)
     _prepare_database(settings, load_examples=settings.load_examples and not no_examples)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database_url
+    os.environ["GATEWAY_WORKER_IN_APP"] = "true" if worker else "false"
     log.info("serving on http://%s:%d/fhir (%d worker(s))", host, port, workers)
     uvicorn.run(
         "fhir_gateway.app:create_app",
@@ -97,6 +105,7 @@ def _prepare_database(settings: Settings, *, load_examples: bool) -> None:
     from fhir_gateway.workflow.context import GatewayContext
 
     gw = GatewayContext.create(settings)
+    delivery_events.install(gw)
     try:
         gw.database.upgrade()
         directory = settings.examples_dir / "directory"
@@ -151,6 +160,7 @@ def load(ctx: click.Context, files: tuple[Path, ...], base_url: str | None) -> N
         from fhir_gateway.workflow.context import GatewayContext
 
         gw = GatewayContext.create(settings)
+        delivery_events.install(gw)
         try:
             gw.database.upgrade()
             for result in load_files(build_router(gw), files):
@@ -257,11 +267,15 @@ def map_command(
     )
 
 
+from fhir_gateway.delivery.cli import outbox_group as _outbox  # noqa: E402
+from fhir_gateway.delivery.cli import worker_command as _worker  # noqa: E402
 from fhir_gateway.security.cli import clients as _clients  # noqa: E402
 from fhir_gateway.security.cli import token as _token  # noqa: E402
 from fhir_gateway.v2.cli import mllp as _mllp  # noqa: E402
 from fhir_gateway.v2.cli import v2 as _v2  # noqa: E402
 
+main.add_command(_outbox)
+main.add_command(_worker)
 main.add_command(_clients)
 main.add_command(_token)
 main.add_command(_v2)

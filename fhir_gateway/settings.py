@@ -30,6 +30,13 @@ class Settings:
     token_key: str = ""  # gateway signing key: private JWK, JWK Set or PEM (from a secret store)
     token_key_file: str = ""  # ... or a file holding it; none: a dev key under ./var/ (SQLite only)
     access_token_lifetime: int = 300  # seconds, at most 300
+    worker_in_app: bool = False  # run the outbox/timer worker inside the server process (`serve` turns it on)
+    outbox_max_attempts: int = 10  # then dead letter
+    outbox_backoff_seconds: int = 2  # first retry delay; doubles, with jitter
+    outbox_backoff_max_seconds: int = 3600
+    outbox_batch: int = 50  # rows a worker claims at once
+    outbox_lease_seconds: int = 60  # a claim not finished by then is taken over
+    outbox_timeout_seconds: int = 10  # per delivery
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

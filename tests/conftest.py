@@ -29,7 +29,18 @@ ADMIN_PG_URL = os.environ.get(
     "GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 FHIR_JSON = {"content-type": "application/fhir+json"}
-TABLES = ("search_index", "resource_history", "outbox", "resources", "v2_messages", "clients", "used_jtis")
+TABLES = (
+    "search_index",
+    "resource_history",
+    "outbox",
+    "resources",
+    "v2_messages",
+    "clients",
+    "used_jtis",
+    "timers",
+    "subscription_events",
+    "subscription_state",
+)
 
 
 def _pg_admin_engine() -> sa.Engine | None:

@@ -105,18 +105,25 @@ class Worker:
             self.heartbeats()
         with self.ctx.database.connection(write=True) as conn:
             claimed = outbox.claim(conn, self.now(), batch=self.batch, lease=self.lease)
-        delivered = 0
+        done: list[tuple[Claimed, str]] = []
         failed_subjects: set[str] = set()
         for row in claimed:
             if row.subject is not None and row.subject in failed_subjects:
                 self._release(row)  # keep order: its predecessor has to go first
                 continue
-            if self._deliver(row):
-                delivered += 1
+            outcome = self._deliver(row)
+            if outcome is not None:
+                done.append((row, outcome))
             elif row.subject is not None:
                 failed_subjects.add(row.subject)
+        if done:  # one commit for the batch; a crash before it means redelivery (at-least-once)
+            with self.ctx.database.connection(write=True) as conn:
+                for row, outcome in done:
+                    outbox.finish(conn, row, outcome)
+                    if row.payload.get("type") == "handshake" and outcome == "delivered":
+                        self._subscription_status(conn, row, "active", None)
         self.update_gauges()
-        return delivered
+        return sum(1 for _, outcome in done if outcome == "delivered")
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
         """Until `stop` is set; sleeps `interval` only when a pass found nothing to do."""
@@ -136,29 +143,23 @@ class Worker:
         self.ctx.metrics.dead_letters.set(counts.get("dead", 0))
 
     # -- one row ---------------------------------------------------------------------------------
-    def _deliver(self, row: Claimed) -> bool:
+    def _deliver(self, row: Claimed) -> str | None:
+        """Try one row: 'delivered' / 'cancelled' to record, or None (retry or dead recorded)."""
         try:
             handler = {"rest-hook": self._rest_hook, "fhir-push": self._fhir_push, "mllp": self._mllp}.get(
                 row.kind
             )
             if handler is None:
                 raise Permanent(f"no delivery for kind '{row.kind}'")
-            outcome = handler(row)
+            return handler(row)
         except Permanent as exc:
             self._dead(row, str(exc))
-            return False
         except (TimeoutError, Transient, httpx.HTTPError, OSError) as exc:
             self._later(row, _describe(exc))
-            return False
         except Exception as exc:  # a bug or bad data: keep the row, make it visible
             log.exception("delivery of %s failed", row.event_id)
             self._later(row, _describe(exc))
-            return False
-        with self.ctx.database.connection(write=True) as conn:
-            outbox.finish(conn, row, "cancelled" if outcome == "cancelled" else "delivered")
-            if row.payload.get("type") == "handshake" and outcome != "cancelled":
-                self._subscription_status(conn, row, "active", None)
-        return outcome != "cancelled"
+        return None
 
     def _later(self, row: Claimed, error: str) -> None:
         if row.attempts >= self.retry.max_attempts:

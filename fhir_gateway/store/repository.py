@@ -98,6 +98,7 @@ class Repository:
         self.session = session
         self.base_url = base_url
         self.on_write = on_write
+        self.memo: dict[Any, Any] = {}  # per-transaction caches (directory, compartments)
         self._is_pg = session.dialect.name == "postgresql"
 
     # -- writes ----------------------------------------------------------------------------------
@@ -197,7 +198,8 @@ class Repository:
 
     def grant(self, stored: Stored, organizations: Iterable[str]) -> None:
         """Let these organisations see the resource (kept across updates; admins see all)."""
-        missing = set(organizations) - set(self.compartments_of(stored.pk)) - {""}
+        known = self._compartments(stored.pk)
+        missing = set(organizations) - known - {""}
         if missing:
             self.session.execute(
                 _INSERT_INDEX,
@@ -213,9 +215,18 @@ class Repository:
                     for org in sorted(missing)
                 ],
             )
+            known.update(missing)
 
     def compartments_of(self, pk: int) -> list[str]:
-        return [v for v in self.session.execute(_SELECT_COMPARTMENTS, {"b_pk": pk}).scalars() if v]
+        return sorted(self._compartments(pk))
+
+    def _compartments(self, pk: int) -> set[str]:
+        key = ("compartments", pk)
+        if key not in self.memo:
+            self.memo[key] = {
+                v for v in self.session.execute(_SELECT_COMPARTMENTS, {"b_pk": pk}).scalars() if v
+            }
+        return self.memo[key]
 
     def _written(self, stored: Stored) -> Stored:
         for listener in self.on_write:

@@ -17,7 +17,7 @@ from fhir_gateway.routing import Directory
 from fhir_gateway.security.compartments import CompartmentKeeper
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
-from fhir_gateway.store.repository import Repository, WriteListener
+from fhir_gateway.store.repository import Repository, Stored, WriteListener
 from fhir_gateway.store.tables import ResourceRow
 from fhir_gateway.validation import ProfileSet, Validator
 
@@ -39,6 +39,12 @@ def _validator(profiles_dir: Path) -> Validator:
 @cache
 def _mappings(mappings_dir: Path) -> MappingSet:
     return load_mappings(mappings_dir)
+
+
+def _forget_directory(repo: Repository, stored: Stored) -> None:
+    """A transaction that changes the directory must not keep using its earlier snapshot."""
+    if stored.resource_type in DIRECTORY_TYPES:
+        repo.memo.pop("directory", None)
 
 
 def system_clock() -> datetime:
@@ -65,6 +71,7 @@ class GatewayContext:
             validator=_validator(Path(settings.profiles_dir)),
             mappings=_mappings(Path(settings.mappings_dir)),
         )
+        ctx.on_write.append(_forget_directory)
         ctx.on_write.append(CompartmentKeeper(ctx.directory))
         return ctx
 
@@ -75,9 +82,12 @@ class GatewayContext:
         """The social map as stored now. Rebuilt only when a directory resource changed: the
         cache key (count and newest change per type) is one cheap indexed query, and it is read
         from the database so every replica sees another replica's changes."""
+        if "directory" in repo.memo:  # one check per transaction is enough
+            return repo.memo["directory"]
         key = self._directory_key(repo)
         cached = self._directory
         if cached is not None and cached[0] == key:
+            repo.memo["directory"] = cached[1]
             return cached[1]
         with self._directory_lock:
             rows = repo.session.execute(
@@ -87,6 +97,7 @@ class GatewayContext:
             ).scalars()
             directory = Directory.from_resources(rows)
             self._directory = (key, directory)
+            repo.memo["directory"] = directory
             return directory
 
     @staticmethod

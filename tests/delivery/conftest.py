@@ -67,7 +67,9 @@ def drain(w: Worker, rounds: int = 50) -> int:
     return total
 
 
-def subscribe(client: TestClient, endpoint: str, criteria: str, content: str | None = "id-only", **extra: Any) -> dict[str, Any]:
+def subscribe(
+    client: TestClient, endpoint: str, criteria: str, content: str | None = "id-only", **extra: Any
+) -> dict[str, Any]:
     channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint}
     if content is not None:
         channel["payload"] = "application/fhir+json"
@@ -80,7 +82,14 @@ def subscribe(client: TestClient, endpoint: str, criteria: str, content: str | N
             ]
         }
     channel.update(extra.pop("channel", {}))
-    body = {"resourceType": "Subscription", "status": "requested", "reason": "WoR worklist", "criteria": criteria, "channel": channel, **extra}
+    body = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "WoR worklist",
+        "criteria": criteria,
+        "channel": channel,
+        **extra,
+    }
     resp = client.post("/fhir/Subscription", json=body, headers=FHIR_JSON)
     assert resp.status_code == 201, resp.text
     return resp.json()
@@ -100,8 +109,18 @@ def gw(sqlite_url: str) -> Iterator[TestClient]:
         yield client
 
 
+DELIVERY_TABLES = ("timers", "subscription_events", "subscription_state")  # lead: add to conftest TABLES
+
+
 @pytest.fixture
 def any_gw(database_url: str) -> Iterator[TestClient]:
+    if database_url.startswith("postgresql"):  # until tests/conftest.py TABLES lists them
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(database_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"TRUNCATE {', '.join(DELIVERY_TABLES)}"))
+        engine.dispose()
     with gateway(database_url) as client:
         load_directory(client)
         yield client

@@ -40,7 +40,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if receiver.delay:
                     time.sleep(receiver.delay)
@@ -48,7 +48,11 @@ class Receiver:
                 if status < 300:
                     with receiver.lock:
                         receiver.received.append(
-                            {"event_id": self.headers.get("x-event-id"), "headers": dict(self.headers), "body": json.loads(body)}
+                            {
+                                "event_id": self.headers.get("x-event-id"),
+                                "headers": dict(self.headers),
+                                "body": json.loads(body),
+                            }
                         )
                 self.send_response(status)
                 self.send_header("content-type", "application/fhir+json")
@@ -86,7 +90,10 @@ class Receiver:
                 {
                     "event_id": item["event_id"],
                     "type": params["type"]["valueCode"],
-                    "numbers": [int(next(x["valueString"] for x in e["part"] if x["name"] == "event-number")) for e in events],
+                    "numbers": [
+                        int(next(x["valueString"] for x in e["part"] if x["name"] == "event-number"))
+                        for e in events
+                    ],
                     "bundle": body,
                 }
             )
@@ -115,7 +122,9 @@ class MllpReceiver:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        )
         self._ready.set()
         self._loop.run_forever()
 

@@ -73,9 +73,9 @@ def test_full_resource_and_empty_payloads(gw: TestClient, receiver: Receiver) ->
         active_subscription(gw, other, "Task?status=requested", content=None)
         sr = send_referral(gw)
         drain(worker(gw))
-        full = [n for n in receiver.notifications() if n["type"] == "event-notification"][0]["bundle"]
+        full = next(n for n in receiver.notifications() if n["type"] == "event-notification")["bundle"]
         assert full["entry"][1]["resource"]["focus"]["reference"] == f"ServiceRequest/{sr['id']}"
-        empty = [n for n in other.notifications() if n["type"] == "event-notification"][0]["bundle"]
+        empty = next(n for n in other.notifications() if n["type"] == "event-notification")["bundle"]
         assert len(empty["entry"]) == 1  # SubscriptionStatus only
         parts = [p for p in empty["entry"][0]["resource"]["parameter"] if p["name"] == "notification-event"]
         assert not any(x["name"] == "focus" for x in parts[0]["part"])
@@ -142,7 +142,11 @@ def test_compartment_decides_what_a_subscriber_gets(gw: TestClient, receiver: Re
                         "status": "active",
                         "reason": "worklist",
                         "criteria": "Task?status=requested",
-                        "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json"},
+                        "channel": {
+                            "type": "rest-hook",
+                            "endpoint": receiver.url,
+                            "payload": "application/fhir+json",
+                        },
                         "extension": [{"url": owner_ext, "valueReference": {"reference": org}}],
                     }
                 )
@@ -150,18 +154,28 @@ def test_compartment_decides_what_a_subscriber_gets(gw: TestClient, receiver: Re
             )
     send_referral(gw)  # routed to De Brug
     drain(worker(gw))
-    got = {n["bundle"]["entry"][0]["resource"]["parameter"][0]["valueReference"]["reference"] for n in receiver.notifications()}
+    got = {
+        n["bundle"]["entry"][0]["resource"]["parameter"][0]["valueReference"]["reference"]
+        for n in receiver.notifications()
+    }
     assert got == {f"Subscription/{ids[DE_BRUG]}"}
 
 
 def test_feedback_is_pushed_to_the_practice_fhir_endpoint(gw: TestClient, receiver: Receiver) -> None:
     endpoint = gw.get("/fhir/Endpoint/praktijk-de-geinoord-fhir").json()
-    assert gw.put(f"/fhir/Endpoint/{endpoint['id']}", json={**endpoint, "address": receiver.url}, headers=FHIR_JSON).status_code == 200
+    assert (
+        gw.put(
+            f"/fhir/Endpoint/{endpoint['id']}", json={**endpoint, "address": receiver.url}, headers=FHIR_JSON
+        ).status_code
+        == 200
+    )
     sr = send_referral(gw)
     task = task_for(gw, sr["id"])
     assert put_task(gw, task, status="accepted").status_code == 200
     task = task_for(gw, sr["id"])
-    assert put_task(gw, task, status="in-progress", businessStatus=milestone("intake-held")).status_code == 200
+    assert (
+        put_task(gw, task, status="in-progress", businessStatus=milestone("intake-held")).status_code == 200
+    )
     [first, second] = rows(gw, kind="fhir-push")
     assert first.subject == GP_PRACTICE and first.pk < second.pk
     assert drain(worker(gw)) == 2
@@ -185,7 +199,16 @@ def test_mllp_feedback_to_a_v2_practice(gw: TestClient, ack: str, status: str) -
                 {
                     "resourceType": "Communication",
                     "status": "completed",
-                    "category": [{"coding": [{"system": "https://wor.example.nl/fhir/CodeSystem/wor-feedback-kinds", "code": "accepted"}]}],
+                    "category": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "https://wor.example.nl/fhir/CodeSystem/wor-feedback-kinds",
+                                    "code": "accepted",
+                                }
+                            ]
+                        }
+                    ],
                     "basedOn": [{"reference": f"ServiceRequest/{sr['id']}"}],
                     "partOf": [{"reference": f"Task/{task['id']}"}],
                     "subject": task["for"],
