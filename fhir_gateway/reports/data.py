@@ -172,7 +172,7 @@ def resources_by_id(
         stmt = sa.select(R.c.id, R.c.content).where(
             R.c.resource_type == resource_type, R.c.id.in_(chunk), R.c.deleted.is_(False)
         )
-        out.update(dict(session.execute(stmt).tuples().all()))
+        out.update({rid: content for rid, content in session.execute(stmt)})
     return out
 
 

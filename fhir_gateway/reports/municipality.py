@@ -160,7 +160,7 @@ class MunicipalityResolver:
                     owners.add(ref)
         return owners
 
-    def resolve(self, task: dict[str, Any], patient: dict[str, Any] | None = None) -> str | None | bool:
+    def resolve(self, task: dict[str, Any], patient: dict[str, Any] | None = None) -> str | bool | None:
         """The municipality; True when the patient's district is needed to decide."""
         candidates = sorted({m for s in _services(task) for m in self.municipalities(s)})
         if len(candidates) == 1:
@@ -285,7 +285,7 @@ def build_report(
     referrals = data.cohort(session, start, end, owners)
 
     # municipality per referral; the patient is read (in bulk) only where the service is ambiguous
-    decided: dict[str, str | None | bool] = {k: resolver.resolve(r.task) for k, r in referrals.items()}
+    decided: dict[str, str | bool | None] = {k: resolver.resolve(r.task) for k, r in referrals.items()}
     undecided = {k for k, v in decided.items() if v is True}
     if undecided:
         ids = {

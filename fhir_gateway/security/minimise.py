@@ -1,47 +1,24 @@
 """Consent-driven minimisation: the social domain sees only what the patient agreed to share.
 
-A welfare organisation is no treatment provider under the WGBO. What its coach needs is who the
-patient is, how to reach them and the social question; diagnosis codes and clinical notes only
-when the consent says so (`wor-consent-scope` codes in Consent.provision.code).
+The rules are data (`mappings/privacy/minimisation.yaml`): per resource type, which elements each
+consent scope (`wor-consent-scope` codes in Consent.provision.code) releases. Elements no rule
+names are never shared.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 CONSENT_SCOPE = "https://wor.example.nl/fhir/CodeSystem/wor-consent-scope"
 REDACTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
     "code": "REDACTED",
     "display": "redacted",
-}
-SOCIAL_DOMAIN_ROLES = frozenset({"welfare-org"})
-MINIMISED_TYPES = frozenset({"Patient", "ServiceRequest"})
-
-# element → the consent scope that releases it; elements not listed are never shared
-PATIENT_ELEMENTS = {
-    "name": "contact-details",
-    "telecom": "contact-details",
-    "address": "contact-details",
-    "communication": "contact-details",
-    "gender": "contact-details",
-}
-SERVICE_REQUEST_ELEMENTS = {
-    "identifier": None,
-    "status": None,
-    "intent": None,
-    "category": None,
-    "priority": None,
-    "subject": None,
-    "authoredOn": None,
-    "requester": None,
-    "performer": None,
-    "supportingInfo": None,
-    "note": "social-question",
-    "patientInstruction": "social-question",
-    "reasonCode": "diagnosis-codes",
-    "orderDetail": "clinical-notes",
-    "reasonReference": "clinical-notes",
 }
 ALWAYS = ("resourceType", "id", "meta")
 
@@ -58,18 +35,42 @@ def consent_scopes(consents: list[dict[str, Any]]) -> set[str]:
     return scopes
 
 
-def minimise(resource: dict[str, Any], scopes: set[str]) -> dict[str, Any]:
-    """The view of `resource` a welfare organisation may have, marked REDACTED when cut."""
-    rules = PATIENT_ELEMENTS if resource["resourceType"] == "Patient" else SERVICE_REQUEST_ELEMENTS
-    view = {k: v for k, v in resource.items() if k in ALWAYS}
-    for key, value in resource.items():
-        if key in ALWAYS or key not in rules:
-            continue
-        needed = rules[key]
-        if needed is None or needed in scopes:
-            view[key] = value
-    if len(view) < len(resource):
-        meta = dict(view.get("meta") or {})
-        meta["security"] = [*meta.get("security", []), REDACTED]
-        view["meta"] = meta
-    return view
+@dataclass(frozen=True)
+class MinimisationRules:
+    roles: frozenset[str]
+    always: dict[str, frozenset[str]]  # resource type → elements shared with any active consent
+    by_scope: dict[str, dict[str, frozenset[str]]]  # resource type → scope → elements
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MinimisationRules:
+        resources = data.get("resources") or {}
+        return cls(
+            roles=frozenset(data.get("roles") or ()),
+            always={t: frozenset(r.get("always") or ()) for t, r in resources.items()},
+            by_scope={
+                t: {scope: frozenset(elems) for scope, elems in (r.get("scopes") or {}).items()}
+                for t, r in resources.items()
+            },
+        )
+
+    def applies(self, role: str, resource_type: str) -> bool:
+        return role in self.roles and resource_type in self.always
+
+    def minimise(self, resource: dict[str, Any], scopes: set[str]) -> dict[str, Any]:
+        """The view a minimised role may have of `resource`, marked REDACTED when cut."""
+        rtype = resource["resourceType"]
+        allowed = set(self.always.get(rtype, ()))
+        for scope, elements in self.by_scope.get(rtype, {}).items():
+            if scope in scopes:
+                allowed |= elements
+        view = {k: v for k, v in resource.items() if k in ALWAYS or k in allowed}
+        if len(view) < len(resource):
+            meta = dict(view.get("meta") or {})
+            meta["security"] = [*meta.get("security", []), REDACTED]
+            view["meta"] = meta
+        return view
+
+
+@cache
+def load_rules(path: Path) -> MinimisationRules:
+    return MinimisationRules.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))

@@ -15,6 +15,7 @@ from fhir_gateway.mapping import MappingSet, load_mappings
 from fhir_gateway.observability import Metrics
 from fhir_gateway.routing import Directory
 from fhir_gateway.security.compartments import CompartmentKeeper
+from fhir_gateway.security.minimise import MinimisationRules, load_rules
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
 from fhir_gateway.store.repository import Repository, Stored, WriteListener
@@ -57,6 +58,7 @@ class GatewayContext:
     database: Database
     validator: Validator
     mappings: MappingSet
+    minimisation: MinimisationRules
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], datetime] = system_clock  # tests move time by replacing this
     on_write: list[WriteListener] = field(default_factory=list)  # e.g. notifications → outbox
@@ -70,6 +72,7 @@ class GatewayContext:
             database=Database(settings.database_url),
             validator=_validator(Path(settings.profiles_dir)),
             mappings=_mappings(Path(settings.mappings_dir)),
+            minimisation=load_rules(Path(settings.mappings_dir) / "privacy" / "minimisation.yaml"),
         )
         ctx.on_write.append(_forget_directory)
         ctx.on_write.append(CompartmentKeeper(ctx.directory))

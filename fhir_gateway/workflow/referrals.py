@@ -16,7 +16,7 @@ from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.mapping import referral_inputs
 from fhir_gateway.routing import Route, route
 from fhir_gateway.security.compartments import can_see
-from fhir_gateway.security.minimise import consent_scopes, minimise
+from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored, new_id
 from fhir_gateway.workflow.context import GatewayContext
@@ -175,7 +175,7 @@ def _derive(
     task_id, care_plan_id = new_id(), new_id()
     inputs = referral_inputs(chosen, settings, ctx.clock(), consent=consent.content, task={"id": task_id})
     # what the welfare organisation gets to see is limited by the consent, also in derived resources
-    shared = minimise(sr.content, consent_scopes([consent.content]))
+    shared = ctx.minimisation.minimise(sr.content, consent_scopes([consent.content]))
     task = ctx.mappings.get("servicerequest-to-task", chosen.region).apply(shared, inputs)
     care_plan = ctx.mappings.get("servicerequest-to-careplan", chosen.region).apply(shared, inputs)
     for derived in (task, care_plan):

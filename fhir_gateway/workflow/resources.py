@@ -25,7 +25,7 @@ from fhir_gateway.security.compartments import (
     organization_filter,
     sees_everything,
 )
-from fhir_gateway.security.minimise import MINIMISED_TYPES, SOCIAL_DOMAIN_ROLES, consent_scopes, minimise
+from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.store.repository import Repository, SearchPage, Stored
@@ -63,9 +63,10 @@ class ResourceService:
 
     def view(self, stored: Stored) -> dict[str, Any]:
         """The content the caller may see: welfare organisations get the consented minimum."""
-        if self.principal.role not in SOCIAL_DOMAIN_ROLES or stored.resource_type not in MINIMISED_TYPES:
+        rules = self.ctx.minimisation
+        if not rules.applies(self.principal.role, stored.resource_type):
             return stored.content
-        return minimise(stored.content, consent_scopes(self._consents_for(stored)))
+        return rules.minimise(stored.content, consent_scopes(self._consents_for(stored)))
 
     def _consents_for(self, stored: Stored) -> list[dict[str, Any]]:
         patient = (

@@ -101,7 +101,8 @@ def test_welfare_sees_the_consented_minimum(gw: TestClient) -> None:
     sr = refer(gw)
     as_(gw, COACH)
     patient = gw.get(f"/fhir/{sr['subject']['reference']}").json()
-    assert "identifier" not in patient and "birthDate" not in patient  # no BSN for the social domain
+    assert "identifier" not in patient  # no BSN for the social domain
+    assert patient["birthDate"]
     assert patient["name"][0]["family"] == "Jansen" and patient["telecom"]  # how to reach them
     assert {"code": "REDACTED"}.items() <= patient["meta"]["security"][0].items()
     shared = gw.get(f"/fhir/ServiceRequest/{sr['id']}").json()
@@ -111,6 +112,8 @@ def test_welfare_sees_the_consented_minimum(gw: TestClient) -> None:
     assert "reasonCode" not in searched
     task = task_for(gw, sr["id"])
     assert "Z12" not in str(task)  # nothing derived carries what the consent withholds
+    question = [i["valueString"] for i in task["input"] if i["type"].get("text") == "Hulpvraag"]
+    assert question == [shared["note"][0]["text"]]  # the consented social question travels with the Task
     as_(gw, GP)  # the practice sees its own referral whole
     assert gw.get(f"/fhir/ServiceRequest/{sr['id']}").json()["reasonCode"]
 

@@ -1,0 +1,496 @@
+"""OpenAPI for `/docs`: the FHIR REST surface the catch-all route really serves.
+
+The FHIR endpoints are one catch-all route (hidden from FastAPI's generator), so this module
+writes their description from the same sources the gateway runs on: the REST types of
+`fhir.models`, the search parameters of `fhir/searchparams.yaml`, the router's operations, and
+request examples read from `examples/scenarios/` (so the examples are the tested ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+
+from fhir_gateway.fhir.models import rest_types
+from fhir_gateway.fhir.searchparams import load_search_params
+
+FHIR_JSON = "application/fhir+json"
+JSON_PATCH = "application/json-patch+json"
+ER7 = "x-application/hl7-v2+er7"
+SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
+PARAM_HINTS = {
+    "token": "token: `[system|]code`; modifiers `:not`, `:missing`",
+    "reference": "reference: `Type/id` (or an absolute URL on this server); `:missing`",
+    "date": "date: prefixes `eq ne gt lt ge le sa eb`, e.g. `ge2026-01-01`",
+    "string": "string: starts-with, case and accent insensitive; `:exact`, `:contains`, `:missing`",
+}
+RESULT_PARAMS = {
+    "_id": "Logical id (comma-separated for several)",
+    "_lastUpdated": "date: when the current version was written, with prefixes `gt lt ge le sa eb ne`",
+    "_count": "Page size (default 50, at most 1000)",
+    "_sort": "`_lastUpdated`, `-_lastUpdated` or `_id`",
+    "_include": "`Type:param` to include referenced resources",
+    "_revinclude": "`Type:param` to include resources that refer to the matches",
+    "_summary": "`count`: only the total",
+    "_total": "`accurate`: compute Bundle.total",
+    "_cursor": "Opaque paging cursor from a `next` link",
+}
+ERRORS = {
+    "400": "Bad request (OperationOutcome)",
+    "401": "No or invalid access token",
+    "403": "The token lacks the scope or role",
+    "404": "Unknown, or outside the caller's compartment (OperationOutcome)",
+    "409": "Workflow conflict, e.g. an illegal Task transition (OperationOutcome names the allowed states)",
+    "410": "Deleted",
+    "412": "If-Match names a version that is not current",
+    "415": "Only application/fhir+json",
+    "422": "Not valid against the base specification or the WoR profiles (OperationOutcome with expression)",
+    "428": "Task updates need If-Match",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _fhir_body(schema: str = "Resource", examples: dict[str, Any] | None = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": _ref(schema)}
+    if examples:
+        media["examples"] = examples
+    return {FHIR_JSON: media}
+
+
+def _responses(ok: str, description: str, errors: Iterable[str], schema: str = "Resource") -> dict[str, Any]:
+    out: dict[str, Any] = {ok: {"description": description}}
+    if ok != "204":
+        out[ok]["content"] = _fhir_body(schema)
+    for code in errors:
+        out[code] = {"$ref": f"#/components/responses/E{code}"}
+    return out
+
+
+def _header(name: str, description: str, required: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def load_examples(folder: Path = SCENARIOS) -> dict[str, dict[str, Any]]:
+    """Scenario files by what they exemplify: `Bundle`, a resource type, or `patch`."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        body = orjson.loads(path.read_bytes())
+        kind = "patch" if isinstance(body, list) else str(body.get("resourceType", ""))
+        found.setdefault(kind, {})[path.stem] = {"summary": path.name, "value": body}
+    return found
+
+
+def _type_paths(rtype: str, params: dict[str, Any], examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    base = f"/fhir/{rtype}"
+    tag = [rtype]
+    search_params = [
+        {"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
+        for n, d in RESULT_PARAMS.items()
+    ] + [
+        {
+            "name": p.name,
+            "in": "query",
+            "required": False,
+            "description": f"{p.expression} — {PARAM_HINTS.get(p.type, p.type)}",
+            "schema": {"type": "string"},
+        }
+        for p in sorted(params.values(), key=lambda p: p.name)
+    ]
+    rid = _path_param("id", f"Logical id of the {rtype}")
+    read_errors = ("401", "403", "404", "410")
+    write_errors = ("400", "401", "403", "404", "409", "412", "415", "422")
+    create_examples = examples.get(rtype)
+    update: dict[str, Any] = {
+        "tags": tag,
+        "summary": f"update {rtype} (creates it under this id when new)",
+        "operationId": f"update-{rtype}",
+        "parameters": [rid, _header("If-Match", 'W/"<versionId>" you last read (required for Task)')],
+        "requestBody": {"required": True, "content": _fhir_body()},
+        "responses": _responses("200", "Updated", (*write_errors, "428")),
+    }
+    update["responses"]["201"] = {"description": "Created", "content": _fhir_body()}
+    patch_body: dict[str, Any] = {
+        "schema": {"type": "array", "items": _ref("JsonPatchOperation")},
+    }
+    if rtype == "Task" and examples.get("patch"):
+        patch_body["examples"] = examples["patch"]
+    return {
+        base: {
+            "get": {
+                "tags": tag,
+                "summary": f"search {rtype}",
+                "description": "Confined to the caller's compartment before paging. Unknown parameters are "
+                "a warning in the Bundle (400 with `Prefer: handling=strict`).",
+                "operationId": f"search-{rtype}",
+                "parameters": search_params,
+                "responses": _responses("200", "searchset Bundle", ("400", "401", "403"), "Bundle"),
+            },
+            "post": {
+                "tags": tag,
+                "summary": f"create {rtype}",
+                "operationId": f"create-{rtype}",
+                "parameters": [
+                    _header(
+                        "If-None-Exist", "Conditional create: a search query, e.g. identifier=system|value"
+                    )
+                ],
+                "requestBody": {"required": True, "content": _fhir_body(examples=create_examples)},
+                "responses": {
+                    **_responses("201", "Created (Location header names the version)", write_errors),
+                    "200": {
+                        "description": "Already there (If-None-Exist / duplicate referral)",
+                        "content": _fhir_body(),
+                    },
+                },
+            },
+        },
+        f"{base}/_search": {
+            "post": {
+                "tags": tag,
+                "summary": f"search {rtype} (form body)",
+                "operationId": f"search-post-{rtype}",
+                "requestBody": {
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {p["name"]: {"type": "string"} for p in search_params},
+                            }
+                        }
+                    }
+                },
+                "responses": _responses("200", "searchset Bundle", ("400", "401", "403"), "Bundle"),
+            }
+        },
+        f"{base}/_history": {
+            "get": {
+                "tags": tag,
+                "summary": f"history of all {rtype} resources",
+                "operationId": f"history-type-{rtype}",
+                "parameters": [_query("_since"), _query("_count")],
+                "responses": _responses("200", "history Bundle", ("401", "403"), "Bundle"),
+            }
+        },
+        f"{base}/$validate": {
+            "post": {
+                "tags": tag,
+                "summary": f"validate a {rtype} (base spec + WoR profiles); nothing is stored",
+                "operationId": f"validate-{rtype}",
+                "requestBody": {"required": True, "content": _fhir_body(examples=create_examples)},
+                "responses": _responses(
+                    "200", "OperationOutcome (valid or not)", ("400", "401", "415"), "OperationOutcome"
+                ),
+            }
+        },
+        f"{base}/{{id}}": {
+            "get": {
+                "tags": tag,
+                "summary": f"read {rtype}",
+                "operationId": f"read-{rtype}",
+                "parameters": [rid, _header("If-None-Match", "ETag; 304 when unchanged")],
+                "responses": {
+                    **_responses("200", "The resource (ETag, Last-Modified)", read_errors),
+                    "304": {"description": "Not modified"},
+                },
+            },
+            "put": update,
+            "patch": {
+                "tags": tag,
+                "summary": f"patch {rtype} (JSON Patch)",
+                "operationId": f"patch-{rtype}",
+                "parameters": [rid, _header("If-Match", 'W/"<versionId>" you last read (required for Task)')],
+                "requestBody": {"required": True, "content": {JSON_PATCH: patch_body}},
+                "responses": _responses("200", "Patched", (*write_errors, "428")),
+            },
+            "delete": {
+                "tags": tag,
+                "summary": f"delete {rtype} (soft: history kept, 410 afterwards)",
+                "operationId": f"delete-{rtype}",
+                "parameters": [rid],
+                "responses": _responses("204", "Deleted", ("401", "403", "404", "409")),
+            },
+        },
+        f"{base}/{{id}}/_history": {
+            "get": {
+                "tags": tag,
+                "summary": f"history of one {rtype}",
+                "operationId": f"history-instance-{rtype}",
+                "parameters": [rid, _query("_since"), _query("_count")],
+                "responses": _responses("200", "history Bundle", read_errors, "Bundle"),
+            }
+        },
+        f"{base}/{{id}}/_history/{{vid}}": {
+            "get": {
+                "tags": tag,
+                "summary": f"vread {rtype}",
+                "operationId": f"vread-{rtype}",
+                "parameters": [rid, _path_param("vid", "Version id")],
+                "responses": _responses("200", "That version", read_errors),
+            }
+        },
+    }
+
+
+def _query(name: str, description: str = "", required: bool = False) -> dict[str, Any]:
+    text = description or {
+        "_since": "Only versions written at or after this instant",
+        "_count": "Page size",
+    }.get(name, name)
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": text,
+        "schema": {"type": "string"},
+    }
+
+
+def _system_paths(
+    examples: dict[str, dict[str, Any]], operations: Iterable[tuple[str | None, str]]
+) -> dict[str, Any]:
+    ops = set(operations)
+    paths: dict[str, Any] = {
+        "/fhir": {
+            "post": {
+                "tags": ["system"],
+                "summary": "transaction or batch Bundle (a referral: Patient, Consent, ServiceRequest)",
+                "description": "A transaction runs in one database transaction: all entries or none.",
+                "operationId": "transaction",
+                "requestBody": {"required": True, "content": _fhir_body("Bundle", examples.get("Bundle"))},
+                "responses": _responses(
+                    "200",
+                    "transaction-response / batch-response Bundle",
+                    ("400", "401", "403", "415", "422"),
+                    "Bundle",
+                ),
+            }
+        },
+        "/fhir/metadata": {
+            "get": {
+                "tags": ["system"],
+                "summary": "CapabilityStatement (no token needed)",
+                "operationId": "capabilities",
+                "security": [],
+                "responses": _responses("200", "CapabilityStatement 4.0.1", ()),
+            }
+        },
+        "/fhir/_history": {
+            "get": {
+                "tags": ["system"],
+                "summary": "history of everything the caller may see",
+                "operationId": "history-system",
+                "parameters": [_query("_since"), _query("_count")],
+                "responses": _responses("200", "history Bundle", ("401", "403"), "Bundle"),
+            }
+        },
+        "/auth/token": {
+            "post": {
+                "tags": ["auth"],
+                "summary": "SMART Backend Services token (client_credentials + private_key_jwt)",
+                "operationId": "token",
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["grant_type", "client_assertion_type", "client_assertion"],
+                                "properties": {
+                                    "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                                    "scope": {
+                                        "type": "string",
+                                        "example": "system/Task.rus system/Communication.rs",
+                                    },
+                                    "client_assertion_type": {
+                                        "type": "string",
+                                        "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
+                                    },
+                                    "client_assertion": {
+                                        "type": "string",
+                                        "description": "JWT signed RS384/ES384",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "Access token (at most 5 minutes)",
+                        "content": {"application/json": {"schema": _ref("TokenResponse")}},
+                    },
+                    "400": {"description": "invalid_request / invalid_grant / invalid_scope"},
+                    "401": {"description": "invalid_client"},
+                },
+            }
+        },
+        "/.well-known/smart-configuration": {
+            "get": {
+                "tags": ["auth"],
+                "summary": "SMART configuration (token endpoint, supported algorithms)",
+                "operationId": "smart-configuration",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "SMART configuration",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/v2": {
+            "post": {
+                "tags": ["hl7v2"],
+                "summary": "HL7 v2 REF^I12 referral over HTTP (answered with an ACK)",
+                "operationId": "v2",
+                "requestBody": {"required": True, "content": {ER7: {"schema": {"type": "string"}}}},
+                "responses": {
+                    "200": {
+                        "description": "ACK (AA, AE or AR)",
+                        "content": {ER7: {"schema": {"type": "string"}}},
+                    },
+                    "401": {"$ref": "#/components/responses/E401"},
+                    "413": {"description": "Message too large"},
+                    "415": {"description": "Not an ER7 content type"},
+                },
+            }
+        },
+    }
+    if (None, "$wor-report") in ops:
+        paths["/fhir/$wor-report"] = {
+            "get": {
+                "tags": ["reports"],
+                "summary": "municipality report (MeasureReport; counts under 5 suppressed); admins only",
+                "operationId": "wor-report",
+                "parameters": [
+                    _query("municipality", "Municipality name, e.g. Nieuwegein", True),
+                    _query("period", "`2026`, `2026-Q4`, `2026-03` or `2026-01-01/2026-12-31`", True),
+                ],
+                "responses": _responses("200", "MeasureReport", ("400", "401", "403"), "MeasureReport"),
+            }
+        }
+    return paths
+
+
+def _components() -> dict[str, Any]:
+    resource = {
+        "type": "object",
+        "required": ["resourceType"],
+        "properties": {
+            "resourceType": {"type": "string"},
+            "id": {"type": "string"},
+            "meta": {"type": "object"},
+        },
+        "additionalProperties": True,
+    }
+    typed = lambda name: {  # noqa: E731
+        "allOf": [
+            _ref("Resource"),
+            {"type": "object", "properties": {"resourceType": {"type": "string", "enum": [name]}}},
+        ]
+    }
+    return {
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "Access token from POST /auth/token (SMART Backend Services)",
+            }
+        },
+        "schemas": {
+            "Resource": resource,
+            "Bundle": typed("Bundle"),
+            "OperationOutcome": typed("OperationOutcome"),
+            "MeasureReport": typed("MeasureReport"),
+            "JsonPatchOperation": {
+                "type": "object",
+                "required": ["op", "path"],
+                "properties": {
+                    "op": {"type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"]},
+                    "path": {"type": "string"},
+                    "from": {"type": "string"},
+                    "value": {},
+                },
+            },
+            "TokenResponse": {
+                "type": "object",
+                "properties": {
+                    "access_token": {"type": "string"},
+                    "token_type": {"type": "string"},
+                    "expires_in": {"type": "integer"},
+                    "scope": {"type": "string"},
+                },
+            },
+        },
+        "responses": {
+            f"E{code}": {"description": text, "content": _fhir_body("OperationOutcome")}
+            for code, text in ERRORS.items()
+        },
+    }
+
+
+def build_openapi(
+    base: dict[str, Any], operations: Iterable[tuple[str | None, str]] = ((None, "$validate"),)
+) -> dict[str, Any]:
+    """FastAPI's own schema (the few ordinary routes) plus the FHIR REST interactions."""
+    examples = load_examples()
+    params = load_search_params()
+    schema = dict(base)
+    paths = dict(schema.get("paths", {}))
+    paths.update(_system_paths(examples, operations))
+    for rtype in sorted(rest_types()):
+        paths.update(_type_paths(rtype, params.get(rtype, {}), examples))
+    schema["paths"] = paths
+    components = dict(schema.get("components", {}))
+    for key, value in _components().items():
+        components[key] = {**components.get(key, {}), **value}
+    schema["components"] = components
+    schema["security"] = [{"bearer": []}]
+    tags = [{"name": t, "description": f"FHIR R4 {t}"} for t in sorted(rest_types())]
+    schema["tags"] = [
+        {"name": "system", "description": "Whole-system interactions at the FHIR base /fhir"},
+        {"name": "auth", "description": "SMART Backend Services"},
+        {"name": "hl7v2", "description": "HL7 v2 over HTTP"},
+        {"name": "reports", "description": "Aggregated, suppressed figures"},
+        *tags,
+    ]
+    return schema
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Replace `app.openapi` (served at /openapi.json, shown at /docs) with the full schema, built once."""
+    default: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            router = getattr(app.state, "router", None)
+            operations = list(getattr(router, "operations", {}) or [(None, "$validate")])
+            app.openapi_schema = build_openapi(default(), operations)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,7 @@
+"""Reports for the people around the loop: the municipality MeasureReport (`$wor-report`)."""
+
+from fhir_gateway.reports.measure import MIN_CELL, to_csv
+from fhir_gateway.reports.municipality import MEASURE, Period, build_report, parse_period
+from fhir_gateway.reports.operation import wor_report
+
+__all__ = ["MEASURE", "MIN_CELL", "Period", "build_report", "parse_period", "to_csv", "wor_report"]
