@@ -217,6 +217,17 @@ class Repository:
             )
             known.update(missing)
 
+    def revoke(self, stored: Stored, organizations: Iterable[str]) -> None:
+        """Take visibility away again (consent withdrawn)."""
+        orgs = sorted(set(organizations))
+        if orgs:
+            self.session.execute(
+                sa.delete(IX).where(
+                    IX.c.resource_pk == stored.pk, IX.c.param == COMPARTMENT, IX.c.value.in_(orgs)
+                )
+            )
+            self._compartments(stored.pk).difference_update(orgs)
+
     def compartments_of(self, pk: int) -> list[str]:
         return sorted(self._compartments(pk))
 

@@ -29,7 +29,7 @@ from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.store.repository import Repository, SearchPage, Stored
-from fhir_gateway.workflow import feedback, referrals, tasks
+from fhir_gateway.workflow import consents, feedback, referrals, tasks
 from fhir_gateway.workflow.context import GatewayContext
 
 
@@ -219,6 +219,12 @@ class ResourceService:
         return stored
 
     def _update(self, data: dict[str, Any], *, if_match: int | None, method: str) -> tuple[Stored, bool]:
+        if data["resourceType"] == "Consent":
+            before = self.repo.find("Consent", data["id"])
+            stored, created = self.repo.update(data, if_match=if_match, method=method)
+            if consents.withdrawn(before.content if before else None, stored.content):
+                consents.on_withdrawal(self.repo, self.ctx, stored)
+            return stored, created
         if data["resourceType"] != "Task":
             return self.repo.update(data, if_match=if_match, method=method)
         current = self.repo.find("Task", data["id"])

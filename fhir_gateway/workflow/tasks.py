@@ -141,7 +141,7 @@ def check_update(
             409,
             [error("business-rule", "Only the owner may record progress on a Task", "Task.businessStatus")],
         )
-    return Change(old, new, _milestone(current), _milestone(proposed))
+    return Change(old, new, milestone_of(current), milestone_of(proposed))
 
 
 def _roles(principal: Principal, owner: str, requester_org: str | None) -> tuple[bool, bool]:
@@ -151,7 +151,7 @@ def _roles(principal: Principal, owner: str, requester_org: str | None) -> tuple
     return principal.organization == owner, principal.organization == requester_org
 
 
-def _milestone(task: dict[str, Any]) -> str | None:
+def milestone_of(task: dict[str, Any]) -> str | None:
     for coding in (task.get("businessStatus") or {}).get("coding", []):
         if coding.get("system", "").endswith("/CodeSystem/wor-milestones"):
             return coding.get("code")

@@ -177,3 +177,30 @@ def test_every_access_to_personal_data_is_audited(gw: TestClient) -> None:
     )
     assert coach_read["action"] == "R"
     assert coach_read["agent"][1]["who"] == {"reference": DE_BRUG}  # on behalf of which organisation
+
+
+def test_consent_withdrawal_stops_sharing(gw: TestClient) -> None:
+    bundle = referral_bundle()
+    resp = as_(gw, GP).post("/fhir", json=bundle, headers=FHIR_JSON)
+    sr = resp.json()["entry"][2]["resource"]
+    consent = resp.json()["entry"][1]["resource"]
+    task = task_for(as_(gw, COACH), sr["id"])
+    task = put_task(gw, task, status="accepted").json()
+    withdrawn = {**consent, "status": "inactive"}
+    resp = as_(gw, GP).put(
+        f"/fhir/Consent/{consent['id']}", json=withdrawn, headers={**FHIR_JSON, "If-Match": 'W/"1"'}
+    )
+    assert resp.status_code == 200, resp.text
+    as_(gw, COACH)
+    task = gw.get(f"/fhir/Task/{task['id']}").json()  # the Task stays visible, so the coach knows to stop
+    assert task["status"] == "cancelled"
+    assert task["statusReason"]["coding"][0]["code"] == "consent-withdrawn"
+    assert not any(i["type"].get("text") == "Hulpvraag" for i in task.get("input", []))
+    for ref in (sr["subject"]["reference"], f"ServiceRequest/{sr['id']}"):
+        assert gw.get(f"/fhir/{ref}").status_code == 404, ref
+    assert count(gw, "CarePlan") == 0
+    kinds = [
+        c["resource"]["category"][0]["coding"][0]["code"]
+        for c in as_(gw, GP).get("/fhir/Communication", params={"_sort": "_lastUpdated"}).json()["entry"]
+    ]
+    assert kinds == ["accepted", "cancelled"]
