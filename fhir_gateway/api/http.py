@@ -68,6 +68,7 @@ async def to_fhir_request(request: Request, path: str, max_body_bytes: int) -> F
         headers=headers,
         principal=principal,
         base_url=base_url,
+        client_address=request.client.host if request.client else None,
     )
 
 

@@ -17,6 +17,7 @@ class FhirRequest:
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     principal: Principal = field(default_factory=Principal.unauthenticated)
     base_url: str = ""
+    client_address: str | None = None  # for the audit log (NEN 7513: source address)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

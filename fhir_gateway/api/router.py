@@ -118,7 +118,9 @@ class Router:
         return route.handler(req, service, args)
 
     def service(self, session: Any, req: FhirRequest) -> ResourceService:
-        return ResourceService(self.ctx.repository(session, req.base_url), self.ctx, req.principal)
+        service = ResourceService(self.ctx.repository(session, req.base_url), self.ctx, req.principal)
+        service.audit.address = req.client_address
+        return service
 
     def match(self, req: FhirRequest) -> tuple[Route, dict[str, str]]:
         parts = req.parts

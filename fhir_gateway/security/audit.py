@@ -36,16 +36,23 @@ class AuditTrail:
     """What one request touched; written as one AuditEvent when the request ends."""
 
     principal: Principal
+    address: str | None = None  # the client's network address
+    request_id: str | None = None  # correlation id (X-Request-Id)
     interaction: str = ""
     entities: list[str] = field(default_factory=list)
     patients: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # versioned references written (Provenance targets)
     query: str | None = None
 
     def touch(self, interaction: str, stored: Stored | None = None, *, query: str | None = None) -> None:
         self.interaction = self.interaction or interaction
         if query is not None:
             self.query = query
-        if stored is None or stored.resource_type not in PERSONAL_TYPES:
+        if stored is None:
+            return
+        if interaction in ("create", "update", "patch", "delete"):
+            self._add(self.changed, f"{stored.reference}/_history/{stored.version_id}")
+        if stored.resource_type not in PERSONAL_TYPES:
             return
         self._add(self.entities, stored.reference)
         if stored.resource_type == "Patient":
@@ -87,6 +94,8 @@ class AuditTrail:
                 "requestor": True,
             }
         ]
+        if self.address:
+            agents[0]["network"] = {"address": self.address, "type": "2"}
         if self.principal.organization:
             agents.append(
                 {
@@ -139,10 +148,59 @@ class AuditTrail:
                 ],
             },
         }
+        if self.request_id:
+            entities.append(
+                {
+                    "type": {
+                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "code": "4",
+                    },
+                    "description": "request",
+                    "detail": [{"type": "X-Request-Id", "valueString": self.request_id}],
+                }
+            )
         if entities:
             event["entity"] = entities
         return event
 
+    def provenance(self) -> dict[str, Any]:
+        """Who changed what, on whose behalf: one Provenance per changing request."""
+        agent: dict[str, Any] = {
+            "type": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                        "code": "author",
+                    }
+                ]
+            },
+            "who": {
+                "identifier": {
+                    "system": "https://wor.example.nl/fhir/NamingSystem/client-id",
+                    "value": self.principal.client_id,
+                }
+            },
+        }
+        if self.principal.organization:
+            agent["onBehalfOf"] = {"reference": self.principal.organization}
+        activity = {"create": "CREATE", "update": "UPDATE", "patch": "UPDATE", "delete": "DELETE"}.get(
+            self.interaction, "UPDATE"
+        )
+        return {
+            "resourceType": "Provenance",
+            "target": [{"reference": ref} for ref in self.changed],
+            "recorded": format_instant(utc_now()),
+            "activity": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": activity}
+                ]
+            },
+            "agent": [agent],
+        }
+
 
 def write(repo: Repository, trail: AuditTrail, status: int) -> None:
+    """The AuditEvent; for a successful change also its Provenance (same transaction)."""
+    if trail.changed and status < 400:
+        repo.create(trail.provenance())
     repo.create(trail.event(status))

@@ -15,8 +15,9 @@ import jsonpatch
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, NotFound, error
 from fhir_gateway.fhir.search import SearchQuery, parse_search
-from fhir_gateway.fhir.searchparams import format_instant, utc_now
-from fhir_gateway.security.audit import AuditTrail
+from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
+from fhir_gateway.observability import request_id_var
+from fhir_gateway.security.audit import PERSONAL_TYPES, AuditTrail
 from fhir_gateway.security.compartments import (
     ADMIN_ONLY_TYPES,
     DIRECTORY_TYPES,
@@ -38,13 +39,25 @@ class ResourceService:
         self.repo = repo
         self.ctx = ctx
         self.principal = principal
-        self.audit = AuditTrail(principal)
+        self.audit = AuditTrail(principal, request_id=request_id_var.get())
 
     # -- access control --------------------------------------------------------------------------
     def _allow(self, resource_type: str, interaction: str) -> None:
         require_scope(self.principal, resource_type, interaction)
-        if resource_type in ADMIN_ONLY_TYPES and not sees_everything(self.principal):
-            raise FhirError(403, [error("forbidden", f"{resource_type} is for administrators only")])
+        if resource_type in ADMIN_ONLY_TYPES:
+            if not sees_everything(self.principal):
+                raise FhirError(403, [error("forbidden", f"{resource_type} is for administrators only")])
+            if interaction in ("create", "update", "patch", "delete"):
+                raise FhirError(
+                    405,
+                    [
+                        error(
+                            "not-supported",
+                            f"{resource_type} records are written by the gateway "
+                            "itself and never changed through the API",
+                        )
+                    ],
+                )
         if (
             interaction in ("create", "update", "patch", "delete")
             and resource_type in DIRECTORY_TYPES
@@ -81,10 +94,23 @@ class ResourceService:
 
     # -- validation ------------------------------------------------------------------------------
     def validate(self, resource: Any, expected_type: str | None = None) -> dict[str, Any]:
-        """Base specification (400) then the WoR profile for the type (422)."""
+        """Base specification (400), the WoR profile for the type (422), and references only to
+        what the caller may see (a coach writes about its own Tasks, not another's)."""
         data = check_resource(resource, expected_type)
         self.ctx.validator.ensure_valid(data)
+        if not sees_everything(self.principal):
+            self._check_references(data)
         return data
+
+    def _check_references(self, data: dict[str, Any]) -> None:
+        for path, ref in _references(data, data["resourceType"]):
+            target = normalise_reference(ref, self.repo.base_url) or ""
+            rtype, _, rid = target.partition("/")
+            if rtype not in PERSONAL_TYPES or not rid or "/" in rid:
+                continue
+            stored = self.repo.find(rtype, rid)
+            if stored is not None and not can_see(self.repo, self.principal, stored):
+                raise FhirError(422, [error("not-found", f"{target} is not known", path)])
 
     def validation_issues(self, resource: Any, expected_type: str | None = None) -> list[Issue]:
         """All issues (errors and warnings) without storing: base errors raise, profile ones return."""
@@ -330,6 +356,22 @@ class ResourceService:
         if entries:
             self.audit.touch("history-instance", entries[0])
         return entries, more
+
+
+def _references(node: Any, path: str) -> list[tuple[str, str]]:
+    """(FHIRPath, reference) for every Reference.reference in a resource."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str):
+            found.append((f"{path}.reference", ref))
+        for key, value in node.items():
+            if key not in ("reference", "contained"):
+                found.extend(_references(value, f"{path}.{key}"))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found.extend(_references(item, f"{path}[{i}]"))
+    return found
 
 
 def _with_owner(subscription: dict[str, Any], organization: str) -> dict[str, Any]:

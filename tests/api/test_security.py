@@ -204,3 +204,38 @@ def test_consent_withdrawal_stops_sharing(gw: TestClient) -> None:
         for c in as_(gw, GP).get("/fhir/Communication", params={"_sort": "_lastUpdated"}).json()["entry"]
     ]
     assert kinds == ["accepted", "cancelled"]
+
+
+def test_writes_may_only_point_at_what_the_writer_sees(gw: TestClient) -> None:
+    sr = refer(gw)
+    task = task_for(as_(gw, COACH), sr["id"])
+    question = {
+        "resourceType": "Communication",
+        "status": "completed",
+        "category": [{"coding": [{"system": f"{WOR}/CodeSystem/wor-feedback-kinds", "code": "question"}]}],
+        "basedOn": [{"reference": f"ServiceRequest/{sr['id']}"}],
+        "about": [{"reference": f"Task/{task['id']}"}],
+        "subject": {"reference": sr["subject"]["reference"]},
+        "recipient": [{"reference": "PractitionerRole/huisarts-van-dijk-praktijk-de-geinoord"}],
+        "sender": {"reference": DE_BRUG},
+        "sent": "2026-11-20T10:00:00+01:00",
+        "payload": [{"contentString": "Mag ik de patiënt ook 's avonds bellen?"}],
+    }
+    assert as_(gw, COACH).post("/fhir/Communication", json=question, headers=FHIR_JSON).status_code == 201
+    resp = as_(gw, OTHER_COACH).post("/fhir/Communication", json=question, headers=FHIR_JSON)
+    assert resp.status_code == 422 and resp.json()["issue"][0]["code"] == "not-found"
+    questions = as_(gw, GP).get("/fhir/Communication", params={"category": "question"}).json()["entry"]
+    assert len(questions) == 1  # the practice got the coach's question
+
+
+def test_audit_and_provenance_cannot_be_changed(gw: TestClient) -> None:
+    refer(gw)
+    as_(gw, "gateway-admin")
+    event = gw.get("/fhir/AuditEvent", params={"_count": "1"}).json()["entry"][0]["resource"]
+    assert gw.put(f"/fhir/AuditEvent/{event['id']}", json=event, headers=FHIR_JSON).status_code == 405
+    assert gw.delete(f"/fhir/AuditEvent/{event['id']}").status_code == 405
+    assert gw.post("/fhir/AuditEvent", json=event, headers=FHIR_JSON).status_code == 405
+    provenance = gw.get("/fhir/Provenance", params={"_count": "1"}).json()["entry"][0]["resource"]
+    assert gw.delete(f"/fhir/Provenance/{provenance['id']}").status_code == 405
+    assert event["agent"][0].get("network", {}).get("address") == "testclient"
+    assert any(d["type"] == "X-Request-Id" for e in event.get("entity", []) for d in e.get("detail", []))
