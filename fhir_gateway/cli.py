@@ -75,8 +75,21 @@ def db_upgrade(ctx: click.Context) -> None:
     show_default=True,
     help="Deliver the outbox and fire timers inside each server process (else run `fhir-gateway worker`).",
 )
+@click.option(
+    "--insecure-dev",
+    is_flag=True,
+    help="Requests without a token act as admin. Local experiments only; logs a loud warning.",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int, no_examples: bool, worker: bool) -> None:
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    no_examples: bool,
+    worker: bool,
+    insecure_dev: bool,
+) -> None:
     """Run migrations, load the example directory on an empty embedded database, serve HTTP."""
     import uvicorn
 
@@ -85,6 +98,8 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, no_examples: b
     _prepare_database(settings, load_examples=settings.load_examples and not no_examples)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database_url
     os.environ["GATEWAY_WORKER_IN_APP"] = "true" if worker else "false"
+    if insecure_dev:
+        os.environ["GATEWAY_INSECURE_DEV"] = "true"
     log.info("serving on http://%s:%d/fhir (%d worker(s))", host, port, workers)
     uvicorn.run(
         "fhir_gateway.app:create_app",

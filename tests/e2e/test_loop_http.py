@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_referral_to_feedback_over_http(server: tuple[str, subprocess.Popen[bytes]]) -> None:
-    base, _ = server
+    base, proc = server
     gp = httpx.Client(base_url=f"{base}/fhir", timeout=10, headers=bearer(base, "praktijk-de-geinoord-his"))
     coach = httpx.Client(base_url=f"{base}/fhir", timeout=10, headers=bearer(base, "welzijn-de-brug-cms"))
     other = httpx.Client(
@@ -60,3 +60,9 @@ def test_referral_to_feedback_over_http(server: tuple[str, subprocess.Popen[byte
             audit = admin.get("/AuditEvent", params={"patient": sr["subject"]["reference"]}).json()
             readers = {a["resource"]["agent"][0]["name"] for a in audit["entry"]}
             assert {"praktijk-de-geinoord-his", "welzijn-de-brug-cms"} <= readers
+    proc.terminate()
+    proc.wait(timeout=30)
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    assert '"route":"/fhir/Task/{id}"' in log  # the log did record the loop ...
+    for secret in ("999911120", "Jansen", "Anna", "Dorpsstraat", "06-12345678", "3431 AB"):
+        assert secret not in log, secret  # ... but no BSN, name, address or phone number
