@@ -15,6 +15,7 @@ from fhir_gateway.api.auth import install_auth
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.http import build_fhir_api
+from fhir_gateway.api.messages import MessageProcessor
 from fhir_gateway.api.ops import build_ops_api
 from fhir_gateway.api.router import Router
 from fhir_gateway.api.v2_http import build_v2_api
@@ -30,11 +31,13 @@ from fhir_gateway.workflow.context import GatewayContext
 def build_router(ctx: GatewayContext) -> Router:
     """The FHIR router with Bundle processing, the CapabilityStatement and the operations."""
     router = Router(ctx)
-    router.bundle_handler = BundleProcessor(router)
+    bundles = BundleProcessor(router)
+    router.bundle_handler = bundles
     router.capability = lambda req: capability_statement(
         req.base_url, router.operations, ctx.validator.profiles.default_profiles
     )
     router.operations[(None, "$validate")] = operations.validate
+    router.operations[(None, "$process-message")] = MessageProcessor(bundles)
     register_operations(router)
     return router
 

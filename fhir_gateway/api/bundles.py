@@ -31,7 +31,7 @@ class BundleProcessor:
         self.router = router
 
     def __call__(self, req: FhirRequest, _svc: ResourceService | None, _args: dict[str, str]) -> FhirResponse:
-        bundle = _check_shell(req.body)
+        bundle = check_shell(req.body)
         kind = bundle.get("type")
         entries = bundle.get("entry", [])
         for i, entry in enumerate(entries):
@@ -188,7 +188,7 @@ def _paired_references(new: Any, original: Any) -> dict[str, str]:
     return pairs
 
 
-def _check_shell(body: Any) -> dict[str, Any]:
+def check_shell(body: Any) -> dict[str, Any]:
     """Validate the Bundle without its entries' resources: each resource is validated once,
     when its entry is processed, instead of twice."""
     if isinstance(body, dict) and isinstance(body.get("entry"), list):

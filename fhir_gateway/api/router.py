@@ -75,7 +75,7 @@ class Router:
         """Run one request in its own transaction; every failure becomes an OperationOutcome."""
         try:
             route, args = self.match(req)
-            if route.handler == self._bundle:
+            if route.handler == self._bundle or self._own_transaction(args):
                 return route.handler(req, None, args)  # type: ignore[arg-type]  # manages its own transactions
         except FhirError as exc:
             return error_response(exc)
@@ -107,6 +107,12 @@ class Router:
         """Reads (and failed writes) are logged in a transaction of their own."""
         with self.ctx.database.connection(write=True) as session:
             audit.write(self.service(session, req).repo, trail, status)
+
+    def _own_transaction(self, args: dict[str, str]) -> bool:
+        """Operations that run transactions themselves (e.g. $process-message) get none around them."""
+        name = args.get("op")
+        op = self.operations.get((args.get("type"), name or "")) or self.operations.get((None, name or ""))
+        return bool(name) and bool(getattr(op, "own_transaction", False))
 
     def dispatch(self, req: FhirRequest, service: ResourceService) -> FhirResponse:
         """Run one request inside the caller's transaction (transaction Bundle entries)."""
