@@ -14,8 +14,10 @@ from fhir_gateway.api.admin_outbox import build_admin_outbox_api
 from fhir_gateway.api.auth import install_auth
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
+from fhir_gateway.api.console import build_console_api
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.messages import MessageProcessor
+from fhir_gateway.api.openapi import install_openapi
 from fhir_gateway.api.ops import build_ops_api
 from fhir_gateway.api.router import Router
 from fhir_gateway.api.v2_http import build_v2_api
@@ -23,6 +25,7 @@ from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.delivery.operations import register_operations
 from fhir_gateway.delivery.worker import Worker
 from fhir_gateway.observability import RequestContextMiddleware
+from fhir_gateway.reports import wor_report
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.service import V2Service
 from fhir_gateway.workflow.context import GatewayContext
@@ -38,6 +41,7 @@ def build_router(ctx: GatewayContext) -> Router:
     )
     router.operations[(None, "$validate")] = operations.validate
     router.operations[(None, "$process-message")] = MessageProcessor(bundles)
+    router.operations[(None, "$wor-report")] = wor_report
     register_operations(router)
     return router
 
@@ -89,6 +93,8 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.include_router(build_fhir_api(router, settings.max_body_bytes))
     app.state.v2 = V2Service(router, settings.base_url)
     app.include_router(build_v2_api(app.state.v2, settings.max_body_bytes))
+    app.include_router(build_console_api(ctx, settings))
+    install_openapi(app)
     install_auth(app, settings, ctx.database)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

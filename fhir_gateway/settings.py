@@ -30,6 +30,7 @@ class Settings:
     token_key: str = ""  # gateway signing key: private JWK, JWK Set or PEM (from a secret store)
     token_key_file: str = ""  # ... or a file holding it; none: a dev key under ./var/ (SQLite only)
     access_token_lifetime: int = 300  # seconds, at most 300
+    console_password: str = ""  # operator console sign-in (≥ 12 characters); else an admin access token
     worker_in_app: bool = False  # run the outbox/timer worker inside the server process (`serve` turns it on)
     outbox_max_attempts: int = 10  # then dead letter
     outbox_backoff_seconds: int = 2  # first retry delay; doubles, with jitter

@@ -32,8 +32,22 @@ from fhir_gateway.store.database import Database
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/auth/token"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", TOKEN_PATH, "/fhir/metadata", "/fhir/metadata/"})
-PUBLIC_PREFIXES = ("/.well-known/",)
+# The console authenticates itself (session cookie); the API description holds no personal data.
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        TOKEN_PATH,
+        "/fhir/metadata",
+        "/fhir/metadata/",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/console",
+    }
+)
+PUBLIC_PREFIXES = ("/.well-known/", "/console/")
 MAX_TOKEN_REQUEST_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 INSECURE_DEV_PRINCIPAL = Principal(

@@ -33,7 +33,9 @@ class BundleProcessor:
     def __call__(self, req: FhirRequest, _svc: ResourceService | None, _args: dict[str, str]) -> FhirResponse:
         bundle = check_shell(req.body)
         kind = bundle.get("type")
-        entries = bundle.get("entry", [])
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list):
+            raise Invalid([error("structure", "Bundle.entry must be an array", "Bundle.entry")])
         for i, entry in enumerate(entries):
             _check_entry(entry, i)
         if kind == "transaction":
@@ -216,7 +218,11 @@ def _type_rank(entry: dict[str, Any]) -> int:
 def _check_entry(entry: Any, i: int) -> None:
     where = f"Bundle.entry[{i}]"
     request = entry.get("request") if isinstance(entry, dict) else None
-    if not isinstance(request, dict) or "method" not in request or "url" not in request:
+    if (
+        not isinstance(request, dict)
+        or not isinstance(request.get("method"), str)
+        or not isinstance(request.get("url"), str)
+    ):
         raise Invalid(
             [error("required", "Every entry needs request.method and request.url", f"{where}.request")]
         )

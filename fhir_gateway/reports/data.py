@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow
@@ -48,11 +49,17 @@ def cohort(
     owners = sorted(set(owners))
     if not owners:
         return {}
-    stmt = _cohort_select(start, end, owners).add_columns(R.c.content, _S.c.content)
+    stmt = _cohort_select(start, end, owners).add_columns(_text(R.c.content), _text(_S.c.content))
     found: dict[str, Referral] = {}
     for task_id, _version, task, sr in session.execute(stmt.order_by(R.c.last_updated, R.c.pk)):
-        found[sr["id"]] = Referral(task_id, task, sr)
+        sr_content = orjson.loads(sr)
+        found[sr_content["id"]] = Referral(task_id, orjson.loads(task), sr_content)
     return found
+
+
+def _text(column: Any) -> Any:
+    """JSON as text, decoded with orjson: several times faster than the drivers' json.loads."""
+    return sa.cast(column, sa.Text)
 
 
 _S = R.alias("s")  # the ServiceRequest
@@ -89,9 +96,7 @@ def _cohort_select(start: datetime, end: datetime, owners: list[str]) -> sa.Sele
     )
 
 
-def add_history(
-    session: sa.Connection, referrals: dict[str, Referral], start: datetime, end: datetime, owners: list[str]
-) -> None:
+def add_history(session: sa.Connection, referrals: dict[str, Referral]) -> None:
     """One aggregate over `resource_history`: when intake-held was first recorded, and whether the
     Task was ever accepted (a cancelled Task may have been)."""
     if not referrals:
@@ -100,30 +105,27 @@ def add_history(
     business = H.c.content["businessStatus"].as_string()  # the CodeableConcept as JSON text
     intake = sa.func.min(sa.case((business.like('%"intake-held"%'), H.c.last_updated), else_=None))
     accepted = sa.func.max(sa.case((status.in_(ACCEPTED_STATES), 1), else_=0))
-    scope = _cohort_select(start, end, sorted(set(owners))).with_only_columns(R.c.id).scalar_subquery()
-    stmt = (
-        sa.select(H.c.id, intake, accepted)
-        .where(H.c.resource_type == "Task", H.c.id.in_(scope))
-        .group_by(H.c.id)
-    )
     by_task = {r.task_id: r for r in referrals.values()}
-    for task_id, intake_at, was_accepted in session.execute(stmt):
-        ref = by_task.get(task_id)
-        if ref is not None:
+    for chunk in _chunks(sorted(by_task)):  # index lookups on (resource_type, id, version_id)
+        stmt = (
+            sa.select(H.c.id, intake, accepted)
+            .where(H.c.resource_type == "Task", H.c.id.in_(chunk))
+            .group_by(H.c.id)
+        )
+        for task_id, intake_at, was_accepted in session.execute(stmt):
+            ref = by_task[task_id]
             ref.intake_at = intake_at
             ref.ever_accepted = bool(was_accepted)
 
 
-def add_feedback(
-    session: sa.Connection, referrals: dict[str, Referral], start: datetime, end: datetime, owners: list[str]
-) -> None:
+def add_feedback(session: sa.Connection, referrals: dict[str, Referral]) -> None:
     """Feedback Communications (category wor-feedback-kinds) that are part of the cohort's Tasks."""
     if not referrals:
         return
     po, cat = IX.alias("po"), IX.alias("cat")
-    scope = _cohort_select(start, end, sorted(set(owners))).with_only_columns(sa.literal("Task/") + R.c.id)
     comm = R.alias("c")
-    stmt = (
+    by_task = {f"Task/{r.task_id}": r for r in referrals.values()}
+    base = (
         sa.select(comm.c.id, po.c.value, cat.c.value)
         .select_from(
             po.join(comm, comm.c.pk == po.c.resource_pk).join(
@@ -138,15 +140,12 @@ def add_feedback(
         .where(
             po.c.resource_type == "Communication",
             po.c.param == "part-of",
-            po.c.value.in_(scope),
             comm.c.deleted.is_(False),
         )
     )
-    by_task = {f"Task/{r.task_id}": r for r in referrals.values()}
-    for comm_id, task_ref, kind in session.execute(stmt):
-        ref = by_task.get(task_ref)
-        if ref is not None:
-            ref.feedback.append((comm_id, kind))
+    for chunk in _chunks(sorted(by_task)):  # index lookups on (resource_type, param, value)
+        for comm_id, task_ref, kind in session.execute(base.where(po.c.value.in_(chunk))):
+            by_task[task_ref].feedback.append((comm_id, kind))
 
 
 def outbox_status(session: sa.Connection) -> dict[str, set[str]]:
@@ -169,10 +168,10 @@ def resources_by_id(
     """Current content of many resources of one type, in chunks (no query per resource)."""
     out: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(sorted(set(ids))):
-        stmt = sa.select(R.c.id, R.c.content).where(
+        stmt = sa.select(R.c.id, _text(R.c.content)).where(
             R.c.resource_type == resource_type, R.c.id.in_(chunk), R.c.deleted.is_(False)
         )
-        out.update({rid: content for rid, content in session.execute(stmt)})
+        out.update({rid: orjson.loads(content) for rid, content in session.execute(stmt)})
     return out
 
 

@@ -306,8 +306,8 @@ def build_report(
         for k, r in referrals.items()
         if isinstance(decided[k], str) and decided[k].casefold() == wanted  # type: ignore[union-attr]
     }
-    data.add_history(session, referrals, start, end, owners)
-    data.add_feedback(session, referrals, start, end, owners)
+    data.add_history(session, referrals)
+    data.add_feedback(session, referrals)
     pushes = data.outbox_status(session) if referrals else {}
     qr_ids = {i for r in referrals.values() for i in _ph_refs(r.task).values()}
     questionnaires = data.resources_by_id(session, "QuestionnaireResponse", qr_ids)

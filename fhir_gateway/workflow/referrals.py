@@ -98,10 +98,11 @@ def _check_requester(repo: Repository, ctx: GatewayContext, principal: Principal
 
 
 def find_resend(repo: Repository, service_request: dict[str, Any]) -> Stored | None:
-    for ident in service_request.get("identifier", []):
-        system, value = ident.get("system"), ident.get("value")
-        if not (system and value):
-            continue
+    identifiers = service_request.get("identifier")
+    for ident in identifiers if isinstance(identifiers, list) else []:
+        system, value = (ident.get("system"), ident.get("value")) if isinstance(ident, dict) else (None, None)
+        if not (isinstance(system, str) and isinstance(value, str) and system and value):
+            continue  # malformed ones are reported by validation, which runs next
         criteria = f"{system}|{value}"
         repo.lock(f"ServiceRequest?identifier={criteria}")
         query = parse_search("ServiceRequest", [("identifier", criteria)])

@@ -1,0 +1,541 @@
+"""What the console shows, read straight from the store (admins see every organisation).
+
+Why SQL and not the FHIR router: one page needs Tasks with their version history, the
+feedback Communications and the outbox rows of those — through the router that is dozens of
+calls per row. These queries are a handful per page, driven by the search index, and never
+select identifiers: the console never shows a BSN (only the Patient's name, to admins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from fhir_gateway.delivery import outbox
+from fhir_gateway.routing import Directory
+from fhir_gateway.routing.directory import house_number
+from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow, V2MessageRow
+
+R = ResourceRow.__table__
+H = HistoryRow.__table__
+IX = SearchIndexRow.__table__
+OUT = OutboxRow.__table__
+V2 = V2MessageRow.__table__
+
+WOR = "https://wor.example.nl/fhir"
+MILESTONES = f"{WOR}/CodeSystem/wor-milestones"
+FEEDBACK_KINDS = f"{WOR}/CodeSystem/wor-feedback-kinds"
+ACTIVITY_CATEGORIES = f"{WOR}/CodeSystem/wor-activity-categories"
+STAGES = ("received", "routed", "accepted", "intake", "activity", "closed")
+STAGE_LABELS = {
+    "received": "ontvangen",
+    "routed": "gerouteerd",
+    "accepted": "geaccepteerd",
+    "intake": "intake",
+    "activity": "activiteit",
+    "closed": "afgesloten",
+}
+FINAL = ("completed", "cancelled", "rejected", "failed")
+OPEN = ("requested", "received")
+# Task.status values that can be at a stage (SQL pre-filter; the stage itself is decided in Python)
+STAGE_STATUSES = {
+    "routed": OPEN,
+    "accepted": ("accepted",),
+    "intake": ("in-progress", "on-hold"),
+    "activity": ("in-progress", "on-hold"),
+    "closed": FINAL,
+}
+INTAKE_CODES = frozenset({"intake-held", "activity-found"})
+_CHUNK = 500
+
+
+@dataclass
+class Filters:
+    practice: str = ""  # Organization id
+    welfare: str = ""  # Organization id
+    municipality: str = ""
+    state: str = ""  # one of STAGES[1:]
+    min_age: int | None = None  # days since the referral
+    max_age: int | None = None
+    page: int = 1
+    per_page: int = 25
+
+
+@dataclass
+class Feedback:
+    communication: str  # Communication/<id>
+    kind: str
+    sent: str
+    delivery: str  # delivered | pending | delivering | dead | cancelled | poll (practice fetches it)
+
+
+@dataclass
+class ReferralRow:
+    task_id: str
+    service_request: str
+    status: str
+    business: str
+    stage: str
+    practice: str
+    welfare: str
+    municipality: str
+    referred: datetime | None
+    age_days: int | None
+    intake_due: str
+    patient: str = ""
+    patient_ref: str = ""
+    timeline: dict[str, datetime | None] = field(default_factory=dict)
+    feedback: list[Feedback] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    rows: list[ReferralRow]
+    total: int
+    page: int
+    pages: int
+
+
+# -- small helpers ------------------------------------------------------------------------------
+def parse_moment(text: str | None) -> datetime | None:
+    """FHIR date / dateTime / instant → aware UTC (a bare date counts as its start, UTC)."""
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def codes(concept: dict[str, Any] | None, system: str | None = None) -> list[str]:
+    return [
+        c["code"]
+        for c in (concept or {}).get("coding", [])
+        if c.get("code") and (system is None or c.get("system") == system)
+    ]
+
+
+def ref_of(value: dict[str, Any] | None) -> str:
+    ref = (value or {}).get("reference") or ""
+    parts = ref.rstrip("/").split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+
+
+def org_name(directory: Directory, reference: str) -> str:
+    org = directory.resolve(reference)
+    return str(org.get("name") or reference) if org else reference
+
+
+def patient_name(patient: dict[str, Any] | None) -> str:
+    """Given names + family name; never an identifier (no BSN anywhere in the console)."""
+    if not patient:
+        return ""
+    for name in patient.get("name", []):
+        if name.get("text"):
+            return str(name["text"])
+        parts = [*name.get("given", []), name.get("family", "")]
+        text = " ".join(p for p in parts if p)
+        if text:
+            return text
+    return ""
+
+
+def stage_of(task: dict[str, Any]) -> str:
+    status = task.get("status", "")
+    business = set(codes(task.get("businessStatus"), MILESTONES))
+    if status in FINAL:
+        return "closed"
+    if "activity-found" in business or _has_activity(task):
+        return "activity"
+    if business & INTAKE_CODES or status in ("in-progress", "on-hold"):
+        return "intake"
+    if status == "accepted":
+        return "accepted"
+    return "routed"
+
+
+def _has_activity(task: dict[str, Any]) -> bool:
+    return any(codes(o.get("type"), ACTIVITY_CATEGORIES) for o in task.get("output", []))
+
+
+def practices(directory: Directory) -> list[tuple[str, str]]:
+    """(Organization id, name) of the GP practices in the directory."""
+    return sorted(
+        (
+            (r["id"], str(r.get("name") or r["id"]))
+            for r in directory
+            if _is_org(r) and directory.is_gp_practice(r)
+        ),
+        key=lambda x: x[1],
+    )
+
+
+def welfare_organizations(directory: Directory) -> list[tuple[str, str]]:
+    ids = {ref_of(s.get("providedBy")).partition("/")[2] for s in directory.wor_services()}
+    return sorted(((i, org_name(directory, f"Organization/{i}")) for i in ids if i), key=lambda x: x[1])
+
+
+def municipalities(directory: Directory) -> list[str]:
+    return sorted({m for s in directory.wor_services() for m in directory.municipalities_of(s["id"])})
+
+
+def _is_org(resource: dict[str, Any]) -> bool:
+    return resource.get("resourceType") == "Organization"
+
+
+def _requester_refs(directory: Directory, practice_id: str) -> list[str]:
+    """Everything a Task.requester of this practice can point at: the practice, its roles, its people."""
+    refs = {f"Organization/{practice_id}"}
+    for r in directory:
+        if (
+            r.get("resourceType") == "PractitionerRole"
+            and ref_of(r.get("organization")) == f"Organization/{practice_id}"
+        ):
+            refs.add(f"PractitionerRole/{r['id']}")
+            if ref_of(r.get("practitioner")):
+                refs.add(ref_of(r.get("practitioner")))
+    return sorted(refs)
+
+
+def _owners_for(directory: Directory, municipality: str) -> list[str]:
+    wanted = municipality.casefold()
+    return sorted(
+        {
+            ref_of(s.get("providedBy"))
+            for s in directory.wor_services()
+            if any(m.casefold() == wanted for m in directory.municipalities_of(s["id"]))
+        }
+    )
+
+
+def municipality_of(directory: Directory, task: dict[str, Any], patient: dict[str, Any] | None) -> str:
+    """The municipality of the WoR service the referral went to; a service covering several is
+    decided by the patient's address against its coverage."""
+    services = [
+        ref_of(i.get("valueReference")).partition("/")[2]
+        for i in task.get("input", [])
+        if ref_of(i.get("valueReference")).startswith("HealthcareService/")
+    ]
+    found = sorted({m for s in services for m in directory.municipalities_of(s)})
+    if len(found) <= 1:
+        return found[0] if found else ""
+    for address in (patient or {}).get("address", []):
+        number = None
+        for ext in [x for line in address.get("_line", []) if line for x in line.get("extension", [])]:
+            if ext.get("url", "").endswith("houseNumber"):
+                number = house_number(ext.get("valueString"))
+        for rng in directory.coverage_for(address.get("postalCode") or "", number):
+            if rng.service_id in services:
+                return rng.municipality
+    return " / ".join(found)
+
+
+def _index_has(param: str, values: Iterable[str]) -> sa.ColumnElement[bool]:
+    return sa.exists().where(IX.c.resource_pk == R.c.pk, IX.c.param == param, IX.c.value.in_(list(values)))
+
+
+def _referred(cutoff: datetime, *, before: bool) -> sa.ColumnElement[bool]:
+    """The Task's referral (ServiceRequest.authoredOn, via Task.focus) was made before/after `cutoff`."""
+    fo, au, sr = IX.alias("fo"), IX.alias("au"), R.alias("sr")
+    return sa.exists().where(
+        fo.c.resource_pk == R.c.pk,
+        fo.c.param == "focus",
+        sr.c.resource_type == "ServiceRequest",
+        fo.c.value == sa.literal("ServiceRequest/") + sr.c.id,
+        au.c.resource_pk == sr.c.pk,
+        au.c.param == "authored",
+        au.c.low <= cutoff if before else au.c.low >= cutoff,
+    )
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _contents(conn: sa.Connection, resource_type: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        stmt = sa.select(R.c.id, R.c.content).where(R.c.resource_type == resource_type, R.c.id.in_(chunk))
+        out.update({rid: content for rid, content in conn.execute(stmt)})
+    return out
+
+
+# -- referrals ----------------------------------------------------------------------------------
+def referrals(conn: sa.Connection, directory: Directory, filters: Filters, now: datetime) -> Page:
+    """Referral Tasks matching the filters, newest first, one page of them fully annotated.
+
+    Organisation, status and age filters run in SQL on the search index; the loop stage and an
+    ambiguous municipality are decided per Task in Python (they need the Task's content)."""
+    stmt = sa.select(R.c.id, R.c.content).where(R.c.resource_type == "Task", R.c.deleted.is_(False))
+    stmt = stmt.where(
+        sa.exists().where(
+            IX.c.resource_pk == R.c.pk, IX.c.param == "focus", IX.c.value.like("ServiceRequest/%")
+        )
+    )
+    if filters.welfare:
+        stmt = stmt.where(_index_has("owner", [f"Organization/{filters.welfare}"]))
+    if filters.practice:
+        stmt = stmt.where(_index_has("requester", _requester_refs(directory, filters.practice)))
+    if filters.municipality:
+        stmt = stmt.where(_index_has("owner", _owners_for(directory, filters.municipality)))
+    if filters.state in STAGE_STATUSES:
+        stmt = stmt.where(_index_has("status", STAGE_STATUSES[filters.state]))
+    for bound, op in ((filters.min_age, "le"), (filters.max_age, "ge")):
+        if bound is not None:
+            cutoff = (now - timedelta(days=bound)).astimezone(UTC).replace(tzinfo=None)
+            stmt = stmt.where(_referred(cutoff, before=op == "le"))
+    tasks = [(rid, content) for rid, content in conn.execute(stmt.order_by(R.c.pk.desc()))]
+
+    patients: dict[str, dict[str, Any]] = {}
+    if filters.municipality:  # decide the ambiguous ones with the patient's address
+        patients = _contents(conn, "Patient", (ref_of(t.get("for")).partition("/")[2] for _, t in tasks))
+    kept = []
+    for rid, task in tasks:
+        if filters.state and stage_of(task) != filters.state:
+            continue
+        if filters.municipality:
+            muni = municipality_of(directory, task, patients.get(ref_of(task.get("for")).partition("/")[2]))
+            if muni.casefold() != filters.municipality.casefold():
+                continue
+        kept.append((rid, task))
+    per_page = max(1, min(filters.per_page, 200))
+    pages = max(1, -(-len(kept) // per_page))
+    page = max(1, min(filters.page, pages))
+    chosen = kept[(page - 1) * per_page : page * per_page]
+    return Page(_annotate(conn, directory, chosen, now), len(kept), page, pages)
+
+
+def _annotate(
+    conn: sa.Connection, directory: Directory, tasks: list[tuple[str, dict[str, Any]]], now: datetime
+) -> list[ReferralRow]:
+    if not tasks:
+        return []
+    task_ids = [rid for rid, _ in tasks]
+    srs = _contents(conn, "ServiceRequest", (ref_of(t.get("focus")).partition("/")[2] for _, t in tasks))
+    patients = _contents(conn, "Patient", (ref_of(t.get("for")).partition("/")[2] for _, t in tasks))
+    history = _history(conn, task_ids)
+    feedback = _feedback(conn, task_ids)
+    rows = []
+    for rid, task in tasks:
+        sr_id = ref_of(task.get("focus")).partition("/")[2]
+        sr = srs.get(sr_id, {})
+        patient = patients.get(ref_of(task.get("for")).partition("/")[2])
+        referred = parse_moment(sr.get("authoredOn")) or parse_moment(task.get("authoredOn"))
+        practice = directory.practice_of(ref_of(task.get("requester")))
+        timeline = _timeline(history.get(rid, []))
+        timeline["received"] = referred
+        rows.append(
+            ReferralRow(
+                task_id=rid,
+                service_request=sr_id,
+                status=str(task.get("status", "")),
+                business=", ".join(codes(task.get("businessStatus"))),
+                stage=stage_of(task),
+                practice=str(practice.get("name")) if practice else ref_of(task.get("requester")),
+                welfare=org_name(directory, ref_of(task.get("owner"))),
+                municipality=municipality_of(directory, task, patient),
+                referred=referred,
+                age_days=(now - referred).days if referred else None,
+                intake_due=str(((task.get("restriction") or {}).get("period") or {}).get("end", "")),
+                patient=patient_name(patient),
+                patient_ref=ref_of(task.get("for")),
+                timeline=timeline,
+                feedback=feedback.get(rid, []),
+            )
+        )
+    return rows
+
+
+def _history(conn: sa.Connection, task_ids: list[str]) -> dict[str, list[tuple[datetime, dict[str, Any]]]]:
+    out: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
+    for chunk in _chunks(task_ids):
+        stmt = (
+            sa.select(H.c.id, H.c.last_updated, H.c.content)
+            .where(H.c.resource_type == "Task", H.c.id.in_(chunk))
+            .order_by(H.c.id, H.c.version_id)
+        )
+        for rid, updated, content in conn.execute(stmt):
+            out.setdefault(rid, []).append((_aware(updated), content))  # type: ignore[arg-type]
+    return out
+
+
+def _timeline(versions: list[tuple[datetime, dict[str, Any]]]) -> dict[str, datetime | None]:
+    """When each loop stage was first reached, from the Task's versions in `resource_history`."""
+    reached: dict[str, datetime | None] = dict.fromkeys(STAGES)
+    for i, (moment, task) in enumerate(versions):
+        status = task.get("status", "")
+        business = set(codes(task.get("businessStatus"), MILESTONES))
+        hits = {
+            "routed": i == 0,
+            "accepted": status in ("accepted", "in-progress", "on-hold", "completed"),
+            "intake": bool(business & INTAKE_CODES),
+            "activity": "activity-found" in business or _has_activity(task),
+            "closed": status in FINAL,
+        }
+        for stage, hit in hits.items():
+            if hit and reached[stage] is None:
+                reached[stage] = moment
+    return reached
+
+
+def _feedback(conn: sa.Connection, task_ids: list[str]) -> dict[str, list[Feedback]]:
+    """Feedback Communications (`partOf` the Task) and how their push went (outbox rows)."""
+    part_of = IX.alias("po")
+    found: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for chunk in _chunks([f"Task/{t}" for t in task_ids]):
+        stmt = (
+            sa.select(part_of.c.value, R.c.id, R.c.content)
+            .select_from(part_of.join(R, R.c.pk == part_of.c.resource_pk))
+            .where(
+                part_of.c.resource_type == "Communication",
+                part_of.c.param == "part-of",
+                part_of.c.value.in_(chunk),
+                R.c.deleted.is_(False),
+            )
+            .order_by(R.c.pk)
+        )
+        for task_ref, cid, content in conn.execute(stmt):
+            found.setdefault(task_ref.partition("/")[2], []).append((cid, content))
+    comm_refs = [f"Communication/{cid}" for items in found.values() for cid, _ in items]
+    pushes: dict[str, list[str]] = {}
+    communication = OUT.c.payload["communication"].as_string()
+    for chunk in _chunks(comm_refs):
+        for ref, status in conn.execute(
+            sa.select(communication, OUT.c.status).where(communication.in_(chunk)).order_by(OUT.c.pk)
+        ):
+            pushes.setdefault(ref, []).append(status)
+    out: dict[str, list[Feedback]] = {}
+    for task_id, items in found.items():
+        for cid, content in items:
+            kinds = [k for cat in content.get("category", []) for k in codes(cat, FEEDBACK_KINDS)] or [
+                k for cat in content.get("category", []) for k in codes(cat)
+            ]
+            statuses = pushes.get(f"Communication/{cid}", [])
+            out.setdefault(task_id, []).append(
+                Feedback(
+                    communication=f"Communication/{cid}",
+                    kind=", ".join(kinds) or "?",
+                    sent=str(content.get("sent", "")),
+                    delivery=statuses[-1] if statuses else "poll",
+                )
+            )
+    return out
+
+
+# -- stuck items ----------------------------------------------------------------------------------
+@dataclass
+class Overdue:
+    task_id: str
+    status: str
+    welfare: str
+    practice: str
+    intake_due: str
+    days_over: int
+
+
+def overdue_intakes(conn: sa.Connection, directory: Directory, now: datetime) -> list[Overdue]:
+    """Tasks still requested/received after their intake window (Task.restriction.period.end)."""
+    stmt = (
+        sa.select(R.c.id, R.c.content)
+        .where(R.c.resource_type == "Task", R.c.deleted.is_(False), _index_has("status", OPEN))
+        .order_by(R.c.pk)
+    )
+    out = []
+    for rid, task in conn.execute(stmt):
+        due_text = str(((task.get("restriction") or {}).get("period") or {}).get("end") or "")
+        due = parse_moment(due_text)
+        if due is None:
+            continue
+        if len(due_text) == 10:
+            due += timedelta(days=1)  # a date: the whole day counts
+        if due < now:
+            practice = directory.practice_of(ref_of(task.get("requester")))
+            out.append(
+                Overdue(
+                    task_id=rid,
+                    status=str(task.get("status")),
+                    welfare=org_name(directory, ref_of(task.get("owner"))),
+                    practice=str(practice.get("name")) if practice else ref_of(task.get("requester")),
+                    intake_due=due_text,
+                    days_over=(now - due).days,
+                )
+            )
+    return sorted(out, key=lambda o: -o.days_over)
+
+
+def dead_letters(conn: sa.Connection, limit: int = 200) -> list[dict[str, Any]]:
+    """Dead outbox rows without their payload (it may hold personal data)."""
+    rows = outbox.list_rows(conn, "dead", limit)
+    for row in rows:
+        row.pop("payload", None)
+        row["lastError"] = (row.get("lastError") or "")[:300]
+    return rows
+
+
+def outbox_counts(conn: sa.Connection) -> dict[str, int]:
+    return outbox.counts(conn)
+
+
+@dataclass
+class Refusal:
+    when: str
+    channel: str  # FHIR | HL7 v2
+    who: str
+    detail: str
+
+
+def refused_referrals(conn: sa.Connection, limit: int = 100) -> tuple[int, list[Refusal]]:
+    """Refused referral posts. A 422 stores nothing, so they are counted where they leave a trace:
+    AuditEvents of failed creates (outcome 4) by GP-practice clients, and HL7 v2 messages
+    acknowledged AE/AR in the v2 journal. The AuditEvent does not say why (unroutable address,
+    invalid BSN, missing consent): the console shows the count and who sent it. A refused v2
+    message also leaves an AuditEvent (client `v2:<sender>`); it is counted once, from the journal."""
+    outcome, subtype = IX.alias("oc"), IX.alias("st")
+    stmt = (
+        sa.select(R.c.content)
+        .select_from(
+            R.join(outcome, outcome.c.resource_pk == R.c.pk).join(subtype, subtype.c.resource_pk == R.c.pk)
+        )
+        .where(
+            R.c.resource_type == "AuditEvent",
+            outcome.c.param == "outcome",
+            outcome.c.value == "4",
+            subtype.c.param == "subtype",
+            subtype.c.value == "create",
+        )
+        .order_by(R.c.pk.desc())
+    )
+    fhir: list[Refusal] = []
+    for (event,) in conn.execute(stmt):
+        agents = event.get("agent", [])
+        roles = {r.get("text") for a in agents for r in a.get("role", [])}
+        who = str(next((a.get("name") for a in agents if a.get("requestor")), "?"))
+        if "gp-practice" not in roles or who.startswith("v2:"):  # v2 ones are counted from the journal
+            continue
+        org = next((ref_of(a.get("who")) for a in agents if not a.get("requestor")), "")
+        fhir.append(
+            Refusal(str(event.get("recorded", "")), "FHIR", str(who), f"create refused (4xx) for {org}")
+        )
+    v2_stmt = (
+        sa.select(V2.c.received_at, V2.c.sender, V2.c.message_type, V2.c.ack_code, V2.c.control_id)
+        .where(V2.c.direction == "in", V2.c.ack_code.in_(("AE", "AR")))
+        .order_by(V2.c.pk.desc())
+    )
+    v2 = [
+        Refusal(f"{received.isoformat()}Z", "HL7 v2", str(sender), f"{mtype} {control} → ACK {ack}")
+        for received, sender, mtype, ack, control in conn.execute(v2_stmt)
+    ]
+    everything = sorted(fhir + v2, key=lambda r: r.when, reverse=True)
+    return len(everything), everything[:limit]

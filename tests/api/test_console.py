@@ -1,0 +1,311 @@
+"""The operator console through TestClient: sign-in, pages over a played loop, filters, requeue.
+
+The console is wired here the way the lead wires it in app.py / auth.py (a no-op once it is)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from fhir_gateway.api.console import SESSION_COOKIE
+from fhir_gateway.store.tables import OutboxRow, ResourceRow
+from tests.conftest import authorize, make_client
+from tests.wor import FHIR_JSON, load_directory, referral_bundle, task_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "examples" / "scenarios"
+PATCH = {"content-type": "application/json-patch+json"}
+PASSWORD = "correct horse battery staple"
+
+
+def scenario(name: str, **placeholders: str) -> Any:
+    text = (SCENARIOS / name).read_text(encoding="utf-8")
+    for key, value in placeholders.items():
+        text = text.replace(f"<{key}>", value)
+    return orjson.loads(text)
+
+
+def patch(client: TestClient, task: dict[str, Any], name: str, **placeholders: str) -> dict[str, Any]:
+    resp = client.patch(
+        f"/fhir/Task/{task['id']}",
+        json=scenario(name, **placeholders),
+        headers={**PATCH, "If-Match": f'W/"{task["meta"]["versionId"]}"'},
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def refer(client: TestClient, days_ago: int, **patient: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    authorize(client, "praktijk-de-geinoord-his")
+    bundle = referral_bundle(**patient)
+    authored = datetime.now(UTC) - timedelta(days=days_ago)
+    bundle["entry"][2]["resource"]["authoredOn"] = authored.isoformat(timespec="seconds")
+    resp = client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert resp.status_code == 200, resp.text
+    sr = resp.json()["entry"][2]["resource"]
+    authorize(client, "gateway-admin")
+    return sr, task_for(client, sr["id"])
+
+
+@pytest.fixture
+def played(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """Three referrals: a closed loop (30 days old), an open one (2 days), one in IJsselstein;
+    plus a refused (unroutable) FHIR referral and a refused v2 one."""
+    with make_client(sqlite_url, console_password=PASSWORD) as client:
+        load_directory(client)
+        authorize(client, "praktijk-de-geinoord-his")  # first: its Patient must not exist yet
+        assert (
+            client.post("/fhir", json=scenario("07-unroutable-address.json"), headers=FHIR_JSON).status_code
+            == 422
+        )
+        v2 = (ROOT / "examples" / "v2" / "ref-i12-postcode-not-covered.hl7").read_bytes()
+        ack = client.post("/v2", content=v2, headers={"content-type": "x-application/hl7-v2+er7"})
+        assert "MSA|AE" in ack.text
+        sr, task = refer(client, 30)
+        authorize(client, "welzijn-de-brug-cms")
+        task = patch(client, task, "02-accept.patch.json")
+        task = patch(client, task, "03-intake-held.patch.json")
+        patient_id = sr["subject"]["reference"].split("/")[1]
+        ids = {}
+        for key, name in (
+            ("intake-id", "04a-positive-health-intake.json"),
+            ("closure-id", "04b-positive-health-closure.json"),
+        ):
+            resp = client.post(
+                "/fhir/QuestionnaireResponse",
+                json=scenario(name, **{"patient-id": patient_id}),
+                headers=FHIR_JSON,
+            )
+            assert resp.status_code == 201, resp.text
+            ids[key] = resp.json()["id"]
+        task = patch(client, task, "04c-complete.patch.json", **ids)
+        _, open_task = refer(client, 2, bsn="999999151")
+        _, ijs_task = refer(client, 5, bsn="999990019", postcode="3401 AB")
+        client.headers.pop("Authorization")
+        yield client, {"closed": task, "open": open_task, "ijsselstein": ijs_task, "patient": patient_id}
+
+
+def login(client: TestClient) -> None:
+    token = admin_token(client)
+    resp = client.post(
+        "/console/login",
+        content=f"token={token}&next=/console/referrals",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303, resp.text
+    assert resp.headers["location"] == "/console/referrals"
+    cookie = resp.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+
+
+def admin_token(client: TestClient, client_id: str = "gateway-admin") -> str:
+    app: Any = client.app
+    from fhir_gateway.security.clients import get_client
+
+    registration = get_client(app.state.ctx.database, client_id)
+    return app.state.tokens.issue(registration, registration.scopes).access_token
+
+
+def csrf_of(html: str) -> str:
+    marker = 'name="csrf" value="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
+def bsns(client: TestClient) -> set[str]:
+    app: Any = client.app
+    with app.state.ctx.database.connection(write=False) as conn:
+        patients = conn.execute(
+            sa.select(ResourceRow.content).where(ResourceRow.resource_type == "Patient")
+        ).scalars()
+        return {i["value"] for p in patients for i in p.get("identifier", []) if "bsn" in i.get("system", "")}
+
+
+def test_console_needs_a_session(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with make_client(sqlite_url, client_id=None) as client:
+        resp = client.get("/console/referrals?state=closed", follow_redirects=False)
+        assert resp.status_code == 303
+        assert resp.headers["location"] == "/console/login?next=%2Fconsole%2Freferrals%3Fstate%3Dclosed"
+        for path in ("/console/stuck", "/console/reports", "/console"):
+            assert client.get(path, follow_redirects=False).status_code == 303
+        assert client.post("/console/outbox/x/requeue", content="csrf=x").status_code == 401
+        page = client.get("/console/login")
+        assert page.status_code == 200 and 'name="token"' in page.text
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        # the rest of the gateway still wants a bearer token
+        assert client.get("/fhir/Task").status_code == 401
+
+
+def test_sign_in_refusals_and_session_is_not_a_bearer_token(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_client(sqlite_url, client_id=None, console_password=PASSWORD) as client:
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        gp = admin_token(client, "praktijk-de-geinoord-his")
+        assert client.post("/console/login", content=f"token={gp}", headers=form).status_code == 401
+        assert client.post("/console/login", content="token=not.a.jwt", headers=form).status_code == 401
+        assert client.post("/console/login", content="password=wrong", headers=form).status_code == 401
+        evil = {**form, "origin": "https://evil.example"}
+        assert client.post("/console/login", content=f"password={PASSWORD}", headers=evil).status_code == 403
+        resp = client.post(
+            "/console/login",
+            content=f"password={PASSWORD.replace(' ', '+')}&next=https://evil.example/",
+            headers=form,
+            follow_redirects=False,
+        )
+        assert resp.status_code == 303 and resp.headers["location"] == "/console/referrals"
+        session = client.cookies.get(SESSION_COOKIE)
+        assert session and client.get("/console/referrals").status_code == 200
+        # a console session is no access token, and an access token is no console session
+        assert client.get("/fhir/Task", headers={"Authorization": f"Bearer {session}"}).status_code == 401
+        client.cookies.clear()
+        client.cookies.set(SESSION_COOKIE, admin_token(client), path="/console")
+        assert client.get("/console/referrals", follow_redirects=False).status_code == 303
+
+
+def test_pages_show_the_loop_without_bsn(played: tuple[TestClient, dict[str, Any]]) -> None:
+    client, ids = played
+    login(client)
+    page = client.get("/console/referrals")
+    assert page.status_code == 200
+    html = page.text
+    assert "3 verwijzing(en)" in html
+    closed = ids["closed"]["id"]
+    row = html[html.index(f'data-task="{closed}"') :].split("</tr>")[0]
+    assert 'data-stage="closed"' in row
+    for stage in (
+        "ontvangen",
+        "gerouteerd",
+        "geaccepteerd",
+        "intake",
+        "activiteit",
+        "afgesloten (completed)",
+    ):
+        assert 'class="done" title="20' in row and stage in row
+    assert row.count('class="done"') == 6
+    assert "accepted" in row and "intake-held" in row and "completed" in row  # feedback kinds
+    assert "pending" in row  # De Geinoord wants a push; no worker in this test
+    assert "Anna Jansen" in html  # names for admins …
+    pages = [
+        html,
+        client.get("/console/stuck").text,
+        client.get(
+            "/console/reports", params={"municipality": "Nieuwegein", "period": str(datetime.now(UTC).year)}
+        ).text,
+    ]
+    for text in pages:  # … but never a BSN
+        for bsn in bsns(client):
+            assert bsn not in text
+    assert "<svg" in pages[2] and "Verwijzingen" in pages[2]
+
+
+def test_filters(played: tuple[TestClient, dict[str, Any]]) -> None:
+    client, ids = played
+    login(client)
+
+    def tasks(**params: object) -> set[str]:
+        html = client.get("/console/referrals", params=params).text
+        return {part.split('"')[0] for part in html.split('data-task="')[1:]}
+
+    everything = {ids["closed"]["id"], ids["open"]["id"], ids["ijsselstein"]["id"]}
+    assert tasks() == everything
+    assert tasks(state="closed") == {ids["closed"]["id"]}
+    assert tasks(state="routed") == {ids["open"]["id"], ids["ijsselstein"]["id"]}
+    assert tasks(welfare="welzijn-ijsselstein-samen") == {ids["ijsselstein"]["id"]}
+    assert tasks(municipality="Nieuwegein") == {ids["closed"]["id"], ids["open"]["id"]}
+    assert tasks(municipality="Houten") == set()
+    assert tasks(practice="praktijk-de-geinoord") == everything
+    assert tasks(practice="praktijk-batau") == set()
+    assert tasks(min_age=10) == {ids["closed"]["id"]}
+    assert tasks(max_age=10) == {ids["open"]["id"], ids["ijsselstein"]["id"]}
+    assert tasks(min_age=3, max_age=10) == {ids["ijsselstein"]["id"]}
+    first = client.get("/console/referrals", params={"per_page": 2}).text
+    assert "pagina 1 van 2" in first and 'rel="next"' in first
+    second = tasks(per_page=2, page=2)
+    assert len(second) == 1 and second < everything
+
+
+def test_stuck_items_and_requeue(played: tuple[TestClient, dict[str, Any]]) -> None:
+    client, ids = played
+    login(client)
+    app: Any = client.app
+    with app.state.ctx.database.connection(write=True) as conn:
+        event_id = conn.execute(sa.select(OutboxRow.event_id).order_by(OutboxRow.pk).limit(1)).scalar_one()
+        conn.execute(
+            sa.update(OutboxRow)
+            .where(OutboxRow.event_id == event_id)
+            .values(status="dead", last_error="boom")
+        )
+    real = app.state.ctx.clock
+    app.state.ctx.clock = lambda: real() + timedelta(days=40)  # past both open Tasks' intake window
+    try:
+        html = client.get("/console/stuck").text
+    finally:
+        app.state.ctx.clock = real
+    assert "Intake over tijd (2)" in html
+    assert ids["open"]["id"] in html and ids["ijsselstein"]["id"] in html
+    assert "Geweigerde verwijzingen (2)" in html and "HL7 v2" in html and "praktijk-de-geinoord-his" in html
+    assert f'data-event="{event_id}"' in html
+    # no CSRF value: refused, row stays dead
+    assert client.post(f"/console/outbox/{event_id}/requeue", data={}).status_code == 403
+    resp = client.post(
+        f"/console/outbox/{event_id}/requeue",
+        content=f"csrf={csrf_of(html)}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303 and resp.headers["location"] == "/console/stuck?done=requeued"
+    with app.state.ctx.database.connection(write=False) as conn:
+        row = conn.execute(
+            sa.select(OutboxRow.status, OutboxRow.attempts).where(OutboxRow.event_id == event_id)
+        ).one()
+    assert tuple(row) == ("pending", 0)
+    again = client.get("/console/stuck?done=requeued").text
+    assert "weer in de wachtrij" in again and f'data-event="{event_id}"' not in again
+
+
+def test_referral_page_view_is_audited(played: tuple[TestClient, dict[str, Any]]) -> None:
+    client, ids = played
+    login(client)
+    client.get("/console/referrals")
+    authorize(client, "gateway-admin")
+    events = client.get("/fhir/AuditEvent", params={"patient": f"Patient/{ids['patient']}"}).json()["entry"]
+    assert any(e["resource"]["agent"][0]["name"] == "console:gateway-admin" for e in events)
+
+
+def test_report_charts_draw_bars_and_suppressed_stubs() -> None:
+    from fhir_gateway.api.console.charts import DATA_ABSENT, report_charts
+
+    masked = {"extension": [{"url": DATA_ABSENT, "valueCode": "masked"}]}
+    report = {
+        "resourceType": "MeasureReport",
+        "group": [
+            {
+                "code": {"text": "Verwijzingen <b>"},
+                "population": [{"code": {"coding": [{"code": "initial-population"}]}, "count": 12}],
+                "stratifier": [
+                    {
+                        "code": [{"text": "dimension"}],
+                        "stratum": [
+                            {"value": {"text": "Zingeving"}, "measureScore": {"value": 2.0}},
+                            {"value": {"text": "Meedoen"}, "measureScore": {"value": -1.5}},
+                            {"value": {"text": "Mentaal"}, "measureScore": masked},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    svg = report_charts(report)
+    assert svg.count('fill="#2f6f8f"') == 2  # the overview count and the positive score
+    assert svg.count('fill="#b5523b"') == 1  # the negative score, left of the zero line
+    assert "stroke-dasharray" in svg and "onderdrukt (&lt;5)" in svg
+    assert "<b>" not in svg and "Verwijzingen &lt;b&gt;" in svg  # labels are escaped
