@@ -50,8 +50,20 @@ def for_transition(repo: Repository, ctx: GatewayContext, task: Stored, change: 
     )
     if feedback is None:
         return None
+    return send(repo, ctx, task, region, settings, feedback)
+
+
+def send(
+    repo: Repository,
+    ctx: GatewayContext,
+    task: Stored,
+    region: str,
+    settings: dict[str, Any],
+    feedback: dict[str, Any],
+) -> Stored:
+    """Store the feedback Communication for `task` (from `feedback_for`) to the referring practice."""
     requester = (task.content.get("requester") or {}).get("reference", "")
-    practice = directory.practice_of(normalise_reference(requester, repo.base_url) or requester)
+    practice = ctx.directory(repo).practice_of(normalise_reference(requester, repo.base_url) or requester)
     inputs = feedback_inputs(
         settings,
         ctx.clock(),

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference
-from fhir_gateway.mapping import feedback_for, feedback_inputs
+from fhir_gateway.mapping import feedback_for
 from fhir_gateway.store.delivery_tables import TimerRow
 from fhir_gateway.store.repository import Repository, Stored
 from fhir_gateway.workflow.context import GatewayContext
@@ -287,22 +287,11 @@ def _feedback(
     ctx: GatewayContext, repo: Repository, task: Stored, region: str, settings: dict[str, Any], kind: str
 ) -> Stored:
     """Feedback to the practice through `milestone-to-communication`, like a Task change."""
-    from fhir_gateway.workflow.feedback import positive_health
+    from fhir_gateway.workflow import feedback
 
-    directory = ctx.directory(repo)
-    requester = (task.content.get("requester") or {}).get("reference", "")
-    practice = directory.practice_of(normalise_reference(requester, repo.base_url) or requester)
     chosen = feedback_for(settings, kind=kind)
     assert chosen is not None
-    inputs = feedback_inputs(
-        settings,
-        ctx.clock(),
-        chosen,
-        practice=f"Organization/{practice['id']}" if practice else None,
-        positive_health=positive_health(repo, task.content),
-    )
-    communication = ctx.mappings.get("milestone-to-communication", region).apply(task.content, inputs)
-    return repo.create(communication)
+    return feedback.send(repo, ctx, task, region, settings, chosen)
 
 
 FIRE = {"intake-overdue": _intake_overdue, "trajectory-end": _trajectory_end, "auto-close": _auto_close}
