@@ -69,6 +69,8 @@ def receive(
     sr = repo.create(
         {**service_request, "status": service_request.get("status", "active")}, resource_id=resource_id
     )
+    for ident in sr.content.get("identifier", []):  # a second copy in the same Bundle is a resend too
+        repo.memo[("resend", f"{ident.get('system')}|{ident.get('value')}")] = sr
     task, care_plan = _derive(repo, ctx, sr, consent, chosen)
     _provenance(repo, ctx, principal, sr, task, care_plan, chosen)
     ctx.metrics.referrals.labels("accepted").inc()
@@ -104,12 +106,15 @@ def find_resend(repo: Repository, service_request: dict[str, Any]) -> Stored | N
         if not (isinstance(system, str) and isinstance(value, str) and system and value):
             continue  # malformed ones are reported by validation, which runs next
         criteria = f"{system}|{value}"
-        repo.lock(f"ServiceRequest?identifier={criteria}")
-        query = parse_search("ServiceRequest", [("identifier", criteria)])
-        query.count = 1
-        page = repo.search(query)
-        if page.matches:
-            return page.matches[0]
+        key = ("resend", criteria)  # asked twice per transaction Bundle: once is enough
+        if key not in repo.memo:
+            repo.lock(f"ServiceRequest?identifier={criteria}")
+            query = parse_search("ServiceRequest", [("identifier", criteria)])
+            query.count = 1
+            matches = repo.search(query).matches
+            repo.memo[key] = matches[0] if matches else None
+        if repo.memo[key] is not None:
+            return repo.memo[key]
     return None
 
 
