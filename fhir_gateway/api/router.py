@@ -72,13 +72,28 @@ class Router:
 
     # -- entry points --------------------------------------------------------------------------
     def handle(self, req: FhirRequest) -> FhirResponse:
-        """Run one request in its own transaction; every failure becomes an OperationOutcome."""
+        """Run one request in its own transaction(s); every failure becomes an OperationOutcome.
+
+        A database that does not answer gives 503 — also when only the audit record could not be
+        written: personal data is not handed out unlogged."""
         try:
-            route, args = self.match(req)
-            if route.handler == self._bundle or self._own_transaction(args):
-                return route.handler(req, None, args)  # type: ignore[arg-type]  # manages its own transactions
+            return self._handle(req)
         except FhirError as exc:
             return error_response(exc)
+        except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return error_response(
+                FhirError(
+                    503,
+                    [error("transient", "The database is not reachable; retry later")],
+                    {"Retry-After": "5"},
+                )
+            )
+
+    def _handle(self, req: FhirRequest) -> FhirResponse:
+        route, args = self.match(req)
+        if route.handler == self._bundle or self._own_transaction(args):
+            return route.handler(req, None, args)  # type: ignore[arg-type]  # manages its own transactions
         service: ResourceService | None = None
         try:
             with self.ctx.database.connection(write=route.writes) as session:
@@ -90,15 +105,6 @@ class Router:
                     service.audit.query = None
         except FhirError as exc:
             response = error_response(exc)
-        except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return error_response(
-                FhirError(
-                    503,
-                    [error("transient", "The database is not reachable; retry later")],
-                    {"Retry-After": "5"},
-                )
-            )
         if service is not None and service.audit.needed:
             self.write_audit(req, service.audit, response.status)
         return response
