@@ -400,6 +400,23 @@ class Repository:
             return SearchPage([], total=self._count(base))
         sort_col = {"_pk": R.c.pk, "_lastUpdated": R.c.last_updated, "_id": R.c.id}[query.sort_by]
         stmt = sa.select(R).where(base)
+        driver = _driving_value(query) if query.sort_by == "_pk" else None
+        if driver is not None:
+            # Walk one index entry (e.g. owner=X) in pk order and probe the other conditions per
+            # row: a page costs about as many probes as it has rows, however large the table.
+            param, value = driver
+            drv = IX.alias("drv")
+            sort_col = drv.c.resource_pk
+            stmt = (
+                sa.select(R)
+                .select_from(drv.join(R, R.c.pk == drv.c.resource_pk))
+                .where(
+                    drv.c.resource_type == query.resource_type,
+                    drv.c.param == param,
+                    drv.c.value == value,
+                    self._filtered(query, skip=driver),
+                )
+            )
         if query.cursor is not None:
             value, pk = query.cursor
             typed: Any = (
@@ -408,7 +425,7 @@ class Repository:
                 else (datetime.fromisoformat(value) if query.sort_by == "_lastUpdated" else value)
             )
             if query.sort_by == "_pk":
-                stmt = stmt.where(R.c.pk < pk if query.sort_desc else R.c.pk > pk)
+                stmt = stmt.where(sort_col < pk if query.sort_desc else sort_col > pk)
             elif query.sort_desc:
                 stmt = stmt.where(sa.or_(sort_col < typed, sa.and_(sort_col == typed, R.c.pk < pk)))
             else:
@@ -439,13 +456,18 @@ class Repository:
     def _count(self, where: sa.ColumnElement[bool]) -> int:
         return int(self.session.execute(sa.select(sa.func.count()).select_from(R).where(where)).scalar_one())
 
-    def _filtered(self, query: SearchQuery) -> sa.ColumnElement[bool]:
+    def _filtered(self, query: SearchQuery, skip: tuple[str, str] | None = None) -> sa.ColumnElement[bool]:
+        """The WHERE of a search; `skip` is the (param, value) a driving index join already holds."""
         clauses: list[sa.ColumnElement[bool]] = [
             R.c.resource_type == query.resource_type,
             R.c.deleted.is_(False),
         ]
-        clauses.extend(self._clause(query.resource_type, c) for c in query.conditions)
-        if query.compartment is not None:
+        clauses.extend(
+            self._clause(query.resource_type, c)
+            for c in query.conditions
+            if skip is None or (c.name, c.values) != (skip[0], (skip[1],))
+        )
+        if query.compartment is not None and skip != (COMPARTMENT, query.compartment):
             clauses.append(
                 sa.select(IX.c.resource_pk)
                 .where(
@@ -530,6 +552,17 @@ class Repository:
                     seen.add(stored.reference)
                     found.append(stored)
         return found
+
+
+def _driving_value(query: SearchQuery) -> tuple[str, str] | None:
+    """A single-valued reference condition (owner=X, recipient=Y, …) or else the compartment:
+    each resource has at most one index row for it, so joining on it yields no duplicates."""
+    for cond in query.conditions:
+        if cond.kind == "reference" and len(cond.values) == 1:
+            return cond.name, str(cond.values[0])
+    if query.compartment is not None:
+        return COMPARTMENT, query.compartment
+    return None
 
 
 def _token_match(value: TokenValue) -> sa.ColumnElement[bool]:
