@@ -162,3 +162,24 @@ def milestone(code: str) -> dict[str, Any]:
 
 def reason(text: str) -> dict[str, Any]:
     return {"coding": [{"system": f"{WOR}/CodeSystem/wor-rejection-reasons", "code": "other"}], "text": text}
+
+
+def completion_output(
+    intake_qr: str, closure_qr: str, activity: str = "Vrijwilliger bij de voedselbank"
+) -> list[dict[str, Any]]:
+    """Task.output at completion: the activity found and the Positive Health scores (QR ids)."""
+
+    def typed(system: str, code: str) -> dict[str, Any]:
+        return {"coding": [{"system": f"{WOR}/CodeSystem/{system}", "code": code}]}
+
+    return [
+        {"type": typed("wor-activity-categories", "volunteering"), "valueString": activity},
+        {
+            "type": typed("wor-task-output", "positive-health-intake"),
+            "valueReference": {"reference": f"QuestionnaireResponse/{intake_qr}"},
+        },
+        {
+            "type": typed("wor-task-output", "positive-health-closure"),
+            "valueReference": {"reference": f"QuestionnaireResponse/{closure_qr}"},
+        },
+    ]

@@ -14,7 +14,7 @@ from tests.wor import (
     FHIR_JSON,
     GP_ROLE,
     IJSSELSTEIN,
-    WOR,
+    completion_output,
     consent,
     load_directory,
     milestone,
@@ -322,26 +322,7 @@ def test_full_loop_with_feedback_per_milestone(any_wor: TestClient) -> None:
         json=questionnaire_response(sr["subject"]["reference"], "closure", 7),
         headers=FHIR_JSON,
     ).json()
-    output = [
-        {
-            "type": {
-                "coding": [{"system": f"{WOR}/CodeSystem/wor-activity-categories", "code": "volunteering"}]
-            },
-            "valueString": "Vrijwilliger bij de voedselbank",
-        },
-        {
-            "type": {
-                "coding": [{"system": f"{WOR}/CodeSystem/wor-task-output", "code": "positive-health-intake"}]
-            },
-            "valueReference": {"reference": f"QuestionnaireResponse/{intake['id']}"},
-        },
-        {
-            "type": {
-                "coding": [{"system": f"{WOR}/CodeSystem/wor-task-output", "code": "positive-health-closure"}]
-            },
-            "valueReference": {"reference": f"QuestionnaireResponse/{closure['id']}"},
-        },
-    ]
+    output = completion_output(intake["id"], closure["id"])
     resp = put_task(
         any_wor, task, status="completed", businessStatus=milestone("closed-goal-reached"), output=output
     )

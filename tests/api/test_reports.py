@@ -24,7 +24,16 @@ from fhir_gateway.reports.cli import report as report_command
 from fhir_gateway.reports.measure import DATA_ABSENT
 from fhir_gateway.settings import Settings
 from tests.conftest import authorize, make_client
-from tests.wor import FHIR_JSON, WOR, load_directory, milestone, put_task, reason, referral_bundle, task_for
+from tests.wor import (
+    FHIR_JSON,
+    completion_output,
+    load_directory,
+    milestone,
+    put_task,
+    reason,
+    referral_bundle,
+    task_for,
+)
 
 INTAKE_DAYS = [2, 4, 6, 8, 10, 20]  # median 7, p90 (nearest rank: 6th of 6) 20
 DIMENSIONS = (
@@ -79,26 +88,7 @@ def _qr(client: TestClient, patient_ref: str, score: int) -> str:
 
 def _complete(client: TestClient, task: dict[str, Any], intake: int, closure: int) -> None:
     patient = task["for"]["reference"]
-    output = [
-        {
-            "type": {
-                "coding": [{"system": f"{WOR}/CodeSystem/wor-activity-categories", "code": "volunteering"}]
-            },
-            "valueString": "Vrijwilliger bij de voedselbank",
-        },
-        {
-            "type": {
-                "coding": [{"system": f"{WOR}/CodeSystem/wor-task-output", "code": "positive-health-intake"}]
-            },
-            "valueReference": {"reference": f"QuestionnaireResponse/{_qr(client, patient, intake)}"},
-        },
-        {
-            "type": {
-                "coding": [{"system": f"{WOR}/CodeSystem/wor-task-output", "code": "positive-health-closure"}]
-            },
-            "valueReference": {"reference": f"QuestionnaireResponse/{_qr(client, patient, closure)}"},
-        },
-    ]
+    output = completion_output(_qr(client, patient, intake), _qr(client, patient, closure))
     _step(client, task, status="completed", businessStatus=milestone("closed-goal-reached"), output=output)
 
 
