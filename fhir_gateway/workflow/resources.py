@@ -316,10 +316,12 @@ class ResourceService:
         self.audit.touch("vread", stored)
         return stored
 
-    def read_access_check(self, resource_type: str, rid: str) -> None:
+    def read_access_check(self, resource_type: str, rid: str) -> Stored | None:
+        """The current row (deleted or not) if the caller may see it; 404 if it may not."""
         row = self.repo.current(resource_type, rid)
         if row is not None:
             self._visible(row)
+        return row
 
     def search(self, query: SearchQuery) -> SearchPage:
         self._allow(query.resource_type, "search")
@@ -349,8 +351,7 @@ class ResourceService:
                 )
             return self.repo.history(resource_type, rid, **kwargs)
         self._allow(resource_type, "read")
-        self.read_access_check(resource_type, rid)
-        if not self.repo.exists(resource_type, rid):
+        if self.read_access_check(resource_type, rid) is None:
             raise NotFound(f"{resource_type}/{rid} is not known")
         entries, more = self.repo.history(resource_type, rid, **kwargs)
         if entries:
