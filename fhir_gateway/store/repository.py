@@ -16,9 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from fhir_gateway.fhir.outcome import FhirError, Gone, NotFound, error
-from fhir_gateway.fhir.search import Condition, DateValue, Include, SearchQuery, TokenValue
+from fhir_gateway.fhir.search import Include, SearchQuery
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
+from fhir_gateway.store import search_sql
 from fhir_gateway.store.index import index_rows
+from fhir_gateway.store.search_sql import COMPARTMENT
 from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow
 
 R = ResourceRow.__table__
@@ -42,7 +44,6 @@ _UPDATE_RESOURCE = (
         content=sa.bindparam("b_content", type_=R.c.content.type),
     )
 )
-COMPARTMENT = "_compartment"  # index rows naming the organisations that may see a resource
 _DELETE_INDEX = sa.delete(IX).where(IX.c.resource_pk == sa.bindparam("b_pk"), IX.c.param != COMPARTMENT)
 _SELECT_COMPARTMENTS = sa.select(IX.c.value).where(
     IX.c.resource_pk == sa.bindparam("b_pk"), IX.c.param == COMPARTMENT
@@ -394,54 +395,17 @@ class Repository:
         self, query: SearchQuery, include_filter: Callable[[Stored], bool] | None = None
     ) -> SearchPage:
         """`query.compartment` confines matches (in SQL, before paging); `include_filter`
-        decides which _include/_revinclude resources may join them."""
-        base = self._filtered(query)
+        decides which _include/_revinclude resources may join them. The SQL is `search_sql`'s."""
         if query.summary_count:
-            return SearchPage([], total=self._count(base))
-        sort_col = {"_pk": R.c.pk, "_lastUpdated": R.c.last_updated, "_id": R.c.id}[query.sort_by]
-        stmt = sa.select(R).where(base)
-        driver = _driving_value(query) if query.sort_by == "_pk" else None
-        if driver is not None:
-            # Walk one index entry (e.g. owner=X) in pk order and probe the other conditions per
-            # row: a page costs about as many probes as it has rows, however large the table.
-            param, value = driver
-            drv = IX.alias("drv")
-            sort_col = drv.c.resource_pk
-            stmt = (
-                sa.select(R)
-                .select_from(drv.join(R, R.c.pk == drv.c.resource_pk))
-                .where(
-                    drv.c.resource_type == query.resource_type,
-                    drv.c.param == param,
-                    drv.c.value == value,
-                    self._filtered(query, skip=driver),
-                )
-            )
-        if query.cursor is not None:
-            value, pk = query.cursor
-            typed: Any = (
-                int(value)
-                if query.sort_by == "_pk"
-                else (datetime.fromisoformat(value) if query.sort_by == "_lastUpdated" else value)
-            )
-            if query.sort_by == "_pk":
-                stmt = stmt.where(sort_col < pk if query.sort_desc else sort_col > pk)
-            elif query.sort_desc:
-                stmt = stmt.where(sa.or_(sort_col < typed, sa.and_(sort_col == typed, R.c.pk < pk)))
-            else:
-                stmt = stmt.where(sa.or_(sort_col > typed, sa.and_(sort_col == typed, R.c.pk > pk)))
-        order = [sort_col.desc(), R.c.pk.desc()] if query.sort_desc else [sort_col, R.c.pk]
-        if query.sort_by == "_pk":
-            order = order[:1]
-        rows = self.session.execute(stmt.order_by(*order).limit(query.count + 1)).all() if query.count else []
+            return SearchPage([], total=self.count(query))
+        rows = self.session.execute(search_sql.page_statement(query)).all() if query.count else []
         matches = [_stored(r) for r in rows[: query.count]]
         page = SearchPage(matches)
         if len(rows) > query.count and matches:
             last = matches[-1]
-            key = {"_pk": str(last.pk), "_lastUpdated": last.last_updated.isoformat(), "_id": last.id}
-            page.next_cursor = (key[query.sort_by], last.pk)
+            page.next_cursor = search_sql.next_cursor(query, last.pk, last.last_updated, last.id)
         if query.total:
-            page.total = self._count(base)
+            page.total = self.count(query)
         if query.includes and matches:
             page.included = [
                 s
@@ -451,72 +415,7 @@ class Repository:
         return page
 
     def count(self, query: SearchQuery) -> int:
-        return self._count(self._filtered(query))
-
-    def _count(self, where: sa.ColumnElement[bool]) -> int:
-        return int(self.session.execute(sa.select(sa.func.count()).select_from(R).where(where)).scalar_one())
-
-    def _filtered(self, query: SearchQuery, skip: tuple[str, str] | None = None) -> sa.ColumnElement[bool]:
-        """The WHERE of a search; `skip` is the (param, value) a driving index join already holds."""
-        clauses: list[sa.ColumnElement[bool]] = [
-            R.c.resource_type == query.resource_type,
-            R.c.deleted.is_(False),
-        ]
-        clauses.extend(
-            self._clause(query.resource_type, c)
-            for c in query.conditions
-            if skip is None or (c.name, c.values) != (skip[0], (skip[1],))
-        )
-        if query.compartment is not None and skip != (COMPARTMENT, query.compartment):
-            clauses.append(
-                sa.select(IX.c.resource_pk)
-                .where(
-                    IX.c.resource_pk == R.c.pk,
-                    IX.c.resource_type == query.resource_type,
-                    IX.c.param == COMPARTMENT,
-                    IX.c.value == query.compartment,
-                )
-                .exists()
-            )
-        return sa.and_(*clauses)
-
-    def _clause(self, resource_type: str, cond: Condition) -> sa.ColumnElement[bool]:
-        if cond.kind == "id":
-            return R.c.id.in_(list(cond.values))
-        if cond.name == "_lastUpdated":
-            return sa.or_(
-                *(
-                    _date_match(v, R.c.last_updated, R.c.last_updated)  # type: ignore[arg-type]
-                    for v in cond.values
-                )
-            )
-        rows = sa.select(IX.c.resource_pk).where(
-            IX.c.resource_pk == R.c.pk, IX.c.resource_type == resource_type, IX.c.param == cond.name
-        )
-        if cond.kind == "missing":
-            exists = rows.exists()
-            return ~exists if cond.values[0] else exists
-        if cond.kind == "token":
-            match = sa.or_(*(_token_match(v) for v in cond.values))  # type: ignore[arg-type]
-            exists = rows.where(match).exists()
-            return ~exists if cond.modifier == "not" else exists
-        if cond.kind == "reference":
-            return rows.where(IX.c.value.in_(list(cond.values))).exists()
-        if cond.kind == "date":
-            return rows.where(
-                sa.or_(
-                    *(
-                        _date_match(v, IX.c.low, IX.c.high)  # type: ignore[arg-type]
-                        for v in cond.values
-                    )
-                )
-            ).exists()
-        if cond.modifier == "exact":
-            return rows.where(IX.c.text.in_(list(cond.values))).exists()
-        pattern = "%{}%" if cond.modifier == "contains" else "{}%"
-        return rows.where(
-            sa.or_(*(IX.c.value.like(pattern.format(_like_escape(str(v))), escape="\\") for v in cond.values))
-        ).exists()
+        return int(self.session.execute(search_sql.count_statement(query)).scalar_one())
 
     def _includes(self, includes: list[Include], matches: list[Stored]) -> list[Stored]:
         seen = {m.reference for m in matches}
@@ -524,83 +423,16 @@ class Repository:
         pks = [m.pk for m in matches]
         for inc in includes:
             if inc.reverse:
-                refs = [m.reference for m in matches]
-                stmt = sa.select(R).where(
-                    R.c.resource_type == inc.source_type,
-                    R.c.deleted.is_(False),
-                    sa.select(IX.c.pk)
-                    .where(IX.c.resource_pk == R.c.pk, IX.c.param == inc.param.name, IX.c.value.in_(refs))
-                    .exists(),
-                )
+                stmt = search_sql.revinclude_statement(inc, [m.reference for m in matches])
                 candidates = [_stored(r) for r in self.session.execute(stmt).all()]
             else:
-                values = (
-                    self.session.execute(
-                        sa.select(IX.c.value).where(IX.c.resource_pk.in_(pks), IX.c.param == inc.param.name)
-                    )
-                    .scalars()
-                    .all()
-                )
-                wanted = [
-                    v
-                    for v in values
-                    if v and (inc.target_type is None or v.startswith(inc.target_type + "/"))
-                ]
-                candidates = self.read_many(wanted)
+                values = self.session.execute(search_sql.include_values_statement(inc, pks)).scalars().all()
+                candidates = self.read_many(search_sql.include_targets(inc, list(values)))
             for stored in candidates:
                 if stored.reference not in seen:
                     seen.add(stored.reference)
                     found.append(stored)
         return found
-
-
-def _driving_value(query: SearchQuery) -> tuple[str, str] | None:
-    """A single-valued reference condition (owner=X, recipient=Y, …) or else the compartment:
-    each resource has at most one index row for it, so joining on it yields no duplicates."""
-    for cond in query.conditions:
-        if cond.kind == "reference" and len(cond.values) == 1:
-            return cond.name, str(cond.values[0])
-    if query.compartment is not None:
-        return COMPARTMENT, query.compartment
-    return None
-
-
-def _token_match(value: TokenValue) -> sa.ColumnElement[bool]:
-    parts: list[sa.ColumnElement[bool]] = []
-    if value.code is not None:
-        parts.append(IX.c.value == value.code)
-    if value.system == "":
-        parts.append(IX.c.system.is_(None))
-    elif value.system is not None:
-        parts.append(IX.c.system == value.system)
-    return sa.and_(*parts)
-
-
-def _date_match(
-    value: DateValue, low: sa.ColumnElement[Any], high: sa.ColumnElement[Any]
-) -> sa.ColumnElement[bool]:
-    p = value.range
-    match value.prefix:
-        case "eq":
-            return sa.and_(low >= p.low, high <= p.high)
-        case "ne":
-            return sa.or_(low < p.low, high > p.high)
-        case "gt":
-            return high > p.high
-        case "lt":
-            return low < p.low
-        case "ge":
-            return high >= p.low
-        case "le":
-            return low <= p.high
-        case "sa":
-            return low > p.high
-        case _:  # eb
-            return high < p.low
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _full_index_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,205 @@
+"""SQL for FHIR searches: the page, count and _include statements a `SearchQuery` turns into.
+
+Kept apart from `repository.py` so the read path (statement shape, index use, query plans) can
+change without touching the write path; `Repository.search` / `count` only execute what this
+module builds. Nothing here runs a query.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from fhir_gateway.fhir.search import Condition, DateValue, Include, SearchQuery, TokenValue
+from fhir_gateway.store.tables import ResourceRow, SearchIndexRow
+
+R = ResourceRow.__table__
+IX = SearchIndexRow.__table__
+
+COMPARTMENT = "_compartment"  # index rows naming the organisations that may see a resource
+
+
+def page_statement(query: SearchQuery) -> sa.Select[Any]:
+    """One page of matches (`query.count` + 1 rows, so the caller knows whether a next page exists)."""
+    sort_col = {"_pk": R.c.pk, "_lastUpdated": R.c.last_updated, "_id": R.c.id}[query.sort_by]
+    stmt = sa.select(R).where(filtered(query))
+    driver = driving_value(query) if query.sort_by == "_pk" else None
+    if driver is not None:
+        # Walk one index entry (e.g. owner=X) in pk order and probe the other conditions per
+        # row: a page costs about as many probes as it has rows, however large the table.
+        param, value = driver
+        drv = IX.alias("drv")
+        sort_col = drv.c.resource_pk
+        stmt = (
+            sa.select(R)
+            .select_from(drv.join(R, R.c.pk == drv.c.resource_pk))
+            .where(
+                drv.c.resource_type == query.resource_type,
+                drv.c.param == param,
+                drv.c.value == value,
+                filtered(query, skip=driver),
+            )
+        )
+    if query.cursor is not None:
+        value, pk = query.cursor
+        typed: Any = (
+            int(value)
+            if query.sort_by == "_pk"
+            else (datetime.fromisoformat(value) if query.sort_by == "_lastUpdated" else value)
+        )
+        if query.sort_by == "_pk":
+            stmt = stmt.where(sort_col < pk if query.sort_desc else sort_col > pk)
+        elif query.sort_desc:
+            stmt = stmt.where(sa.or_(sort_col < typed, sa.and_(sort_col == typed, R.c.pk < pk)))
+        else:
+            stmt = stmt.where(sa.or_(sort_col > typed, sa.and_(sort_col == typed, R.c.pk > pk)))
+    order = [sort_col.desc(), R.c.pk.desc()] if query.sort_desc else [sort_col, R.c.pk]
+    if query.sort_by == "_pk":
+        order = order[:1]
+    return stmt.order_by(*order).limit(query.count + 1)
+
+
+def next_cursor(query: SearchQuery, pk: int, last_updated: datetime, rid: str) -> tuple[str, int]:
+    """The keyset cursor after the last match of a page (its sort value and pk)."""
+    key = {"_pk": str(pk), "_lastUpdated": last_updated.isoformat(), "_id": rid}
+    return key[query.sort_by], pk
+
+
+def count_statement(query: SearchQuery) -> sa.Select[Any]:
+    return sa.select(sa.func.count()).select_from(R).where(filtered(query))
+
+
+def filtered(query: SearchQuery, skip: tuple[str, str] | None = None) -> sa.ColumnElement[bool]:
+    """The WHERE of a search; `skip` is the (param, value) a driving index join already holds."""
+    clauses: list[sa.ColumnElement[bool]] = [
+        R.c.resource_type == query.resource_type,
+        R.c.deleted.is_(False),
+    ]
+    clauses.extend(
+        clause(query.resource_type, c)
+        for c in query.conditions
+        if skip is None or (c.name, c.values) != (skip[0], (skip[1],))
+    )
+    if query.compartment is not None and skip != (COMPARTMENT, query.compartment):
+        clauses.append(
+            sa.select(IX.c.resource_pk)
+            .where(
+                IX.c.resource_pk == R.c.pk,
+                IX.c.resource_type == query.resource_type,
+                IX.c.param == COMPARTMENT,
+                IX.c.value == query.compartment,
+            )
+            .exists()
+        )
+    return sa.and_(*clauses)
+
+
+def clause(resource_type: str, cond: Condition) -> sa.ColumnElement[bool]:
+    if cond.kind == "id":
+        return R.c.id.in_(list(cond.values))
+    if cond.name == "_lastUpdated":
+        return sa.or_(
+            *(
+                date_match(v, R.c.last_updated, R.c.last_updated)  # type: ignore[arg-type]
+                for v in cond.values
+            )
+        )
+    rows = sa.select(IX.c.resource_pk).where(
+        IX.c.resource_pk == R.c.pk, IX.c.resource_type == resource_type, IX.c.param == cond.name
+    )
+    if cond.kind == "missing":
+        exists = rows.exists()
+        return ~exists if cond.values[0] else exists
+    if cond.kind == "token":
+        match = sa.or_(*(token_match(v) for v in cond.values))  # type: ignore[arg-type]
+        exists = rows.where(match).exists()
+        return ~exists if cond.modifier == "not" else exists
+    if cond.kind == "reference":
+        return rows.where(IX.c.value.in_(list(cond.values))).exists()
+    if cond.kind == "date":
+        return rows.where(
+            sa.or_(
+                *(
+                    date_match(v, IX.c.low, IX.c.high)  # type: ignore[arg-type]
+                    for v in cond.values
+                )
+            )
+        ).exists()
+    if cond.modifier == "exact":
+        return rows.where(IX.c.text.in_(list(cond.values))).exists()
+    pattern = "%{}%" if cond.modifier == "contains" else "{}%"
+    return rows.where(
+        sa.or_(*(IX.c.value.like(pattern.format(like_escape(str(v))), escape="\\") for v in cond.values))
+    ).exists()
+
+
+def revinclude_statement(inc: Include, references: list[str]) -> sa.Select[Any]:
+    """Resources of `inc.source_type` whose `inc.param` points at one of `references`."""
+    return sa.select(R).where(
+        R.c.resource_type == inc.source_type,
+        R.c.deleted.is_(False),
+        sa.select(IX.c.pk)
+        .where(IX.c.resource_pk == R.c.pk, IX.c.param == inc.param.name, IX.c.value.in_(references))
+        .exists(),
+    )
+
+
+def include_values_statement(inc: Include, pks: list[int]) -> sa.Select[Any]:
+    """The references `inc.param` holds in the matched resources (`pks`)."""
+    return sa.select(IX.c.value).where(IX.c.resource_pk.in_(pks), IX.c.param == inc.param.name)
+
+
+def include_targets(inc: Include, values: list[str | None]) -> list[str]:
+    """The referenced `Type/id`s an _include should read (only `inc.target_type` if it names one)."""
+    return [v for v in values if v and (inc.target_type is None or v.startswith(inc.target_type + "/"))]
+
+
+def driving_value(query: SearchQuery) -> tuple[str, str] | None:
+    """A single-valued reference condition (owner=X, recipient=Y, …) or else the compartment:
+    each resource has at most one index row for it, so joining on it yields no duplicates."""
+    for cond in query.conditions:
+        if cond.kind == "reference" and len(cond.values) == 1:
+            return cond.name, str(cond.values[0])
+    if query.compartment is not None:
+        return COMPARTMENT, query.compartment
+    return None
+
+
+def token_match(value: TokenValue) -> sa.ColumnElement[bool]:
+    parts: list[sa.ColumnElement[bool]] = []
+    if value.code is not None:
+        parts.append(IX.c.value == value.code)
+    if value.system == "":
+        parts.append(IX.c.system.is_(None))
+    elif value.system is not None:
+        parts.append(IX.c.system == value.system)
+    return sa.and_(*parts)
+
+
+def date_match(
+    value: DateValue, low: sa.ColumnElement[Any], high: sa.ColumnElement[Any]
+) -> sa.ColumnElement[bool]:
+    p = value.range
+    match value.prefix:
+        case "eq":
+            return sa.and_(low >= p.low, high <= p.high)
+        case "ne":
+            return sa.or_(low < p.low, high > p.high)
+        case "gt":
+            return high > p.high
+        case "lt":
+            return low < p.low
+        case "ge":
+            return high >= p.low
+        case "le":
+            return low <= p.high
+        case "sa":
+            return low > p.high
+        case _:  # eb
+            return high < p.low
+
+
+def like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
