@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from fhir_gateway.fhir.outcome import FhirError, Gone, NotFound, error
@@ -20,6 +21,7 @@ from fhir_gateway.fhir.search import Include, SearchQuery
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
 from fhir_gateway.store import search_sql
 from fhir_gateway.store.index import index_rows
+from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.search_sql import COMPARTMENT
 from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow
 
@@ -28,13 +30,28 @@ H = HistoryRow.__table__
 IX = SearchIndexRow.__table__
 OUT = OutboxRow.__table__
 
-# Statements built once and executed with parameters: building them per call (with literal
-# values) cost more than the SQLite work itself.
-_INSERT_RESOURCE = sa.insert(R).returning(R.c.pk)
-_INSERT_HISTORY = sa.insert(H)
-_INSERT_INDEX = sa.insert(IX)
-_INSERT_OUTBOX = sa.insert(OUT)
-_UPDATE_RESOURCE = (
+# The hot statements, compiled once per dialect and run on the driver (see `prepared`).
+_RESOURCE_KEYS = ("resource_type", "id", "version_id", "last_updated", "deleted", "content")
+_INSERT_RESOURCE = Prepared(sa.insert(R).returning(R.c.pk), _RESOURCE_KEYS)
+_INSERT_HISTORY = Prepared(sa.insert(H), (*_RESOURCE_KEYS, "method"))
+_INDEX_KEYS = ("resource_pk", "resource_type", "param", "system", "value", "text", "low", "high")
+_INSERT_INDEX = Prepared(sa.insert(IX), _INDEX_KEYS)
+_INSERT_OUTBOX = Prepared(
+    sa.insert(OUT),
+    (
+        "event_id",
+        "kind",
+        "destination",
+        "subject",
+        "payload",
+        "status",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "last_error",
+    ),
+)
+_UPDATE_RESOURCE = Prepared(
     sa.update(R)
     .where(R.c.pk == sa.bindparam("b_pk"))
     .values(
@@ -44,14 +61,15 @@ _UPDATE_RESOURCE = (
         content=sa.bindparam("b_content", type_=R.c.content.type),
     )
 )
-_DELETE_INDEX = sa.delete(IX).where(IX.c.resource_pk == sa.bindparam("b_pk"), IX.c.param != COMPARTMENT)
-_SELECT_COMPARTMENTS = sa.select(IX.c.value).where(
-    IX.c.resource_pk == sa.bindparam("b_pk"), IX.c.param == COMPARTMENT
+_DELETE_INDEX = Prepared(
+    sa.delete(IX).where(IX.c.resource_pk == sa.bindparam("b_pk"), IX.c.param != COMPARTMENT)
 )
-_SELECT_CURRENT = sa.select(R).where(
-    R.c.resource_type == sa.bindparam("b_type"), R.c.id == sa.bindparam("b_id")
+_SELECT_COMPARTMENTS = Prepared(
+    sa.select(IX.c.value).where(IX.c.resource_pk == sa.bindparam("b_pk"), IX.c.param == COMPARTMENT)
 )
-_SELECT_CURRENT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
+_current = sa.select(R).where(R.c.resource_type == sa.bindparam("b_type"), R.c.id == sa.bindparam("b_id"))
+_SELECT_CURRENT = Prepared(_current)
+_SELECT_CURRENT_FOR_UPDATE = Prepared(_current.with_for_update())
 
 
 @dataclass(slots=True)
@@ -100,6 +118,10 @@ class Repository:
         self.base_url = base_url
         self.on_write = on_write
         self.memo: dict[Any, Any] = {}  # per-transaction caches (directory, compartments)
+        # Current rows this transaction wrote or read, content kept as JSON so every read hands out
+        # a fresh dict: a referral reads back what it just wrote (reference and visibility checks)
+        # about a dozen times. `locked`: written here, or read FOR UPDATE — no need to lock again.
+        self._rows: dict[tuple[str, str], tuple[Stored, bytes, bool]] = {}
         self._is_pg = session.dialect.name == "postgresql"
 
     # -- writes ----------------------------------------------------------------------------------
@@ -110,8 +132,8 @@ class Repository:
         rid = resource_id or new_id()
         now = utc_now()
         content = _with_meta(resource, rid, 1, now)
-        pk = self.session.execute(
-            _INSERT_RESOURCE,
+        row = _INSERT_RESOURCE.first(
+            self.session,
             {
                 "resource_type": resource_type,
                 "id": rid,
@@ -120,7 +142,9 @@ class Repository:
                 "deleted": False,
                 "content": content,
             },
-        ).scalar_one()
+        )
+        pk = int(row["pk"])  # type: ignore[index]
+        self.memo[("compartments", pk)] = set()  # a new row is in no compartment yet
         self._history(resource_type, rid, 1, now, method, False, content)
         self._reindex(resource_type, content, pk)
         return self._written(Stored(resource_type, rid, 1, now, False, content, pk, method))
@@ -159,8 +183,8 @@ class Repository:
         version = current.version_id + 1
         now = utc_now()
         content = _with_meta(resource, rid, version, now)
-        self.session.execute(
-            _UPDATE_RESOURCE,
+        _UPDATE_RESOURCE.rows(
+            self.session,
             {
                 "b_pk": current.pk,
                 "b_version": version,
@@ -183,8 +207,8 @@ class Repository:
         version = current.version_id + 1
         now = utc_now()
         content = _with_meta(current.content, rid, version, now)
-        self.session.execute(
-            _UPDATE_RESOURCE,
+        _UPDATE_RESOURCE.rows(
+            self.session,
             {
                 "b_pk": current.pk,
                 "b_version": version,
@@ -194,7 +218,8 @@ class Repository:
             },
         )
         self._history(resource_type, rid, version, now, "DELETE", True, content)
-        self.session.execute(_DELETE_INDEX, {"b_pk": current.pk})
+        _DELETE_INDEX.rows(self.session, {"b_pk": current.pk})
+        self._remember(Stored(resource_type, rid, version, now, True, current.content, current.pk), True)
         return self._written(Stored(resource_type, rid, version, now, True, content, current.pk, "DELETE"))
 
     def grant(self, stored: Stored, organizations: Iterable[str]) -> None:
@@ -202,8 +227,8 @@ class Repository:
         known = self._compartments(stored.pk)
         missing = set(organizations) - known - {""}
         if missing:
-            self.session.execute(
-                _INSERT_INDEX,
+            _INSERT_INDEX.many(
+                self.session,
                 [
                     _full_index_row(
                         {
@@ -236,11 +261,13 @@ class Repository:
         key = ("compartments", pk)
         if key not in self.memo:
             self.memo[key] = {
-                v for v in self.session.execute(_SELECT_COMPARTMENTS, {"b_pk": pk}).scalars() if v
+                r["value"] for r in _SELECT_COMPARTMENTS.rows(self.session, {"b_pk": pk}) if r["value"]
             }
         return self.memo[key]
 
     def _written(self, stored: Stored) -> Stored:
+        if not stored.deleted:
+            self._remember(stored, True)
         for listener in self.on_write:
             listener(self, stored)
         return stored
@@ -265,8 +292,8 @@ class Repository:
         """Write an outbox row in the caller's transaction (delivered later by a worker)."""
         now = utc_now()
         event = event_id or new_id()
-        self.session.execute(
-            _INSERT_OUTBOX,
+        _INSERT_OUTBOX.rows(
+            self.session,
             {
                 "event_id": event,
                 "kind": kind,
@@ -292,8 +319,8 @@ class Repository:
         deleted: bool,
         content: dict[str, Any],
     ) -> None:
-        self.session.execute(
-            _INSERT_HISTORY,
+        _INSERT_HISTORY.rows(
+            self.session,
             {
                 "resource_type": resource_type,
                 "id": rid,
@@ -307,16 +334,27 @@ class Repository:
 
     def _reindex(self, resource_type: str, content: dict[str, Any], pk: int, replace: bool = False) -> None:
         if replace:
-            self.session.execute(_DELETE_INDEX, {"b_pk": pk})
-        rows = index_rows(resource_type, content, pk, self.base_url)
-        if rows:
-            self.session.execute(_INSERT_INDEX, [_full_index_row(r) for r in rows])
+            _DELETE_INDEX.rows(self.session, {"b_pk": pk})
+        _INSERT_INDEX.many(
+            self.session, [_full_index_row(r) for r in index_rows(resource_type, content, pk, self.base_url)]
+        )
 
     # -- reads -----------------------------------------------------------------------------------
     def _current_row(self, resource_type: str, rid: str, lock: bool = False) -> Stored | None:
+        cached = self._rows.get((resource_type, rid))
+        if cached is not None and (cached[2] or not lock):
+            s, content, _ = cached
+            return Stored(s.resource_type, s.id, s.version_id, s.last_updated, s.deleted, orjson.loads(content), s.pk)
         stmt = _SELECT_CURRENT_FOR_UPDATE if lock else _SELECT_CURRENT
-        row = self.session.execute(stmt, {"b_type": resource_type, "b_id": rid}).first()
-        return _stored(row) if row else None
+        row = stmt.first(self.session, {"b_type": resource_type, "b_id": rid})
+        if row is None:
+            return None
+        stored = _stored_from(row)
+        self._remember(stored, lock)
+        return stored
+
+    def _remember(self, stored: Stored, locked: bool) -> None:
+        self._rows[(stored.resource_type, stored.id)] = (stored, orjson.dumps(stored.content), locked)
 
     def current(self, resource_type: str, rid: str) -> Stored | None:
         """The current row, deleted or not."""
@@ -449,7 +487,10 @@ def _with_meta(resource: dict[str, Any], rid: str, version: int, now: datetime) 
 
 
 def _stored(row: Any) -> Stored:
-    m = row._mapping
+    return _stored_from(row._mapping)
+
+
+def _stored_from(m: Any) -> Stored:
     return Stored(
         resource_type=m["resource_type"],
         id=m["id"],
