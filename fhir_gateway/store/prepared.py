@@ -21,19 +21,20 @@ Processor = Callable[[Any], Any] | None
 
 
 class _Compiled:
-    __slots__ = ("columns", "defaults", "keys", "named", "processors", "result_processors", "sql")
+    __slots__ = ("columns", "literals", "named", "names", "processors", "result_processors", "sql")
 
     def __init__(self, stmt: sa.Executable, keys: Sequence[str], dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
         self.sql: str = compiled.string
         self.named = compiled.positiontup is None
         binds = {name: bp for bp, name in compiled.bind_names.items()}
-        names = list(binds) if self.named else list(compiled.positiontup)
-        self.keys: list[str] = names
+        self.names: list[str] = list(binds) if self.named else list(compiled.positiontup)
         # literals in the statement (e.g. param == '_compartment') are anonymous binds with values
-        self.defaults = {n: binds[n].effective_value for n in names}
-        self.processors: list[Processor] = [
-            binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
+        self.literals = {n: bp.effective_value for n, bp in binds.items() if not bp.required}
+        self.processors: list[tuple[int, Callable[[Any], Any]]] = [
+            (i, f)
+            for i, n in enumerate(self.names)
+            if (f := binds[n].type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
         returned = getattr(stmt, "selected_columns", None)
         if returned is None and getattr(stmt, "_returning", None):
@@ -46,11 +47,12 @@ class _Compiled:
         )
 
     def bind(self, params: dict[str, Any]) -> Any:
-        values = []
-        for k, f in zip(self.keys, self.processors, strict=True):
-            v = params[k] if k in params else self.defaults[k]
-            values.append(f(v) if f else v)
-        return dict(zip(self.keys, values, strict=True)) if self.named else values
+        if self.literals:
+            params = {**self.literals, **params}
+        values = [params[n] for n in self.names]
+        for i, f in self.processors:
+            values[i] = f(values[i])
+        return dict(zip(self.names, values, strict=True)) if self.named else values
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
         return {

@@ -70,6 +70,22 @@ _SELECT_COMPARTMENTS = Prepared(
 _current = sa.select(R).where(R.c.resource_type == sa.bindparam("b_type"), R.c.id == sa.bindparam("b_id"))
 _SELECT_CURRENT = Prepared(_current)
 _SELECT_CURRENT_FOR_UPDATE = Prepared(_current.with_for_update())
+_SELECT_BY_TOKEN = Prepared(
+    sa.select(R)
+    .where(
+        R.c.pk.in_(
+            sa.select(IX.c.resource_pk).where(
+                IX.c.resource_type == sa.bindparam("b_type"),
+                IX.c.param == sa.bindparam("b_param"),
+                IX.c.value == sa.bindparam("b_value"),
+                IX.c.system == sa.bindparam("b_system"),
+            )
+        ),
+        R.c.deleted.is_(False),
+    )
+    .order_by(R.c.pk)
+    .limit(sa.bindparam("b_limit"))
+)
 
 
 @dataclass(slots=True)
@@ -389,6 +405,20 @@ class Repository:
         if stored.deleted:
             raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
         return stored
+
+    def find_by_token(self, resource_type: str, param: str, system: str, code: str, limit: int) -> list[Stored]:
+        """`Type?param=system|code` without the general search's statement building: the lookup
+        behind every conditional create and resend check (one indexed probe)."""
+        found = [
+            _stored_from(row)
+            for row in _SELECT_BY_TOKEN.rows(
+                self.session,
+                {"b_type": resource_type, "b_param": param, "b_value": code, "b_system": system, "b_limit": limit},
+            )
+        ]
+        for stored in found:
+            self._remember(stored, False)
+        return found
 
     def read_many(self, references: list[str]) -> list[Stored]:
         """Current, non-deleted resources for `Type/id` references (unknown ones skipped)."""

@@ -66,7 +66,15 @@ class SearchIndexRow(SQLModel, table=True):
     __tablename__ = "search_index"
     __table_args__ = (
         sa.Index("ix_search_value", "resource_type", "param", "value", "resource_pk"),
-        sa.Index("ix_search_date", "resource_type", "param", "low", "high"),
+        sa.Index(
+            "ix_search_date",
+            "resource_type",
+            "param",
+            "low",
+            "high",
+            sqlite_where=sa.text("low IS NOT NULL"),  # date rows only (migration 0004)
+            postgresql_where=sa.text("low IS NOT NULL"),
+        ),
         sa.Index("ix_search_resource", "resource_pk"),
     )
 

@@ -18,6 +18,7 @@ from fhir_gateway.security.compartments import CompartmentKeeper
 from fhir_gateway.security.minimise import MinimisationRules, load_rules
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
+from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.repository import Repository, Stored, WriteListener
 from fhir_gateway.store.tables import ResourceRow
 from fhir_gateway.validation import ProfileSet, Validator
@@ -29,6 +30,13 @@ DIRECTORY_TYPES = (
     "Endpoint",
     "Practitioner",
     "PractitionerRole",
+)
+
+# The directory's cache key (count and newest change per type), asked once per transaction.
+_DIRECTORY_KEY = Prepared(
+    sa.select(ResourceRow.resource_type, sa.func.count(), sa.func.max(ResourceRow.last_updated))
+    .where(sa.or_(*(ResourceRow.resource_type == t for t in DIRECTORY_TYPES)))
+    .group_by(ResourceRow.resource_type)
 )
 
 
@@ -105,13 +113,8 @@ class GatewayContext:
 
     @staticmethod
     def _directory_key(repo: Repository) -> tuple[object, ...]:
-        r = ResourceRow
-        rows = repo.session.execute(
-            sa.select(r.resource_type, sa.func.count(), sa.func.max(r.last_updated))
-            .where(r.resource_type.in_(DIRECTORY_TYPES))
-            .group_by(r.resource_type)
-        ).all()
-        return tuple(sorted(tuple(row) for row in rows))
+        rows = _DIRECTORY_KEY.rows(repo.session, {})
+        return tuple(sorted(tuple(row.values()) for row in rows))
 
     def close(self) -> None:
         self.database.dispose()

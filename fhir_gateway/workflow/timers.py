@@ -22,10 +22,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference
 from fhir_gateway.mapping import feedback_for
 from fhir_gateway.store.delivery_tables import TimerRow
+from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.repository import Repository, Stored
 from fhir_gateway.workflow.context import GatewayContext
 
@@ -83,24 +86,27 @@ def schedule(ctx: GatewayContext, repo: Repository, task: Stored) -> None:
             add(repo.session, "trajectory-end", task.reference, due, _now(ctx))
 
 
+_TIMER_KEYS = ("key", "kind", "target", "due_at", "status", "attempts", "created_at")
+# insert-or-ignore on the unique key; the ON CONFLICT clause is each dialect's own construct
+_ADD_TIMER = {
+    "postgresql": Prepared(pg_insert(T).on_conflict_do_nothing(index_elements=["key"]), _TIMER_KEYS),
+    "sqlite": Prepared(sqlite_insert(T).on_conflict_do_nothing(index_elements=["key"]), _TIMER_KEYS),
+}
+
+
 def add(connection: sa.Connection, kind: str, target: str, due: datetime, now: datetime) -> None:
-    """Insert-or-ignore on the unique key (kind + target)."""
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    connection.execute(
-        insert(T)
-        .values(
-            key=f"{kind}:{target}"[:160],
-            kind=kind,
-            target=target,
-            due_at=due,
-            status="pending",
-            attempts=0,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["key"])
+    """Insert-or-ignore on the unique key (kind + target): runs for every Task write."""
+    _ADD_TIMER[connection.dialect.name].rows(
+        connection,
+        {
+            "key": f"{kind}:{target}"[:160],
+            "kind": kind,
+            "target": target,
+            "due_at": due,
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+        },
     )
 
 
