@@ -23,7 +23,7 @@ from fhir_gateway.fhir.outcome import FhirError, error, operation_outcome
 from fhir_gateway.fhir.search import encode_cursor, parse_search
 from fhir_gateway.fhir.searchparams import parse_date_range
 from fhir_gateway.security import audit
-from fhir_gateway.store.database import DatabaseUnavailable
+from fhir_gateway.store.database import DatabaseUnavailable, refusal
 from fhir_gateway.store.repository import SearchPage, Stored
 from fhir_gateway.workflow.context import GatewayContext
 from fhir_gateway.workflow.resources import ResourceService
@@ -74,21 +74,14 @@ class Router:
     def handle(self, req: FhirRequest) -> FhirResponse:
         """Run one request in its own transaction(s); every failure becomes an OperationOutcome.
 
-        A database that does not answer gives 503 — also when only the audit record could not be
-        written: personal data is not handed out unlogged."""
+        A database that refuses (down, full, read-only) gives 503 — also when only the audit
+        record could not be written: personal data is not handed out unlogged (NEN 7513)."""
         try:
             return self._handle(req)
         except FhirError as exc:
             return error_response(exc)
         except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return error_response(
-                FhirError(
-                    503,
-                    [error("transient", "The database is not reachable; retry later")],
-                    {"Retry-After": "5"},
-                )
-            )
+            return error_response(unavailable_error(exc))
 
     def _handle(self, req: FhirRequest) -> FhirResponse:
         route, args = self.match(req)
@@ -293,6 +286,13 @@ class Router:
 
 def error_response(exc: FhirError) -> FhirResponse:
     return FhirResponse(exc.status, exc.outcome(), dict(exc.headers))
+
+
+def unavailable_error(exc: Exception) -> FhirError:
+    """503 + Retry-After for a store that refuses; the diagnostics name the condition only."""
+    refused = exc if isinstance(exc, DatabaseUnavailable) else refusal(exc) or DatabaseUnavailable()
+    log.warning("database refused: %s (%s)", type(refused).__name__, refused)
+    return FhirError(503, [error("transient", refused.diagnostics)], {"Retry-After": "5"})
 
 
 def _match(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:

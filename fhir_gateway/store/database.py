@@ -22,6 +22,38 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 class DatabaseUnavailable(Exception):
     """The database did not answer; the HTTP layer turns this into 503."""
 
+    diagnostics = "The database is not reachable; retry later"
+
+
+class StorageFull(DatabaseUnavailable):
+    """The database refuses writes for lack of space (SQLITE_FULL, SQLSTATE 53100)."""
+
+    diagnostics = "The database storage is full; nothing was stored; retry later"
+
+
+class StorageReadOnly(DatabaseUnavailable):
+    """The database is read-only (SQLITE_READONLY, SQLSTATE 25006: a standby, a read-only volume)."""
+
+    diagnostics = "The database is read-only at the moment; nothing was stored; retry later"
+
+
+_SQLITE_FULL, _SQLITE_READONLY = 13, 8  # primary result codes (extended codes keep them in the low byte)
+
+
+def refusal(exc: BaseException) -> DatabaseUnavailable | None:
+    """The ONE mapping from a driver error to "the store refuses, retry later" (None: a real bug
+    or a constraint, which must not be hidden behind a 503). Says what, never which data."""
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    sqlite_code = (getattr(orig, "sqlite_errorcode", None) or 0) & 0xFF
+    if sqlite_code == _SQLITE_FULL or sqlstate == "53100":
+        return StorageFull(type(orig).__name__)
+    if sqlite_code == _SQLITE_READONLY or sqlstate == "25006":
+        return StorageReadOnly(type(orig).__name__)
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or sqlstate.startswith(("08", "57P")):
+        return DatabaseUnavailable(type(orig).__name__)
+    return None
+
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
@@ -57,6 +89,7 @@ class Database:
                 max_overflow=20,
                 pool_pre_ping=True,
             )
+            sa.event.listen(self.engine, "handle_error", _recycle_read_only_sessions)
 
     @staticmethod
     def _ensure_sqlite_dir(url: str) -> None:
@@ -107,10 +140,20 @@ class Database:
 
     @contextmanager
     def _connection(self, *, write: bool) -> Iterator[sa.Connection]:
+        """Driver errors that mean "the store refuses" (down, full, read-only) leave here as
+        `DatabaseUnavailable`, whichever statement or the commit raised them."""
         try:
-            connection = self.engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise DatabaseUnavailable(str(exc.orig.__class__.__name__)) from exc
+            with self._transaction(write=write) as connection:
+                yield connection
+        except sa.exc.DBAPIError as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sa.Connection]:
+        connection = self.engine.connect()
         try:
             if write and self.is_sqlite:
                 connection = connection.execution_options(sqlite_immediate=True)
@@ -149,6 +192,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _recycle_read_only_sessions(context: sa.engine.ExceptionContext) -> None:
+    """A PostgreSQL session keeps `default_transaction_read_only` from when it connected (a
+    standby, `ALTER DATABASE … SET default_transaction_read_only`): treat the refusal as a
+    disconnect, so the pool drops all its sessions and the next ones see the database as it is
+    now — the gateway recovers without a restart once the database is writable again."""
+    if isinstance(refusal(context.original_exception), StorageReadOnly):
+        context.is_disconnect = True
 
 
 def _sqlite_on_begin(connection: sa.Connection) -> None:

@@ -25,6 +25,7 @@ from sqlmodel import select
 
 from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.security.principal import Principal
+from fhir_gateway.store.database import DatabaseUnavailable
 from fhir_gateway.store.tables import V2MessageRow
 from fhir_gateway.v2.ack import (
     APPLICATION_INTERNAL_ERROR,
@@ -116,6 +117,10 @@ class V2Service:
         latin1 = isinstance(data, bytes) and not _is_utf8(data)
         try:
             ack = self.process(data).ack
+        except DatabaseUnavailable as exc:  # down, full, read-only: AR, the sender retries later
+            log.warning("v2 message not processed: %s", type(exc).__name__)
+            error = AckError(APPLICATION_INTERNAL_ERROR, f"Not processed, retry later: {exc.diagnostics}")
+            ack = build_ack(header_guess(data), "AR", [error])
         except Exception:  # never leave a sender without an answer
             log.exception("v2 message failed unexpectedly")
             ack = build_ack(
