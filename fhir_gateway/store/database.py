@@ -16,6 +16,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import Session
 
+from fhir_gateway.store.checkpoint import AUTOCHECKPOINT_PAGES, WalCheckpointer
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -66,6 +68,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._sqlite_writer = threading.RLock()
+        self._checkpointer: WalCheckpointer | None = None
         if self.is_sqlite:
             self._ensure_sqlite_dir(url)
             self.engine = sa.create_engine(
@@ -132,8 +135,11 @@ class Database:
         if write and self.is_sqlite:
             # One writer at a time in this process: waiting on a lock is fair and immediate,
             # SQLite's busy-timeout retries are neither (p99 of seconds at 10 concurrent writers).
-            with self._sqlite_writer, self._connection(write=True) as connection:
-                yield connection
+            with self._sqlite_writer:
+                if self._checkpointer is None:
+                    self._checkpointer = self._start_checkpointer()
+                with self._connection(write=True) as connection:
+                    yield connection
             return
         with self._connection(write=write) as connection:
             yield connection
@@ -179,7 +185,16 @@ class Database:
             if write:
                 session.flush()
 
+    def _start_checkpointer(self) -> WalCheckpointer | None:
+        path = sa.engine.make_url(self.url).database
+        if not path or path == ":memory:":
+            return None
+        return WalCheckpointer(path, self._sqlite_writer).start()
+
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self.engine.dispose()
 
 
@@ -189,6 +204,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # checkpoints run in WalCheckpointer's thread; a commit does one only past this safety net
+    cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
