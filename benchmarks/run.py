@@ -228,8 +228,12 @@ def main() -> None:
     )
     p.add_argument("--sizes", default=None, help="worklist task counts, e.g. 10000,100000")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument(
+        "--only", choices=["worklist"], default=None, help="run only this part (e.g. the worklist at scale)"
+    )
     args = p.parse_args()
-    concurrencies = [1, 10] if args.quick else [1, 10, 50]
+    only_worklist = args.only == "worklist"
+    concurrencies = [] if only_worklist else ([1, 10] if args.quick else [1, 10, 50])
     requests = {1: 100, 10: 300} if args.quick else {1: 300, 10: 1000, 50: 1000}
     sizes = (
         [int(s) for s in args.sizes.split(",")]
@@ -245,7 +249,7 @@ def main() -> None:
     }
     t0 = time.perf_counter()
     log("ceilings")
-    res["ceilings"] = ceilings(concurrencies, requests)
+    res["ceilings"] = ceilings(concurrencies, requests) if concurrencies else {"echo": [], "validate": []}
     targets: list[tuple[str, Any]] = [("sqlite", None)]
     if args.postgres:
         if postgres_available():
@@ -256,16 +260,19 @@ def main() -> None:
         with ExitStack() as stack:
             url = stack.enter_context(make()) if make else f"sqlite:///{tempfile.mkdtemp()}/bench.db"
             b = backend(name, url, args, concurrencies, requests, sizes)
+            if only_worklist:
+                res["backends"].append(b)
+                continue
             v2url = stack.enter_context(make("benchv2")) if make else f"sqlite:///{tempfile.mkdtemp()}/v2.db"
             b["v2"] = v2(v2url, 100 if args.quick else 300)
             log(f"{name} v2: {b['v2']['messages_per_s']} msg/s")
             ratios(b["ingest"], res["ceilings"])
             res["backends"].append(b)
-    if args.peer:
+    if args.peer and not only_worklist:
         from benchmarks import peer
 
         res["peer"] = peer.run(concurrencies, requests)
-    if not args.no_profile:
+    if not args.no_profile and not only_worklist:
         from benchmarks.profile_referral import profile
 
         prof = profile(40 if args.quick else 100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fhir_gateway.fhir.searchparams import (
@@ -14,6 +15,21 @@ from fhir_gateway.fhir.searchparams import (
 )
 
 _MAX = 255  # column width; longer values are cut (matching still works on the prefix)
+
+# Reference parameters searched together with `_lastUpdated` on hot paths (the practice's inbox:
+# Communication?recipient=…&_lastUpdated=gt…). Each such reference also gets a pair row
+# (param `_lastUpdated|<name>`, the same value, high = meta.lastUpdated, low empty so it stays
+# out of the date index), so one index range
+# (ix_search_pair) holds exactly the matches instead of all the recipient's rows. Pair rows are
+# rewritten with the other rows on every update, in the same transaction.
+LAST_UPDATED_PAIRS: dict[str, frozenset[str]] = {
+    "Communication": frozenset({"recipient"}),
+    "Task": frozenset({"owner"}),
+}
+
+
+def pair_param(name: str) -> str:
+    return f"_lastUpdated|{name}"
 
 
 def index_rows(
@@ -30,7 +46,24 @@ def index_rows(
                 seen.add(key)
                 row.update(resource_pk=resource_pk, resource_type=resource_type, param=name)
                 rows.append(row)
+    pairs = LAST_UPDATED_PAIRS.get(resource_type)
+    updated = _last_updated(resource) if pairs else None
+    if pairs and updated is not None:
+        rows += [
+            {**row, "param": pair_param(row["param"]), "high": updated}
+            for row in rows
+            if row["param"] in pairs and row.get("value") is not None
+        ]
     return rows
+
+
+def _last_updated(resource: dict[str, Any]) -> datetime | None:
+    """meta.lastUpdated as the store writes it (`format_instant`: naive UTC, microseconds)."""
+    stamp = (resource.get("meta") or {}).get("lastUpdated")
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(stamp, str) else None
+    except ValueError:
+        return None
 
 
 def _rows_for(kind: str, raw: Any, base_url: str) -> list[dict[str, Any]]:

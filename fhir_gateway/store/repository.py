@@ -466,7 +466,11 @@ class Repository:
         decides which _include/_revinclude resources may join them. The SQL is `search_sql`'s."""
         if query.summary_count:
             return SearchPage([], total=self.count(query))
-        rows = self.session.execute(search_sql.page_statement(query)).all() if query.count else []
+        rows = (
+            self.session.execute(search_sql.page_statement(query, self.session.dialect.name)).all()
+            if query.count
+            else []
+        )
         matches = [_stored(r) for r in rows[: query.count]]
         page = SearchPage(matches)
         if len(rows) > query.count and matches:

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fhir_gateway.fhir.search import Condition, DateValue, Include, SearchQuery, TokenValue
+from fhir_gateway.store.index import LAST_UPDATED_PAIRS, pair_param
 from fhir_gateway.store.tables import ResourceRow, SearchIndexRow
 
 R = ResourceRow.__table__
@@ -21,37 +22,66 @@ IX = SearchIndexRow.__table__
 COMPARTMENT = "_compartment"  # index rows naming the organisations that may see a resource
 
 
-def page_statement(query: SearchQuery) -> sa.Select[Any]:
-    """One page of matches (`query.count` + 1 rows, so the caller knows whether a next page exists)."""
-    sort_col = {"_pk": R.c.pk, "_lastUpdated": R.c.last_updated, "_id": R.c.id}[query.sort_by]
+def page_statement(query: SearchQuery, dialect: str = "sqlite") -> sa.Select[Any]:
+    """One page of matches (`query.count` + 1 rows, so the caller knows whether a next page exists).
+
+    `dialect` picks the shape each planner runs lazily (see the pair branch)."""
+    sort_col: sa.ColumnElement[Any] = {"_pk": R.c.pk, "_lastUpdated": R.c.last_updated, "_id": R.c.id}[
+        query.sort_by
+    ]
     stmt = sa.select(R).where(filtered(query))
     driver = driving_value(query) if query.sort_by == "_pk" else None
+    after = _pk_after(query) if query.sort_by == "_pk" else None
     if driver is not None:
         # Walk one index entry (e.g. owner=X) in pk order and probe the other conditions per
         # row: a page costs about as many probes as it has rows, however large the table.
         param, value = driver
         drv = IX.alias("drv")
-        sort_col = drv.c.resource_pk
+        pair = _pair_condition(query, driver)
+        where = [
+            drv.c.resource_type == query.resource_type,
+            drv.c.param == (param if pair is None else pair_param(param)),
+            drv.c.value == value,
+        ]
+        if after is not None:
+            where.append(after(drv.c.resource_pk))
+        source: Any = drv
+        if pair is not None:
+            # reference + _lastUpdated: the pair rows of exactly the matches (ix_search_pair),
+            # sorted by pk, then probed in that order until the page is full; the resource's own
+            # last_updated is still checked. Cost: sorting the pks of the matches, not reading
+            # all the recipient's rows.
+            where.append(
+                sa.or_(*(date_match(v, drv.c.high, drv.c.high) for v in pair.values))  # type: ignore[arg-type]
+            )
+            candidates = sa.select(drv.c.resource_pk).where(*where)
+            if dialect == "sqlite":
+                # SQLite walks `pk IN (…)` in sorted order, so ORDER BY pk needs no sort after
+                # the probes (a join to a sorted subquery would sort again after probing all).
+                stmt = sa.select(R).where(R.c.pk.in_(candidates), filtered(query, skip=driver))
+                sort_col = R.c.pk
+                order = [sort_col.desc()] if query.sort_desc else [sort_col]
+                return stmt.order_by(*order).limit(query.count + 1)
+            # PostgreSQL: the sorted pks as a subquery fenced by OFFSET 0 (not flattened), so
+            # the probes above it stop at the page size.
+            source = (
+                candidates.order_by(drv.c.resource_pk.desc() if query.sort_desc else drv.c.resource_pk)
+                .offset(0)
+                .subquery("drv")
+            )
+            where = []
+        sort_col = source.c.resource_pk
         stmt = (
             sa.select(R)
-            .select_from(drv.join(R, R.c.pk == drv.c.resource_pk))
-            .where(
-                drv.c.resource_type == query.resource_type,
-                drv.c.param == param,
-                drv.c.value == value,
-                filtered(query, skip=driver),
-            )
+            .select_from(source.join(R, R.c.pk == source.c.resource_pk))
+            .where(*where, filtered(query, skip=driver, pk=source.c.resource_pk))
         )
-    if query.cursor is not None:
+    elif after is not None:
+        stmt = stmt.where(after(sort_col))
+    if query.cursor is not None and query.sort_by != "_pk":
         value, pk = query.cursor
-        typed: Any = (
-            int(value)
-            if query.sort_by == "_pk"
-            else (datetime.fromisoformat(value) if query.sort_by == "_lastUpdated" else value)
-        )
-        if query.sort_by == "_pk":
-            stmt = stmt.where(sort_col < pk if query.sort_desc else sort_col > pk)
-        elif query.sort_desc:
+        typed: Any = datetime.fromisoformat(value) if query.sort_by == "_lastUpdated" else value
+        if query.sort_desc:
             stmt = stmt.where(sa.or_(sort_col < typed, sa.and_(sort_col == typed, R.c.pk < pk)))
         else:
             stmt = stmt.where(sa.or_(sort_col > typed, sa.and_(sort_col == typed, R.c.pk > pk)))
@@ -59,6 +89,28 @@ def page_statement(query: SearchQuery) -> sa.Select[Any]:
     if query.sort_by == "_pk":
         order = order[:1]
     return stmt.order_by(*order).limit(query.count + 1)
+
+
+def _pk_after(query: SearchQuery) -> Any:
+    """The keyset condition of a pk-ordered page, for whichever column carries the pk."""
+    if query.cursor is None:
+        return None
+    pk = query.cursor[1]
+    return (lambda col: col < pk) if query.sort_desc else (lambda col: col > pk)
+
+
+def _pair_condition(query: SearchQuery, driver: tuple[str, str]) -> Condition | None:
+    """The `_lastUpdated` condition a (reference, _lastUpdated) pair index can serve with the driver."""
+    if driver[0] not in LAST_UPDATED_PAIRS.get(query.resource_type, ()):
+        return None
+    return next(
+        (
+            c
+            for c in query.conditions
+            if c.name == "_lastUpdated" and c.values and all(isinstance(v, DateValue) for v in c.values)
+        ),
+        None,
+    )
 
 
 def next_cursor(query: SearchQuery, pk: int, last_updated: datetime, rid: str) -> tuple[str, int]:
@@ -71,32 +123,47 @@ def count_statement(query: SearchQuery) -> sa.Select[Any]:
     return sa.select(sa.func.count()).select_from(R).where(filtered(query))
 
 
-def filtered(query: SearchQuery, skip: tuple[str, str] | None = None) -> sa.ColumnElement[bool]:
-    """The WHERE of a search; `skip` is the (param, value) a driving index join already holds."""
+def filtered(
+    query: SearchQuery,
+    skip: tuple[str, str] | None = None,
+    pk: sa.ColumnElement[Any] | None = None,
+) -> sa.ColumnElement[bool]:
+    """The WHERE of a search; `skip` is the (param, value) a driving index join already holds.
+
+    With `pk` (the driving index's resource_pk) every index condition is a probe keyed on it,
+    fenced with OFFSET 0 so PostgreSQL keeps it a per-row probe instead of turning it into a
+    join over every resource with that value (which is what made its plans grow with the table)."""
     clauses: list[sa.ColumnElement[bool]] = [
         R.c.resource_type == query.resource_type,
         R.c.deleted.is_(False),
     ]
     clauses.extend(
-        clause(query.resource_type, c)
+        clause(query.resource_type, c, pk)
         for c in query.conditions
         if skip is None or (c.name, c.values) != (skip[0], (skip[1],))
     )
     if query.compartment is not None and skip != (COMPARTMENT, query.compartment):
         clauses.append(
-            sa.select(IX.c.resource_pk)
-            .where(
-                IX.c.resource_pk == R.c.pk,
-                IX.c.resource_type == query.resource_type,
-                IX.c.param == COMPARTMENT,
-                IX.c.value == query.compartment,
+            _probe(
+                sa.select(IX.c.resource_pk).where(
+                    IX.c.resource_pk == (R.c.pk if pk is None else pk),
+                    IX.c.resource_type == query.resource_type,
+                    IX.c.param == COMPARTMENT,
+                    IX.c.value == query.compartment,
+                ),
+                pk,
             )
-            .exists()
         )
     return sa.and_(*clauses)
 
 
-def clause(resource_type: str, cond: Condition) -> sa.ColumnElement[bool]:
+def _probe(rows: sa.Select[Any], pk: sa.ColumnElement[Any] | None) -> sa.Exists:
+    return (rows if pk is None else rows.offset(0)).exists()
+
+
+def clause(
+    resource_type: str, cond: Condition, pk: sa.ColumnElement[Any] | None = None
+) -> sa.ColumnElement[bool]:
     if cond.kind == "id":
         return R.c.id.in_(list(cond.values))
     if cond.name == "_lastUpdated":
@@ -107,32 +174,40 @@ def clause(resource_type: str, cond: Condition) -> sa.ColumnElement[bool]:
             )
         )
     rows = sa.select(IX.c.resource_pk).where(
-        IX.c.resource_pk == R.c.pk, IX.c.resource_type == resource_type, IX.c.param == cond.name
+        IX.c.resource_pk == (R.c.pk if pk is None else pk),
+        IX.c.resource_type == resource_type,
+        IX.c.param == cond.name,
     )
     if cond.kind == "missing":
-        exists = rows.exists()
+        exists = _probe(rows, pk)
         return ~exists if cond.values[0] else exists
     if cond.kind == "token":
         match = sa.or_(*(token_match(v) for v in cond.values))  # type: ignore[arg-type]
-        exists = rows.where(match).exists()
+        exists = _probe(rows.where(match), pk)
         return ~exists if cond.modifier == "not" else exists
     if cond.kind == "reference":
-        return rows.where(IX.c.value.in_(list(cond.values))).exists()
+        return _probe(rows.where(IX.c.value.in_(list(cond.values))), pk)
     if cond.kind == "date":
-        return rows.where(
-            sa.or_(
-                *(
-                    date_match(v, IX.c.low, IX.c.high)  # type: ignore[arg-type]
-                    for v in cond.values
+        return _probe(
+            rows.where(
+                sa.or_(
+                    *(
+                        date_match(v, IX.c.low, IX.c.high)  # type: ignore[arg-type]
+                        for v in cond.values
+                    )
                 )
-            )
-        ).exists()
+            ),
+            pk,
+        )
     if cond.modifier == "exact":
-        return rows.where(IX.c.text.in_(list(cond.values))).exists()
+        return _probe(rows.where(IX.c.text.in_(list(cond.values))), pk)
     pattern = "%{}%" if cond.modifier == "contains" else "{}%"
-    return rows.where(
-        sa.or_(*(IX.c.value.like(pattern.format(like_escape(str(v))), escape="\\") for v in cond.values))
-    ).exists()
+    return _probe(
+        rows.where(
+            sa.or_(*(IX.c.value.like(pattern.format(like_escape(str(v))), escape="\\") for v in cond.values))
+        ),
+        pk,
+    )
 
 
 def revinclude_statement(inc: Include, references: list[str]) -> sa.Select[Any]:

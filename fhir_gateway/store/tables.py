@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 # JSON on SQLite, jsonb on PostgreSQL (indexable, and the reports may query into it).
 JsonDocument = sa.JSON().with_variant(JSONB(), "postgresql")
+PAIR_ROWS = sa.text("value IS NOT NULL AND high IS NOT NULL")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
 
@@ -76,6 +77,18 @@ class SearchIndexRow(SQLModel, table=True):
             postgresql_where=sa.text("low IS NOT NULL"),
         ),
         sa.Index("ix_search_resource", "resource_pk"),
+        # only the (reference, _lastUpdated) pair rows of `index.LAST_UPDATED_PAIRS` have a value and
+        # a high (and no low, so they stay out of ix_search_date)
+        sa.Index(
+            "ix_search_pair",
+            "resource_type",
+            "param",
+            "value",
+            "high",
+            "resource_pk",
+            sqlite_where=PAIR_ROWS,
+            postgresql_where=PAIR_ROWS,
+        ),
     )
 
     pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
