@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,20 +12,23 @@ from fastapi import FastAPI
 from fhir_gateway import __version__
 from fhir_gateway.api import operations
 from fhir_gateway.api.admin_outbox import build_admin_outbox_api
-from fhir_gateway.api.auth import install_auth
+from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, TOKEN_PATH, install_auth
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.console import build_console_api
 from fhir_gateway.api.http import build_fhir_api
+from fhir_gateway.api.limits import BodyLimit, BodyLimitMiddleware
 from fhir_gateway.api.messages import MessageProcessor
 from fhir_gateway.api.openapi import install_openapi
 from fhir_gateway.api.ops import build_ops_api
+from fhir_gateway.api.ratelimit import RateLimitMiddleware, TokenBuckets
 from fhir_gateway.api.router import Router
-from fhir_gateway.api.v2_http import build_v2_api
+from fhir_gateway.api.v2_http import build_v2_api, too_large_ack
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.delivery.operations import register_operations
 from fhir_gateway.delivery.worker import Worker
-from fhir_gateway.observability import RequestContextMiddleware
+from fhir_gateway.fhir.jsonlimits import JsonLimits
+from fhir_gateway.observability import Metrics, RequestContextMiddleware
 from fhir_gateway.reports import wor_report
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.service import V2Service
@@ -62,6 +66,27 @@ def _start_worker(ctx: GatewayContext) -> tuple[threading.Event, threading.Threa
     return stop, thread
 
 
+def install_limits(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Body size limits per path (checked while the body streams) and the per-client rate limit,
+    which sits outside them so a throttled request is answered without reading its body."""
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limits=[
+            BodyLimit("/v2", settings.max_v2_message_bytes, too_large_ack),
+            BodyLimit(TOKEN_PATH, MAX_TOKEN_REQUEST_BYTES),
+            BodyLimit("/", settings.max_body_bytes),
+        ],
+    )
+    rate = settings.rate_limit_per_second
+    if rate > 0:
+        buckets = TokenBuckets(rate, settings.rate_limit_burst or math.ceil(2 * rate))
+        app.add_middleware(
+            RateLimitMiddleware,
+            buckets=buckets,
+            on_throttle=lambda kind: metrics.throttled.labels(kind).inc(),
+        )
+
+
 def create_app(settings: Settings | None = None, ctx: GatewayContext | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     ctx = ctx or GatewayContext.create(settings)
@@ -90,11 +115,13 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.state.base_url = settings.base_url.rstrip("/")
     app.include_router(build_ops_api(ctx.database, metrics))
     app.include_router(build_admin_outbox_api(ctx))
-    app.include_router(build_fhir_api(router, settings.max_body_bytes))
+    json_limits = JsonLimits(settings.max_json_depth, settings.max_bundle_entries)
+    app.include_router(build_fhir_api(router, json_limits))
     app.state.v2 = V2Service(router, settings.base_url)
-    app.include_router(build_v2_api(app.state.v2, settings.max_body_bytes))
+    app.include_router(build_v2_api(app.state.v2))
     app.include_router(build_console_api(ctx, settings))
     install_openapi(app)
+    install_limits(app, settings, metrics)  # before install_auth: runs inside it, sees the principal
     install_auth(app, settings, ctx.database)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

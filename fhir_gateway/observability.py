@@ -80,6 +80,12 @@ class Metrics:
         self.dead_letters = Gauge(
             "gateway_outbox_dead_letters", "Outbox rows in dead letter", registry=self.registry
         )
+        self.throttled = Counter(
+            "gateway_http_throttled_total",
+            "Requests refused with 429 by the per-client rate limit (kind: client or address)",
+            ["kind"],
+            registry=self.registry,
+        )
 
 
 _ID_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-.]{1,64})$")

@@ -26,6 +26,11 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 1000
     max_body_bytes: int = 10 * 1024 * 1024
+    max_json_depth: int = 64  # deeper JSON nesting: 400 (checked in one pass over the parsed body)
+    max_bundle_entries: int = 1000  # a bigger Bundle: 413, before any entry is processed
+    max_v2_message_bytes: int = 1024 * 1024  # POST /v2 and the MLLP listener
+    rate_limit_per_second: float = 200  # per client id (source address when unauthenticated); 0 = off
+    rate_limit_burst: int = 400  # bucket size (0: twice the rate)
     insecure_dev: bool = False  # requests without a token act as admin: developer machines only
     token_key: str = ""  # gateway signing key: private JWK, JWK Set or PEM (from a secret store)
     token_key_file: str = ""  # ... or a file holding it; none: a dev key under ./var/ (SQLite only)
@@ -66,6 +71,8 @@ def _coerce(type_name: object, raw: str) -> object:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "int":
         return int(raw)
+    if name == "float":
+        return float(raw)
     if name == "Path":
         return Path(raw)
     return raw

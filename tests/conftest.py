@@ -128,6 +128,7 @@ def make_client(url: str, client_id: str | None = "gateway-admin", **settings: o
     """A gateway over real HTTP semantics (TestClient) acting as one registered client: the
     example registrations are loaded and a real access token is sent. None: no token."""
     settings.setdefault("token_key", TEST_TOKEN_KEY)
+    settings.setdefault("rate_limit_per_second", 0)  # in-process tests outrun any real client
     app = create_app(Settings(database_url=url, **settings))  # type: ignore[arg-type]
     client = TestClient(app, base_url="http://gateway.test")
     load_client_registrations(app.state.ctx.database, ROOT / "examples" / "clients")

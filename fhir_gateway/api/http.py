@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.api.router import Router, error_response
+from fhir_gateway.fhir import jsonlimits
+from fhir_gateway.fhir.jsonlimits import JsonLimits
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.security.principal import Principal
 
@@ -30,12 +32,12 @@ def fhir_response(resp: FhirResponse) -> Response:
     return Response(content=body, status_code=resp.status, headers=resp.headers, media_type=media)
 
 
-def build_fhir_api(router: Router, max_body_bytes: int) -> APIRouter:
+def build_fhir_api(router: Router, limits: JsonLimits) -> APIRouter:
     api = APIRouter()
 
     async def endpoint(request: Request, path: str = "") -> Response:
         try:
-            req = await to_fhir_request(request, path, max_body_bytes)
+            req = await to_fhir_request(request, path, limits)
         except FhirError as exc:
             return fhir_response(error_response(exc))
         resp = await run_in_threadpool(router.handle, req)
@@ -48,15 +50,13 @@ def build_fhir_api(router: Router, max_body_bytes: int) -> APIRouter:
     return api
 
 
-async def to_fhir_request(request: Request, path: str, max_body_bytes: int) -> FhirRequest:
+async def to_fhir_request(request: Request, path: str, limits: JsonLimits) -> FhirRequest:
     params = list(parse_qsl(request.url.query, keep_blank_values=True))
     _negotiate(request, params)
     body: Any = None
-    raw = await request.body()
-    if len(raw) > max_body_bytes:
-        raise FhirError(413, [error("too-costly", f"The body exceeds {max_body_bytes} bytes")])
+    raw = await request.body()  # bounded while it streams: api.limits.BodyLimitMiddleware
     if raw and request.method in ("POST", "PUT", "PATCH"):
-        body = _parse_body(request, raw, path)
+        body = _parse_body(request, raw, path, limits)
     base_url = getattr(request.app.state, "base_url", "") or str(request.base_url).rstrip("/") + "/fhir"
     principal = getattr(request.state, "principal", None) or Principal.unauthenticated()
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -101,7 +101,7 @@ def _negotiate(request: Request, params: list[tuple[str, str]]) -> None:
             )
 
 
-def _parse_body(request: Request, raw: bytes, path: str) -> Any:
+def _parse_body(request: Request, raw: bytes, path: str, limits: JsonLimits) -> Any:
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if path.rstrip("/").endswith("/_search") and content_type == "application/x-www-form-urlencoded":
         return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
@@ -128,7 +128,4 @@ def _parse_body(request: Request, raw: bytes, path: str) -> Any:
                 )
             ],
         )
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise FhirError(400, [error("structure", f"The body is not valid JSON: {exc}")]) from None
+    return jsonlimits.loads(raw, limits)

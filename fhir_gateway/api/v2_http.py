@@ -1,7 +1,9 @@
 """POST /v2: HL7 v2 ER7 over HTTP, for integration engines that do not speak MLLP.
 
 Same service as the MLLP listener; the answer is always HTTP 200 with the ACK (AE/AR inside it),
-because the ACK is the v2 outcome. Only a wrong content type is an HTTP-level error (415).
+because the ACK is the v2 outcome. Only a wrong content type (415) and a message over
+`GATEWAY_MAX_V2_MESSAGE_BYTES` (413, refused by `api.limits` while it streams, with an AR ACK)
+are HTTP-level errors.
 """
 
 from __future__ import annotations
@@ -10,12 +12,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from fhir_gateway.v2.ack import SEGMENT_SEQUENCE_ERROR, AckError, build_ack, header_guess
 from fhir_gateway.v2.service import V2Service
 
 ER7_TYPES = ("x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-v2+er7")
 
 
-def build_v2_api(v2_service: V2Service, max_body_bytes: int = 1024 * 1024) -> APIRouter:
+def too_large_ack(limit: int, prefix: bytes) -> tuple[str, bytes]:
+    """The 413 body for `api.limits`: an AR ACK (MSA-2 from the message's MSH when readable)."""
+    error = AckError(SEGMENT_SEQUENCE_ERROR, f"Message exceeds {limit} bytes; not processed")
+    return ER7_TYPES[0], build_ack(header_guess(prefix), "AR", [error]).encode("utf-8")
+
+
+def build_v2_api(v2_service: V2Service) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v2", include_in_schema=False)
@@ -27,11 +36,7 @@ def build_v2_api(v2_service: V2Service, max_body_bytes: int = 1024 * 1024) -> AP
                 status_code=415,
                 media_type="text/plain",
             )
-        body = await request.body()
-        if len(body) > max_body_bytes:
-            return Response(
-                f"The message exceeds {max_body_bytes} bytes\n", status_code=413, media_type="text/plain"
-            )
+        body = await request.body()  # bounded while it streams: api.limits.BodyLimitMiddleware
         ack = await run_in_threadpool(v2_service.handle, body)
         return Response(ack, status_code=200, media_type=content_type)
 

@@ -79,13 +79,16 @@ def map_cmd(file: Path, mapping: Path | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=2575, show_default=True, type=int)
 @click.option(
-    "--max-bytes", default=1024 * 1024, show_default=True, type=int, help="Largest message accepted."
+    "--max-bytes",
+    default=None,
+    type=int,
+    help="Largest message accepted [default: GATEWAY_MAX_V2_MESSAGE_BYTES, 1 MiB].",
 )
 @click.option(
     "--idle-timeout", default=300.0, show_default=True, type=float, help="Close idle connections (s)."
 )
 @click.pass_context
-def mllp(ctx: click.Context, host: str, port: int, max_bytes: int, idle_timeout: float) -> None:
+def mllp(ctx: click.Context, host: str, port: int, max_bytes: int | None, idle_timeout: float) -> None:
     """Run the HL7 v2 MLLP listener (REF^I12 in, ACK out) on the configured database."""
     from fhir_gateway.app import build_router
     from fhir_gateway.observability import configure_logging
@@ -101,7 +104,11 @@ def mllp(ctx: click.Context, host: str, port: int, max_bytes: int, idle_timeout:
         gw.database.upgrade()
         service = V2Service(build_router(gw), settings.base_url)
         server = MLLPServer(
-            service.handle, host, port, max_message_bytes=max_bytes, idle_timeout=idle_timeout
+            service.handle,
+            host,
+            port,
+            max_message_bytes=max_bytes or settings.max_v2_message_bytes,
+            idle_timeout=idle_timeout,
         )
         started = time.monotonic()
         with contextlib.suppress(KeyboardInterrupt):

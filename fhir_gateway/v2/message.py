@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 _SEGMENT_SPLIT = re.compile(r"\r\n|\r|\n")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls other than tab, LF, CR
 
 Component = list[str]  # subcomponents
 Repetition = list[Component]  # components
@@ -152,9 +153,11 @@ def unescape(text: str, d: Delimiters = STANDARD) -> str:
             try:
                 raw = bytes.fromhex(code[1:])
                 try:
-                    out.append(raw.decode("utf-8"))
+                    decoded = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    out.append(raw.decode("latin-1"))
+                    decoded = raw.decode("latin-1")
+                # a control character (NUL: PostgreSQL refuses it) stays an escape, as text
+                out.append(text[i : end + 1] if _CONTROL.search(decoded) else decoded)
             except ValueError:
                 out.append(text[i : end + 1])
         else:
@@ -180,6 +183,8 @@ def escape(text: str, d: Delimiters = STANDARD) -> str:
             out.append(table[ch])
         elif ch in "\r\n":
             out.append(f"{d.escape}.br{d.escape}")
+        elif ch < " " and ch != "\t":  # other controls as hex: an ACK echoing junk stays readable
+            out.append(f"{d.escape}X{ord(ch):02X}{d.escape}")
         else:
             out.append(ch)
     return "".join(out)
@@ -224,6 +229,16 @@ def parse_er7(data: bytes | str) -> Message:
         if name == "MSH" and len(raw) < 8:
             raise V2ParseError("An MSH segment without its delimiters", name, counts.get(name, 0) + 1, 2)
         counts[name] = counts.get(name, 0) + 1
+        control = _CONTROL.search(raw)
+        if control is not None:  # NUL and friends in text: refused (PostgreSQL cannot store NUL)
+            field_no = raw.count(fs, 0, control.start()) + (1 if name == "MSH" else 0)
+            raise V2ParseError(
+                f"Segment {name} holds a control character (U+{ord(control.group()):04X}) in field "
+                f"{field_no}; ER7 text may not",
+                name,
+                counts[name],
+                field_no,
+            )
         segments.append(Segment(name, _split_fields(raw, name, d), raw, counts[name]))
     if segments[0].name != "MSH":
         raise V2ParseError("The first segment is not MSH", "MSH", 1)

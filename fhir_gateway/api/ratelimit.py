@@ -1,0 +1,106 @@
+"""Per-client rate limiting: a token bucket per authenticated client id (or source address).
+
+A client that floods gets 429 with `Retry-After` while every other client keeps its own full
+bucket, so one misbehaving system cannot starve the rest. Buckets live in this process: with N
+replicas (or uvicorn workers) a client may do N times the rate in total. Health and metrics
+endpoints are never limited (load balancers and Prometheus poll them).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fhir_gateway.fhir.outcome import error, operation_outcome
+
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+MAX_BUCKETS = 10_000  # source addresses are unbounded; idle buckets beyond this are forgotten
+
+
+class TokenBuckets:
+    """`take(key)` → 0 when allowed, else the seconds until a token is back.
+
+    Not thread-safe on purpose: the middleware calls it from the event loop only. A bucket left
+    alone long enough to be full again is the same as no bucket, so the oldest are dropped first.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def take(self, key: str) -> float:
+        now = self.clock()
+        tokens, at = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)  # most recently used last
+        if len(self._buckets) > MAX_BUCKETS:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def client_key(scope: Scope) -> tuple[str, str]:
+    """("client", id) for an authenticated principal, else ("address", source address)."""
+    principal = (scope.get("state") or {}).get("principal")
+    if principal is not None and getattr(principal, "authenticated", False):
+        return "client", f"client:{principal.client_id}"
+    client = scope.get("client")
+    return "address", f"address:{client[0] if client else '-'}"
+
+
+class RateLimitMiddleware:
+    """Pure ASGI, inside the bearer middleware (it needs the principal): 429 past the budget."""
+
+    def __init__(
+        self, app: ASGIApp, buckets: TokenBuckets, on_throttle: Callable[[str], None] | None = None
+    ) -> None:
+        self.app = app
+        self.buckets = buckets
+        self.on_throttle = on_throttle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        kind, key = client_key(scope)
+        wait = self.buckets.take(key)
+        if wait <= 0:
+            await self.app(scope, receive, send)
+            return
+        if self.on_throttle is not None:
+            self.on_throttle(kind)
+        retry_after = max(1, math.ceil(wait))
+        body = orjson.dumps(
+            operation_outcome(
+                [
+                    error(
+                        "throttled",
+                        f"Too many requests from this {kind}: at most {self.buckets.rate:g} per second "
+                        f"(bursts of {self.buckets.burst}); retry after {retry_after} s",
+                    )
+                ]
+            )
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [
+                    (b"content-type", b"application/fhir+json; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(retry_after).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
