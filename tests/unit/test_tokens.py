@@ -74,6 +74,24 @@ def test_expired_token_refused(service: TokenService) -> None:
         service.verify(old.access_token)
 
 
+def test_a_remembered_token_still_expires(service: TokenService) -> None:
+    issued = service.issue(_client(), "system/Task.r")
+    now = int(time.time())
+    assert service.verify(issued.access_token, now=now).client_id == "welzijn-de-brug-cms"
+    assert issued.access_token in service._verified  # the signature is checked once
+    assert service.verify(issued.access_token, now=now + 60).client_id == "welzijn-de-brug-cms"
+    with pytest.raises(InvalidToken, match="expired"):
+        service.verify(issued.access_token, now=now + 400)
+
+
+def test_a_refused_token_is_not_remembered(service: TokenService) -> None:
+    old = service.issue(_client(), "system/Task.r", now=int(time.time()) - 400)
+    for _ in range(2):
+        with pytest.raises(InvalidToken, match="expired"):
+            service.verify(old.access_token)
+    assert old.access_token not in service._verified
+
+
 def test_tampered_signature_refused(service: TokenService) -> None:
     token = service.issue(_client(), "system/Task.r").access_token
     head, payload, sig = token.split(".")
