@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -74,26 +74,6 @@ def supported_types() -> tuple[str, ...]:
     return tuple(load_search_params())
 
 
-def _walk(node: Any, path: tuple[str, ...]) -> Iterator[Any]:
-    if not path:
-        if isinstance(node, list):
-            yield from node
-        else:
-            yield node
-        return
-    if isinstance(node, list):
-        for item in node:
-            yield from _walk(item, path)
-        return
-    if isinstance(node, dict) and path[0] in node:
-        yield from _walk(node[path[0]], path[1:])
-
-
-def raw_values(resource: dict[str, Any], param: SearchParam) -> Iterator[Any]:
-    for path in param.paths:
-        yield from _walk(resource, path)
-
-
 # -- value extraction per parameter type ---------------------------------------------------------
 
 
@@ -124,6 +104,7 @@ def references(value: Any, base_url: str = "") -> Iterator[str]:
 _RELATIVE_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
+@lru_cache(maxsize=16_384)  # pure; the same references recur in every resource of a referral
 def normalise_reference(ref: str, base_url: str = "") -> str | None:
     """`Task/1`, `https://us/fhir/Task/1`, `Task/1/_history/2` → `Task/1`; contained (`#x`) → None.
 

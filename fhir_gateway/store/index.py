@@ -5,14 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fhir_gateway.fhir.searchparams import (
-    dates,
-    load_search_params,
-    raw_values,
-    references,
-    strings,
-    tokens,
-)
+from fhir_gateway.fhir.searchparams import dates, load_search_params, references, strings, tokens
 
 _MAX = 255  # column width; longer values are cut (matching still works on the prefix)
 
@@ -35,17 +28,29 @@ def pair_param(name: str) -> str:
 def index_rows(
     resource_type: str, resource: dict[str, Any], resource_pk: int, base_url: str = ""
 ) -> list[dict[str, Any]]:
+    """Every index row of a resource, complete (all columns), duplicates dropped. Runs for each
+    resource written (~70 rows a referral), so it builds the rows directly, without generators."""
     rows: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
     for name, param in load_search_params().get(resource_type, {}).items():
-        for raw in raw_values(resource, param):
-            for row in _rows_for(param.type, raw, base_url):
-                key = (name, row.get("system"), row.get("value"), row.get("low"), row.get("high"))
+        for raw in _values(resource, param.paths):
+            for system, value, text, low, high in _entries(param.type, raw, base_url):
+                key = (name, system, value, low, high)
                 if key in seen:
                     continue
                 seen.add(key)
-                row.update(resource_pk=resource_pk, resource_type=resource_type, param=name)
-                rows.append(row)
+                rows.append(
+                    {
+                        "resource_pk": resource_pk,
+                        "resource_type": resource_type,
+                        "param": name,
+                        "system": system,
+                        "value": value,
+                        "text": text,
+                        "low": low,
+                        "high": high,
+                    }
+                )
     pairs = LAST_UPDATED_PAIRS.get(resource_type)
     updated = _last_updated(resource) if pairs else None
     if pairs and updated is not None:
@@ -57,6 +62,31 @@ def index_rows(
     return rows
 
 
+def _values(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> list[Any]:
+    """What `raw_values` yields, as a list: arrays walked at every step."""
+    found: list[Any] = []
+    for path in paths:
+        nodes: list[Any] = [resource]
+        for step in path:
+            next_nodes: list[Any] = []
+            for node in nodes:
+                if isinstance(node, list):
+                    for item in _flat(node):
+                        if isinstance(item, dict) and step in item:
+                            next_nodes.append(item[step])
+                elif isinstance(node, dict) and step in node:
+                    next_nodes.append(node[step])
+            nodes = next_nodes
+            if not nodes:
+                break
+        for node in nodes:
+            if isinstance(node, list):
+                found.extend(node)
+            else:
+                found.append(node)
+    return found
+
+
 def _last_updated(resource: dict[str, Any]) -> datetime | None:
     """meta.lastUpdated as the store writes it (`format_instant`: naive UTC, microseconds)."""
     stamp = (resource.get("meta") or {}).get("lastUpdated")
@@ -66,15 +96,25 @@ def _last_updated(resource: dict[str, Any]) -> datetime | None:
         return None
 
 
-def _rows_for(kind: str, raw: Any, base_url: str) -> list[dict[str, Any]]:
+def _flat(items: list[Any]) -> list[Any]:
+    if not any(isinstance(i, list) for i in items):
+        return items
+    return [x for i in items for x in (_flat(i) if isinstance(i, list) else [i])]
+
+
+Entry = tuple[str | None, str | None, str | None, datetime | None, datetime | None]
+
+
+def _entries(kind: str, raw: Any, base_url: str) -> list[Entry]:
+    """(system, value, text, low, high) per indexed value of one raw element."""
     if kind == "token":
-        return [{"system": _cut(t.system), "value": _cut(t.code)} for t in tokens(raw)]
+        return [(_cut(t.system), _cut(t.code), None, None, None) for t in tokens(raw)]
     if kind == "reference":
-        return [{"value": _cut(r)} for r in references(raw, base_url)]
+        return [(None, _cut(r), None, None, None) for r in references(raw, base_url)]
     if kind == "string":
-        return [{"value": _cut(s.normalised), "text": _cut(s.text)} for s in strings(raw)]
+        return [(None, _cut(v.normalised), _cut(v.text), None, None) for v in strings(raw)]
     if kind == "date":
-        return [{"low": d.low, "high": d.high} for d in dates(raw)]
+        return [(None, None, None, d.low, d.high) for d in dates(raw)]
     return []
 
 

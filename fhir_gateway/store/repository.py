@@ -352,7 +352,7 @@ class Repository:
         if replace:
             _DELETE_INDEX.rows(self.session, {"b_pk": pk})
         _INSERT_INDEX.many(
-            self.session, [_full_index_row(r) for r in index_rows(resource_type, content, pk, self.base_url)]
+            self.session, index_rows(resource_type, content, pk, self.base_url)
         )
 
     # -- reads -----------------------------------------------------------------------------------
