@@ -23,8 +23,7 @@ import orjson
 
 from fhir_gateway.fhir.outcome import FhirError, error
 
-_KEY_END = re.compile(rb'"[ \t\r\n]*:')  # ends every key; strings may hold more (a false alarm only)
-_SPACE_COLON = (b" :", b"\n:", b"\t:", b"\r:")  # absent: every key ends in '":' exactly
+_BLANKS = b" \t\r\n"  # JSON whitespace; deleted, every key ends in '":' (strings may add a false alarm)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls except tab, LF, CR
 
 
@@ -54,10 +53,9 @@ def loads(raw: bytes, limits: JsonLimits) -> Any:
 
 
 def key_endings(raw: bytes) -> int:
-    """An upper bound on the keys written in `raw` (every key ends in `"`, maybe blanks, `:`)."""
-    if any(marker in raw for marker in _SPACE_COLON):
-        return len(_KEY_END.findall(raw))
-    return raw.count(b'":')
+    """An upper bound on the keys written in `raw`: a key ends in `"`, blanks, `:` (two C passes;
+    a regex or several two-byte scans cost 4x more on indented JSON, where blanks abound)."""
+    return raw.translate(None, _BLANKS).count(b'":')
 
 
 def count_keys(doc: Any, max_depth: int) -> int:
