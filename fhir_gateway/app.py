@@ -16,6 +16,7 @@ from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, TOKEN_PATH, install_a
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.console import build_console_api
+from fhir_gateway.api.errors import install_error_handlers
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.limits import BodyLimit, BodyLimitMiddleware
 from fhir_gateway.api.messages import MessageProcessor
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.state.v2 = V2Service(router, settings.base_url)
     app.include_router(build_v2_api(app.state.v2))
     app.include_router(build_console_api(ctx, settings))
+    install_error_handlers(app)  # FastAPI's own errors and a refusing store outside /fhir: OperationOutcome
     install_openapi(app)
     install_limits(app, settings, metrics)  # before install_auth: runs inside it, sees the principal
     install_auth(app, settings, ctx.database)

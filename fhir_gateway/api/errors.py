@@ -1,0 +1,53 @@
+"""The app's own error answers as OperationOutcome, for what never reaches the FHIR router.
+
+The router turns every failure on `/fhir` into an OperationOutcome itself. Outside it, FastAPI and
+Starlette answer with `{"detail": …}`: an unknown path (`/admin/outbox/a/b/retry`), a wrong
+method, a query parameter of the wrong type (`/admin/outbox?limit=x`), and a store that refuses
+under the token endpoint or the console. These handlers give those the same shape.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fhir_gateway.api.http import fhir_response
+from fhir_gateway.api.router import error_response, unavailable_error
+from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.store.database import DatabaseUnavailable
+
+_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported", 429: "throttled"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DatabaseUnavailable, _unavailable)
+
+
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    code = _CODES.get(exc.status_code, "processing")
+    text = exc.detail if isinstance(exc.detail, str) else f"HTTP {exc.status_code}"
+    return fhir_response(
+        error_response(FhirError(exc.status_code, [error(code, text)], dict(exc.headers or {})))
+    )
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    """A parameter FastAPI could not convert: 400 naming the parameter (FastAPI would say 422)."""
+    issues = [
+        error(
+            "invalid",
+            str(e.get("msg", "invalid value")),
+            ".".join(str(p) for p in e.get("loc", ())[1:]) or None,
+        )
+        for e in exc.errors()[:20]
+    ]
+    return fhir_response(error_response(FhirError(400, issues or [error("invalid", "Invalid request")])))
+
+
+async def _unavailable(_request: Request, exc: Exception) -> Response:
+    """A store that refuses (down, full, read-only) outside the router: 503 too, never a bare 500."""
+    return fhir_response(error_response(unavailable_error(exc)))
