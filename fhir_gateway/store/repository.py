@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from fhir_gateway.fhir.outcome import FhirError, Gone, NotFound, error
 from fhir_gateway.fhir.search import Include, SearchQuery
@@ -70,6 +71,35 @@ _SELECT_COMPARTMENTS = Prepared(
 _current = sa.select(R).where(R.c.resource_type == sa.bindparam("b_type"), R.c.id == sa.bindparam("b_id"))
 _SELECT_CURRENT = Prepared(_current)
 _SELECT_CURRENT_FOR_UPDATE = Prepared(_current.with_for_update())
+_INDEX_ARRAYS = ("param", "system", "value", "text", "low", "high")
+_CREATE_PG = Prepared(
+    sa.text(
+        """
+        WITH r AS (
+            INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, content)
+            VALUES (:resource_type, :id, :version_id, :last_updated, :deleted, :content)
+            RETURNING pk
+        ), h AS (
+            INSERT INTO resource_history
+                (resource_type, id, version_id, last_updated, method, deleted, content)
+            VALUES (:resource_type, :id, :version_id, :last_updated, :method, :deleted, :content)
+        ), i AS (
+            INSERT INTO search_index (resource_pk, resource_type, param, system, value, text, low, high)
+            SELECT r.pk, :resource_type, x.param, x.system, x.value, x.text, x.low, x.high
+            FROM r, unnest(:ix_param, :ix_system, :ix_value, :ix_text, :ix_low, :ix_high)
+                AS x(param, system, value, text, low, high)
+        )
+        SELECT pk FROM r
+        """
+    )
+    .bindparams(
+        sa.bindparam("content", type_=R.c.content.type),
+        sa.bindparam("last_updated", type_=R.c.last_updated.type),
+        sa.bindparam("deleted", type_=R.c.deleted.type),
+        *(sa.bindparam(f"ix_{c}", type_=ARRAY(IX.c[c].type)) for c in _INDEX_ARRAYS),
+    )
+    .columns(pk=R.c.pk.type)
+)
 _SELECT_BY_TOKEN = Prepared(
     sa.select(R)
     .where(
@@ -148,22 +178,30 @@ class Repository:
         rid = resource_id or new_id()
         now = utc_now()
         content = _with_meta(resource, rid, 1, now)
-        row = _INSERT_RESOURCE.first(
-            self.session,
-            {
-                "resource_type": resource_type,
-                "id": rid,
-                "version_id": 1,
-                "last_updated": now,
-                "deleted": False,
-                "content": content,
-            },
-        )
-        pk = int(row["pk"])  # type: ignore[index]
+        values = {
+            "resource_type": resource_type,
+            "id": rid,
+            "version_id": 1,
+            "last_updated": now,
+            "deleted": False,
+            "content": content,
+        }
+        if self._is_pg:
+            pk = self._create_in_one_statement(values, method)
+        else:
+            pk = int(_INSERT_RESOURCE.first(self.session, values)["pk"])  # type: ignore[index]
+            self._history(resource_type, rid, 1, now, method, False, content)
+            self._reindex(resource_type, content, pk)
         self.memo[("compartments", pk)] = set()  # a new row is in no compartment yet
-        self._history(resource_type, rid, 1, now, method, False, content)
-        self._reindex(resource_type, content, pk)
         return self._written(Stored(resource_type, rid, 1, now, False, content, pk, method))
+
+    def _create_in_one_statement(self, values: dict[str, Any], method: str) -> int:
+        """PostgreSQL: the row, its history row and its index rows in ONE round trip (data-
+        modifying CTEs), instead of three — on PostgreSQL a referral's time is mostly waiting."""
+        rows = index_rows(values["resource_type"], values["content"], 0, self.base_url)
+        columns = {f"ix_{c}": [r[c] for r in rows] for c in _INDEX_ARRAYS}
+        row = _CREATE_PG.first(self.session, {**values, **columns, "method": method})
+        return int(row["pk"])  # type: ignore[index]
 
     def update(
         self, resource: dict[str, Any], *, if_match: int | None = None, method: str = "PUT"
