@@ -157,26 +157,26 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "## Referral ingest over HTTP (transaction Bundle → Task + CarePlan) vs. ceilings",
         "",
-        "| target | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms | ratio to echo ceiling | ratio to validate ceiling |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| target | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms | ratio to echo ceiling | ratio to validate ceiling | ratio to peer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, rows in res["ceilings"].items():
         for r in rows:
             lines.append(
                 f"| ceiling ({kind}) | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['rps']} | "
-                f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | | |"
+                f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | | | |"
             )
     for b in res["backends"]:
         for r in b["ingest"]:
             lines.append(
                 f"| gateway {b['backend']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['rps']} | "
                 f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r.get('ratio_to_echo_ceiling', '')} | "
-                f"{r.get('ratio_to_validate_ceiling', '')} |"
+                f"{r.get('ratio_to_validate_ceiling', '')} | {r.get('ratio_to_peer', '')} |"
             )
     for r in res.get("peer", {}).get("runs", []):
         lines.append(
             f"| peer fhirstarter (in-memory SR create) | {r['concurrency']} | {r['requests']} | {r['errors']} | "
-            f"{r['rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | | |"
+            f"{r['rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | | | |"
         )
     lines += [
         "",
@@ -219,6 +219,15 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def peer_ratios(backends: list[dict[str, Any]], peer_runs: list[dict[str, Any]]) -> None:
+    """Our whole referral pipeline against the peer's plain ServiceRequest create, same concurrency."""
+    for b in backends:
+        for row in b["ingest"]:
+            ref = next((p for p in peer_runs if p["concurrency"] == row["concurrency"]), None)
+            if ref and ref["rps"]:
+                row["ratio_to_peer"] = round(row["rps"] / ref["rps"], 3)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
@@ -229,10 +238,14 @@ def main() -> None:
     p.add_argument("--sizes", default=None, help="worklist task counts, e.g. 10000,100000")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument(
-        "--only", choices=["worklist"], default=None, help="run only this part (e.g. the worklist at scale)"
+        "--only",
+        choices=["worklist", "ingest"],
+        default=None,
+        help="run only this part: the worklist at scale, or ingest (ceilings, gateway, peer)",
     )
     args = p.parse_args()
     only_worklist = args.only == "worklist"
+    only_ingest = args.only == "ingest"
     concurrencies = [] if only_worklist else ([1, 10] if args.quick else [1, 10, 50])
     requests = {1: 100, 10: 300} if args.quick else {1: 300, 10: 1000, 50: 1000}
     sizes = (
@@ -240,6 +253,8 @@ def main() -> None:
         if args.sizes
         else ([10_000] if args.quick else [10_000, 100_000])
     )
+    if only_ingest:
+        sizes = []
     args.worklist_repeats = 30 if args.quick else 100
     res: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -260,7 +275,8 @@ def main() -> None:
         with ExitStack() as stack:
             url = stack.enter_context(make()) if make else f"sqlite:///{tempfile.mkdtemp()}/bench.db"
             b = backend(name, url, args, concurrencies, requests, sizes)
-            if only_worklist:
+            if only_worklist or only_ingest:
+                ratios(b["ingest"], res["ceilings"])
                 res["backends"].append(b)
                 continue
             v2url = stack.enter_context(make("benchv2")) if make else f"sqlite:///{tempfile.mkdtemp()}/v2.db"
@@ -272,6 +288,7 @@ def main() -> None:
         from benchmarks import peer
 
         res["peer"] = peer.run(concurrencies, requests)
+        peer_ratios(res["backends"], res["peer"].get("runs", []))
     if not args.no_profile and not only_worklist:
         from benchmarks.profile_referral import profile
 
