@@ -296,10 +296,11 @@ def main() -> None:
         res["profile"] = {"ms_per_referral": prof["ms_per_referral"]}
     res["elapsed_s"] = round(time.perf_counter() - t0, 1)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
-    (OUT / "results.md").write_text(markdown(res))
-    print((OUT / "results.md").read_text())
-    log(f"done in {res['elapsed_s']} s → {OUT / 'results.md'}")
+    stem = f"results-{args.only}" if args.only else "results"  # a partial run keeps the full results
+    (OUT / f"{stem}.json").write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
+    (OUT / f"{stem}.md").write_text(markdown(res))
+    print((OUT / f"{stem}.md").read_text())
+    log(f"done in {res['elapsed_s']} s → {OUT / f'{stem}.md'}")
 
 
 if __name__ == "__main__":

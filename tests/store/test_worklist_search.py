@@ -7,9 +7,15 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
+from alembic import command
+
 from fhir_gateway.fhir.search import SearchQuery, parse_search
 from fhir_gateway.store.database import Database
 from fhir_gateway.store.repository import Repository, Stored
+from fhir_gateway.store.tables import SearchIndexRow
+
+IX = SearchIndexRow.__table__
 
 WELFARE_A, WELFARE_B = "Organization/welzijn-a", "Organization/welzijn-b"
 PRACTICE = "Organization/praktijk-p"
@@ -118,3 +124,35 @@ def test_recipient_and_last_updated_inbox_pages_the_confined_matches(database: D
     query = parse_search("Communication", [("recipient", ROLE), ("_lastUpdated", f"lt{bound}")])
     query.compartment = PRACTICE
     assert _pages(database, query) == [[old[0].id, old[2].id, old[3].id]]
+
+
+def _pair_rows(database: Database) -> list[tuple[object, ...]]:
+    with database.engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(IX.c.resource_pk, IX.c.param, IX.c.value, IX.c.low, IX.c.high)
+                .where(IX.c.param.startswith("_lastUpdated|"))
+                .order_by(IX.c.resource_pk, IX.c.value)
+            )
+        ]
+
+
+def test_migration_0005_backfills_the_pair_rows_index_rows_writes(database: Database) -> None:
+    with database.connection(write=True) as s:
+        repo = Repository(s)
+        updated = _communication(repo, [ROLE, PRACTICE], PRACTICE)
+        repo.update({**updated.content, "status": "in-progress"})
+        _task(repo, WELFARE_A, "requested", WELFARE_A)
+        deleted = _communication(repo, [ROLE], PRACTICE)
+        repo.delete("Communication", deleted.id)
+    written = _pair_rows(database)
+    assert len(written) == 3  # two recipients of one Communication, one Task owner
+    config = database._alembic_config()
+    for step, target in ((command.downgrade, "0004"), (command.upgrade, "head")):
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            step(config, target)
+        if target == "0004":
+            assert _pair_rows(database) == []
+    assert _pair_rows(database) == written
