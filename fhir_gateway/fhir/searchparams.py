@@ -104,7 +104,7 @@ def references(value: Any, base_url: str = "") -> Iterator[str]:
 _RELATIVE_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
-@lru_cache(maxsize=16_384)  # pure; the same references recur in every resource of a referral
+@lru_cache(maxsize=4096)  # pure; the same references recur in every resource of a referral (~1.5 MB)
 def normalise_reference(ref: str, base_url: str = "") -> str | None:
     """`Task/1`, `https://us/fhir/Task/1`, `Task/1/_history/2` → `Task/1`; contained (`#x`) → None.
 
