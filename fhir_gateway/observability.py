@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from fhir_gateway.fhir.models import is_known_type
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 
@@ -88,18 +90,57 @@ class Metrics:
         )
 
 
+_FIXED_SEGMENTS = frozenset(
+    {"metadata", "_history", "_search", "$validate", "$process-message", "$wor-report", "$status", "$events"}
+)
+_MAX_LABELS = 512
+_labels: set[str] = set()
+_TOP_LEVEL = frozenset(
+    {
+        "auth",
+        "v2",
+        "admin",
+        "console",
+        "docs",
+        "redoc",
+        "openapi.json",
+        "healthz",
+        "readyz",
+        "metrics",
+        ".well-known",
+    }
+)
 _ID_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-.]{1,64})$")
 
 
 def route_label(path: str) -> str:
-    """`/fhir/Task/123/_history/2` → `/fhir/Task/{id}/_history/{vid}` (bounded cardinality, no ids)."""
+    """The metrics/log label of a path: its shape without ids, and at most `_MAX_LABELS` different
+    ones, so requests to made-up paths cannot grow the metrics without bound."""
+    label = _route_shape(path)
+    if label not in _labels:
+        if len(_labels) >= _MAX_LABELS:
+            return "/{other}"
+        _labels.add(label)
+    return label
+
+
+def _route_shape(path: str) -> str:
+    """`/fhir/Task/123/_history/2` → `/fhir/Task/{id}/_history/{vid}` (no ids)."""
     parts = [p for p in path.split("/") if p]
     if not parts or parts[0] != "fhir":
-        return "/" + "/".join(parts[:2]) if parts else "/"
+        if not parts:
+            return "/"
+        if parts[0] not in _TOP_LEVEL:
+            return "/{other}"
+        return "/" + "/".join(
+            parts[:1] + [p if _ID_SEGMENT.match(p) and len(p) <= 40 else "{?}" for p in parts[1:2]]
+        )
     out = ["fhir"]
     for i, part in enumerate(parts[1:], start=1):
-        if part.startswith(("$", "_")) or part == "metadata" or (i == 1 and part[:1].isupper()):
-            out.append(part)
+        if i == 1 and part[:1].isupper():  # only real names: a label per made-up one is unbounded
+            out.append(part if is_known_type(part) else "{type}")
+        elif part.startswith(("$", "_")) or part == "metadata":
+            out.append(part if part in _FIXED_SEGMENTS else "{op}")
         elif out[-1] == "_history":
             out.append("{vid}")
         elif _ID_SEGMENT.match(part):
