@@ -232,6 +232,28 @@ def load(
     }
 
 
+def search_all(
+    client: httpx.Client, url: str, headers: dict[str, str], params: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Every match of a search, following `next` links (the checks after a load or fault run)."""
+    out: list[dict[str, Any]] = []
+    next_url: str | None = url
+    query: dict[str, str] | None = {"_count": "1000", **(params or {})}
+    while next_url:
+        r = client.get(next_url, params=query, headers=headers)
+        if r.status_code != 200:
+            raise RuntimeError(f"{next_url}: {r.status_code} {r.text[:300]}")
+        bundle = r.json()
+        out.extend(
+            e["resource"]
+            for e in bundle.get("entry", [])
+            if e.get("search", {}).get("mode", "match") == "match"
+        )
+        next_url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
+        query = None
+    return out
+
+
 def fhir_headers(tok: str | None = None) -> dict[str, str]:
     h = {"content-type": "application/fhir+json", "accept": "application/fhir+json"}
     if tok:

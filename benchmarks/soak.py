@@ -51,6 +51,7 @@ from benchmarks.harness import (
     percentiles,
     postgres_database,
     prepare_database,
+    search_all,
     token,
 )
 from tests.wor import DE_BRUG, GP_ROLE, WOR, milestone, referral_bundle
@@ -622,21 +623,7 @@ class Soak:
 
 
 def all_of(client: httpx.Client, rtype: str, headers: dict[str, str]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    url: str | None = f"/{rtype}"
-    params: dict[str, str] | None = {"_count": "1000"}
-    while url:
-        r = client.get(url, params=params, headers=headers)
-        r.raise_for_status()
-        bundle = r.json()
-        out.extend(
-            e["resource"]
-            for e in bundle.get("entry", [])
-            if e.get("search", {}).get("mode", "match") == "match"
-        )
-        url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
-        params = None
-    return out
+    return search_all(client, f"/{rtype}", headers)
 
 
 def kind_of(comm: dict[str, Any]) -> str:

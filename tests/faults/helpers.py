@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from benchmarks.harness import fhir_headers, token
+from benchmarks.harness import fhir_headers, search_all, token
 from tests.wor import referral_bundle
 
 REFERRAL_SYSTEM = "https://his.hadegeinoord.example.nl/verwijzing"
@@ -81,22 +81,8 @@ def all_of(
     base: str, headers: dict[str, str], rtype: str, params: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """Every resource of a type (follows `next` links)."""
-    out: list[dict[str, Any]] = []
-    url: str | None = f"{base}/fhir/{rtype}"
-    query: dict[str, str] | None = {"_count": "1000", **(params or {})}
     with httpx.Client(timeout=60) as client:
-        while url:
-            r = client.get(url, params=query, headers=headers)
-            assert r.status_code == 200, r.text
-            bundle = r.json()
-            out.extend(
-                e["resource"]
-                for e in bundle.get("entry", [])
-                if e.get("search", {}).get("mode", "match") == "match"
-            )
-            url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
-            query = None
-    return out
+        return search_all(client, f"{base}/fhir/{rtype}", headers, params)
 
 
 def store_audit(base: str, env: dict[str, str]) -> dict[str, Any]:
