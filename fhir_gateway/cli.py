@@ -13,6 +13,7 @@ import orjson
 
 from fhir_gateway import __version__
 from fhir_gateway.delivery import events as delivery_events
+from fhir_gateway.malloc import limit_arenas
 from fhir_gateway.observability import configure_logging
 from fhir_gateway.settings import Settings
 
@@ -95,6 +96,7 @@ def serve(
 
     settings = _settings(ctx)
     configure_logging(settings.log_level, settings.log_json)
+    limit_arenas()  # before the threadpool exists; see fhir_gateway.malloc
     _prepare_database(settings, load_examples=settings.load_examples and not no_examples)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database_url
     os.environ["GATEWAY_WORKER_IN_APP"] = "true" if worker else "false"
