@@ -56,16 +56,18 @@ class _Compiled:
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
         return {
-            c: (f(v) if f else v)
-            for c, v, f in zip(self.columns, raw, self.result_processors, strict=True)
+            c: (f(v) if f else v) for c, v, f in zip(self.columns, raw, self.result_processors, strict=True)
         }
 
 
 class Prepared:
-    """One statement with a fixed set of parameter names; compiled lazily per dialect."""
+    """One statement with a fixed set of parameter names; compiled lazily per dialect. An INSERT
+    takes every column but the primary key unless `keys` names the ones it sets."""
 
     def __init__(self, stmt: sa.Executable, keys: Sequence[str] = ()) -> None:
         self.stmt = stmt
+        if not keys and isinstance(stmt, sa.Insert):
+            keys = [c.key for c in stmt.table.c if not c.primary_key]
         self.keys = tuple(keys)
         self._by_dialect: dict[str, _Compiled] = {}
 

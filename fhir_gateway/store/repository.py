@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,26 +32,10 @@ IX = SearchIndexRow.__table__
 OUT = OutboxRow.__table__
 
 # The hot statements, compiled once per dialect and run on the driver (see `prepared`).
-_RESOURCE_KEYS = ("resource_type", "id", "version_id", "last_updated", "deleted", "content")
-_INSERT_RESOURCE = Prepared(sa.insert(R).returning(R.c.pk), _RESOURCE_KEYS)
-_INSERT_HISTORY = Prepared(sa.insert(H), (*_RESOURCE_KEYS, "method"))
-_INDEX_KEYS = ("resource_pk", "resource_type", "param", "system", "value", "text", "low", "high")
-_INSERT_INDEX = Prepared(sa.insert(IX), _INDEX_KEYS)
-_INSERT_OUTBOX = Prepared(
-    sa.insert(OUT),
-    (
-        "event_id",
-        "kind",
-        "destination",
-        "subject",
-        "payload",
-        "status",
-        "attempts",
-        "created_at",
-        "next_attempt_at",
-        "last_error",
-    ),
-)
+_INSERT_RESOURCE = Prepared(sa.insert(R).returning(R.c.pk))
+_INSERT_HISTORY = Prepared(sa.insert(H))
+_INSERT_INDEX = Prepared(sa.insert(IX))
+_INSERT_OUTBOX = Prepared(sa.insert(OUT))
 _UPDATE_RESOURCE = Prepared(
     sa.update(R)
     .where(R.c.pk == sa.bindparam("b_pk"))
@@ -389,16 +373,13 @@ class Repository:
     def _reindex(self, resource_type: str, content: dict[str, Any], pk: int, replace: bool = False) -> None:
         if replace:
             _DELETE_INDEX.rows(self.session, {"b_pk": pk})
-        _INSERT_INDEX.many(
-            self.session, index_rows(resource_type, content, pk, self.base_url)
-        )
+        _INSERT_INDEX.many(self.session, index_rows(resource_type, content, pk, self.base_url))
 
     # -- reads -----------------------------------------------------------------------------------
     def _current_row(self, resource_type: str, rid: str, lock: bool = False) -> Stored | None:
         cached = self._rows.get((resource_type, rid))
         if cached is not None and (cached[2] or not lock):
-            s, content, _ = cached
-            return Stored(s.resource_type, s.id, s.version_id, s.last_updated, s.deleted, orjson.loads(content), s.pk)
+            return replace(cached[0], content=orjson.loads(cached[1]), method="")
         stmt = _SELECT_CURRENT_FOR_UPDATE if lock else _SELECT_CURRENT
         row = stmt.first(self.session, {"b_type": resource_type, "b_id": rid})
         if row is None:
@@ -443,20 +424,6 @@ class Repository:
         if stored.deleted:
             raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
         return stored
-
-    def find_by_token(self, resource_type: str, param: str, system: str, code: str, limit: int) -> list[Stored]:
-        """`Type?param=system|code` without the general search's statement building: the lookup
-        behind every conditional create and resend check (one indexed probe)."""
-        found = [
-            _stored_from(row)
-            for row in _SELECT_BY_TOKEN.rows(
-                self.session,
-                {"b_type": resource_type, "b_param": param, "b_value": code, "b_system": system, "b_limit": limit},
-            )
-        ]
-        for stored in found:
-            self._remember(stored, False)
-        return found
 
     def read_many(self, references: list[str]) -> list[Stored]:
         """Current, non-deleted resources for `Type/id` references (unknown ones skipped)."""
@@ -504,14 +471,10 @@ class Repository:
         decides which _include/_revinclude resources may join them. The SQL is `search_sql`'s."""
         if query.summary_count:
             return SearchPage([], total=self.count(query))
-        rows = (
-            self.session.execute(search_sql.page_statement(query, self.session.dialect.name)).all()
-            if query.count
-            else []
-        )
-        matches = [_stored(r) for r in rows[: query.count]]
+        found = self._page_rows(query) if query.count else []
+        matches = found[: query.count]
         page = SearchPage(matches)
-        if len(rows) > query.count and matches:
+        if len(found) > query.count and matches:
             last = matches[-1]
             page.next_cursor = search_sql.next_cursor(query, last.pk, last.last_updated, last.id)
         if query.total:
@@ -523,6 +486,25 @@ class Repository:
                 if include_filter is None or include_filter(s)
             ]
         return page
+
+    def _page_rows(self, query: SearchQuery) -> list[Stored]:
+        """Up to count + 1 matches (one more tells whether a next page exists)."""
+        probe = search_sql.token_probe(query)
+        if probe is None:
+            statement = search_sql.page_statement(query, self.session.dialect.name)
+            return [_stored(r) for r in self.session.execute(statement).all()]
+        param, system, code = probe
+        params = {
+            "b_type": query.resource_type,
+            "b_param": param,
+            "b_value": code,
+            "b_system": system,
+            "b_limit": query.count + 1,
+        }
+        found = [_stored_from(row) for row in _SELECT_BY_TOKEN.rows(self.session, params)]
+        for stored in found:
+            self._remember(stored, False)
+        return found
 
     def count(self, query: SearchQuery) -> int:
         return int(self.session.execute(search_sql.count_statement(query)).scalar_one())

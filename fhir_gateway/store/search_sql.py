@@ -231,6 +231,29 @@ def include_targets(inc: Include, values: list[str | None]) -> list[str]:
     return [v for v in values if v and (inc.target_type is None or v.startswith(inc.target_type + "/"))]
 
 
+def token_probe(query: SearchQuery) -> tuple[str, str, str] | None:
+    """(param, system, code) when the search is exactly `param=system|code`, first page in pk
+    order, nothing else asked: the lookup behind every conditional create and resend check,
+    which `Repository` answers with one prepared probe instead of building this module's SQL."""
+    if (
+        len(query.conditions) != 1
+        or query.compartment is not None
+        or query.cursor is not None
+        or query.sort_by != "_pk"
+        or query.sort_desc
+        or query.includes
+        or query.total
+    ):
+        return None
+    cond = query.conditions[0]
+    if cond.kind != "token" or cond.modifier is not None or len(cond.values) != 1:
+        return None
+    value = cond.values[0]
+    if not isinstance(value, TokenValue) or not value.system or value.code is None:
+        return None
+    return cond.name, value.system, value.code
+
+
 def driving_value(query: SearchQuery) -> tuple[str, str] | None:
     """A single-valued reference condition (owner=X, recipient=Y, …) or else the compartment:
     each resource has at most one index row for it, so joining on it yields no duplicates."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.mapping import referral_inputs
 from fhir_gateway.routing import Route, route
@@ -108,7 +109,9 @@ def find_resend(repo: Repository, service_request: dict[str, Any]) -> Stored | N
         key = ("resend", criteria)  # asked twice per transaction Bundle: once is enough
         if key not in repo.memo:
             repo.lock(f"ServiceRequest?identifier={criteria}")
-            matches = repo.find_by_token("ServiceRequest", "identifier", system, value, 1)
+            query = parse_search("ServiceRequest", [("identifier", criteria)])
+            query.count = 1
+            matches = repo.search(query).matches
             repo.memo[key] = matches[0] if matches else None
         if repo.memo[key] is not None:
             return repo.memo[key]

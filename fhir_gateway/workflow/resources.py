@@ -15,7 +15,7 @@ import jsonpatch
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, NotFound, error
 from fhir_gateway.fhir.search import SearchQuery, parse_search
-from fhir_gateway.fhir.searchparams import format_instant, load_search_params, normalise_reference, utc_now
+from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
 from fhir_gateway.observability import request_id_var
 from fhir_gateway.security.audit import PERSONAL_TYPES, AuditTrail
 from fhir_gateway.security.compartments import (
@@ -186,12 +186,10 @@ class ResourceService:
                 ],
             )
         self.repo.lock(f"{resource_type}?{criteria}")
-        matches = _identifier_match(self.repo, resource_type, params)
-        if matches is None:
-            query = parse_search(resource_type, params, strict=True)
-            query.count = 2
-            matches = self.repo.search(query).matches
-        if len(matches) > 1:
+        query = parse_search(resource_type, params, strict=True)
+        query.count = 2
+        page = self.repo.search(query)
+        if len(page.matches) > 1:
             raise FhirError(
                 412,
                 [
@@ -202,7 +200,7 @@ class ResourceService:
                     )
                 ],
             )
-        return matches[0] if matches else None
+        return page.matches[0] if page.matches else None
 
     def update(
         self, resource_type: str, rid: str, resource: Any, *, if_match: int | None = None
@@ -386,15 +384,3 @@ def _with_owner(subscription: dict[str, Any], organization: str) -> dict[str, An
 
 def _query_params(criteria: str) -> list[tuple[str, str]]:
     return parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
-
-
-def _identifier_match(repo: Repository, resource_type: str, params: list[tuple[str, str]]) -> list[Stored] | None:
-    """The common criteria `identifier=system|value` as one indexed probe (None: other criteria,
-    for the general search). Same rows as the search would give: token system and code equal."""
-    indexed = load_search_params().get(resource_type, {}).get("identifier")
-    if len(params) != 1 or params[0][0] != "identifier" or indexed is None or indexed.type != "token":
-        return None
-    system, bar, code = params[0][1].partition("|")
-    if not (bar and system and code) or "|" in code or "\\" in params[0][1] or "," in code:
-        return None
-    return repo.find_by_token(resource_type, "identifier", system, code, 2)
