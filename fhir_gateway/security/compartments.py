@@ -69,16 +69,12 @@ class CompartmentKeeper:
         content = task.content
         orgs = {_ref(repo, content.get("owner")), _practice(repo, directory, content.get("requester"))}
         orgs.discard(None)
-        repo.grant(task, orgs)  # type: ignore[arg-type]
         sr = _find(repo, content.get("focus"))
-        for related in (sr, _find(repo, content.get("for"))):
-            if related is not None:
-                repo.grant(related, orgs)  # type: ignore[arg-type]
+        related = [task, sr, _find(repo, content.get("for"))]
         if sr is not None:
-            for info in sr.content.get("supportingInfo", []):
-                consent = _find(repo, info)
-                if consent is not None and consent.resource_type == "Consent":
-                    repo.grant(consent, orgs)  # type: ignore[arg-type]
+            consents = (_find(repo, info) for info in sr.content.get("supportingInfo", []))
+            related += [c for c in consents if c is not None and c.resource_type == "Consent"]
+        repo.grant_all((r, orgs) for r in related if r is not None)  # type: ignore[misc]
 
     def _careplan(self, repo: Repository, plan: Stored, directory: Directory) -> None:
         for info in plan.content.get("supportingInfo", []):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.security.principal import Principal
@@ -142,7 +143,14 @@ def has_scope(scopes: Iterable[str], resource_type: str, interaction: str) -> bo
     """True when any of the scope strings (v1 or v2) allows `interaction` on `resource_type`.
     Unparseable strings allow nothing."""
     letter = _interaction(interaction)
-    return any(s.allows(resource_type, letter) for s in parse_scopes(scopes, strict=False))
+    granted = _granted(scopes) if isinstance(scopes, tuple) else _granted(tuple(scopes))
+    return any(s.allows(resource_type, letter) for s in granted)
+
+
+@lru_cache(maxsize=1024)
+def _granted(scopes: tuple[str, ...]) -> tuple[Scope, ...]:
+    """A token's scopes, parsed once: every interaction of every request asks (≈ 8 a referral)."""
+    return tuple(parse_scopes(scopes, strict=False))
 
 
 def require_scope(principal: Principal, resource_type: str, interaction: str) -> None:

@@ -262,24 +262,29 @@ class Repository:
 
     def grant(self, stored: Stored, organizations: Iterable[str]) -> None:
         """Let these organisations see the resource (kept across updates; admins see all)."""
-        known = self._compartments(stored.pk)
-        missing = set(organizations) - known - {""}
-        if missing:
-            _INSERT_INDEX.many(
-                self.session,
-                [
-                    _full_index_row(
-                        {
-                            "resource_pk": stored.pk,
-                            "resource_type": stored.resource_type,
-                            "param": COMPARTMENT,
-                            "value": org,
-                        }
-                    )
-                    for org in sorted(missing)
-                ],
+        self.grant_all([(stored, organizations)])
+
+    def grant_all(self, grants: Iterable[tuple[Stored, Iterable[str]]]) -> None:
+        """Several grants in one statement: a new Task opens its referral, patient and consent to
+        the same organisations (one round trip instead of four on PostgreSQL)."""
+        rows: list[dict[str, Any]] = []
+        for stored, organizations in grants:
+            known = self._compartments(stored.pk)
+            missing = set(organizations) - known - {""}
+            rows.extend(
+                _full_index_row(
+                    {
+                        "resource_pk": stored.pk,
+                        "resource_type": stored.resource_type,
+                        "param": COMPARTMENT,
+                        "value": org,
+                    }
+                )
+                for org in sorted(missing)
             )
             known.update(missing)
+        if rows:
+            _INSERT_INDEX.many(self.session, rows)
 
     def revoke(self, stored: Stored, organizations: Iterable[str]) -> None:
         """Take visibility away again (consent withdrawn)."""
