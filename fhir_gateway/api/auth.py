@@ -7,6 +7,7 @@ Default deny: every path needs a valid access token except the short public list
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,12 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fhir_gateway.api.ratelimit import TokenBuckets, address_key, send_throttled
 from fhir_gateway.fhir.outcome import error, operation_outcome
 from fhir_gateway.security.authn import (
     BearerError,
     OAuthError,
     authenticate_bearer,
     exchange_client_credentials,
+    presented_token,
 )
 from fhir_gateway.security.clients import ASSERTION_ALGORITHMS, get_client
 from fhir_gateway.security.principal import Principal
@@ -158,12 +161,27 @@ class BearerAuthMiddleware:
     """Pure ASGI middleware: verify `Authorization: Bearer`, set `request.state.principal`.
 
     With `insecure_dev`, a request *without* an Authorization header acts as an admin — for local
-    experiments only; a token that is sent is still verified."""
+    experiments only; a token that is sent is still verified.
 
-    def __init__(self, app: ASGIApp, tokens: TokenService, insecure_dev: bool = False) -> None:
+    With `failures` (token buckets per source address), every failed authentication is charged
+    to its address, and once that bucket is empty a request whose token is not already known to
+    be valid gets 429 before its signature is checked: a flood of bad tokens costs at most the
+    budget's worth of signature checks. Tokens verified before (`TokenService.is_known`) never
+    wait; a valid new token from a throttled address does, until the bucket refills."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: TokenService,
+        insecure_dev: bool = False,
+        failures: TokenBuckets | None = None,
+        on_throttle: Callable[[str], None] | None = None,
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.insecure_dev = insecure_dev
+        self.failures = failures
+        self.on_throttle = on_throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -183,19 +201,35 @@ class BearerAuthMiddleware:
             state["principal"] = INSECURE_DEV_PRINCIPAL
             await self.app(scope, receive, send)
             return
+        failures = self.failures
+        if failures is not None and not self.tokens.is_known(presented_token(header)):
+            wait = failures.peek(address_key(scope))
+            if wait > 0:
+                if self.on_throttle is not None:
+                    self.on_throttle("address")
+                await send_throttled(send, failures, "address", wait, "failed authentications")
+                return
         try:
             state["principal"] = authenticate_bearer(header, self.tokens)
         except BearerError as exc:
+            if failures is not None:
+                failures.take(address_key(scope))
             await _unauthorized(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
 def install_auth(
-    app: FastAPI, settings: Any, database: Database, tokens: TokenService | None = None
+    app: FastAPI,
+    settings: Any,
+    database: Database,
+    tokens: TokenService | None = None,
+    failures: TokenBuckets | None = None,
+    on_throttle: Callable[[str], None] | None = None,
 ) -> TokenService:
     """Mount discovery + token endpoint and the bearer middleware on `app`. Call it before adding
-    the request-context middleware, so 401s are logged and counted like any other response."""
+    the request-context middleware, so 401s are logged and counted like any other response.
+    `failures`: the budget of failed authentications per source address (None: unlimited)."""
     tokens = tokens or TokenService.from_settings(settings)
     insecure_dev = bool(getattr(settings, "insecure_dev", False))
     if insecure_dev:
@@ -205,5 +239,11 @@ def install_auth(
         )
     app.state.tokens = tokens
     app.include_router(build_auth_api(database, tokens, settings))
-    app.add_middleware(BearerAuthMiddleware, tokens=tokens, insecure_dev=insecure_dev)
+    app.add_middleware(
+        BearerAuthMiddleware,
+        tokens=tokens,
+        insecure_dev=insecure_dev,
+        failures=failures,
+        on_throttle=on_throttle,
+    )
     return tokens

@@ -193,6 +193,12 @@ def exchange_client_credentials(
     return tokens.issue(client, format_scopes(granted), now=now)
 
 
+def presented_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, "" for anything else."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def authenticate_bearer(authorization: str | None, tokens: TokenService) -> Principal:
     """`Authorization` header value → Principal, or `BearerError` (401)."""
     if not authorization or not authorization.strip():
