@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fhir_gateway import __version__
 from fhir_gateway.api import operations
 from fhir_gateway.api.admin_outbox import build_admin_outbox_api
-from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, TOKEN_PATH, install_auth
+from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, NO_STORE, TOKEN_PATH, install_auth, oauth_too_large
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.console import build_console_api
@@ -75,7 +75,7 @@ def install_limits(app: FastAPI, settings: Settings, metrics: Metrics) -> TokenB
         BodyLimitMiddleware,
         limits=[
             BodyLimit("/v2", settings.max_v2_message_bytes, too_large_ack),
-            BodyLimit(TOKEN_PATH, MAX_TOKEN_REQUEST_BYTES),
+            BodyLimit(TOKEN_PATH, MAX_TOKEN_REQUEST_BYTES, oauth_too_large, tuple(NO_STORE.items())),
             BodyLimit("/", settings.max_body_bytes),
         ],
     )
@@ -83,7 +83,12 @@ def install_limits(app: FastAPI, settings: Settings, metrics: Metrics) -> TokenB
     if rate <= 0:
         return None
     buckets = TokenBuckets(rate, settings.rate_limit_burst or math.ceil(2 * rate))
-    app.add_middleware(RateLimitMiddleware, buckets=buckets, on_throttle=_counter(metrics))
+    app.add_middleware(
+        RateLimitMiddleware,
+        buckets=buckets,
+        on_throttle=_counter(metrics),
+        oauth_paths=frozenset({TOKEN_PATH}),
+    )
     failures = settings.rate_limit_auth_failures_per_second
     return TokenBuckets(failures, math.ceil(2 * failures)) if failures > 0 else None
 

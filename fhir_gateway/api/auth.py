@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_gateway.api.ratelimit import TokenBuckets, address_key, send_throttled
+from fhir_gateway.api.router import unavailable_error
 from fhir_gateway.fhir.outcome import error, operation_outcome
 from fhir_gateway.security.authn import (
     BearerError,
@@ -30,7 +31,7 @@ from fhir_gateway.security.authn import (
 from fhir_gateway.security.clients import ASSERTION_ALGORITHMS, get_client
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.tokens import TokenService
-from fhir_gateway.store.database import Database
+from fhir_gateway.store.database import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,16 @@ def smart_configuration(token_url: str) -> dict[str, Any]:
     }
 
 
-def _oauth_error(exc: OAuthError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
+def oauth_error_response(exc: OAuthError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Every error of the token endpoint: RFC 6749 §5.2 JSON, never cached (not an OperationOutcome:
+    OAuth clients parse `error`)."""
+    return JSONResponse(exc.body(), status_code=exc.status, headers={**NO_STORE, **(headers or {})})
+
+
+def oauth_too_large(limit: int, _prefix: bytes) -> tuple[str, bytes]:
+    """The body limit's 413 for the token endpoint (`BodyLimit.refuse`)."""
+    exc = OAuthError("invalid_request", f"the request body exceeds {limit} bytes (the limit)", 413)
+    return "application/json", orjson.dumps(exc.body())
 
 
 def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> APIRouter:
@@ -113,14 +122,16 @@ def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> A
     async def token(request: Request) -> Response:
         content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
-            return _oauth_error(OAuthError("invalid_request", "send application/x-www-form-urlencoded"))
+            return oauth_error_response(
+                OAuthError("invalid_request", "send application/x-www-form-urlencoded")
+            )
         raw = await request.body()
-        if len(raw) > MAX_TOKEN_REQUEST_BYTES:
-            return _oauth_error(OAuthError("invalid_request", "request body too large"))
+        if len(raw) > MAX_TOKEN_REQUEST_BYTES:  # the body limit refuses it first; kept as a guard
+            return oauth_error_response(OAuthError("invalid_request", "request body too large", 413))
         try:
             form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
         except (UnicodeDecodeError, ValueError):
-            return _oauth_error(OAuthError("invalid_request", "the form body cannot be parsed"))
+            return oauth_error_response(OAuthError("invalid_request", "the form body cannot be parsed"))
         audience = token_endpoint_url(request, settings)
         try:
             issued = await run_in_threadpool(
@@ -133,7 +144,15 @@ def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> A
             )
         except OAuthError as exc:
             log.warning("token request refused: %s (%s)", exc.error, exc.description, extra={"event": "auth"})
-            return _oauth_error(exc)
+            return oauth_error_response(exc)
+        except DatabaseUnavailable as exc:  # client lookup or jti record: down, full, read-only
+            refused = unavailable_error(exc)  # logs it; the same Retry-After as the FHIR API
+            return oauth_error_response(
+                OAuthError("temporarily_unavailable", refused.message, 503), refused.headers
+            )
+        except Exception:  # a bug: still an OAuth answer, the traceback in the log
+            log.exception("token request failed")
+            return oauth_error_response(OAuthError("server_error", "the token request failed", 500))
         return JSONResponse(issued.response(), headers=NO_STORE)
 
     return api

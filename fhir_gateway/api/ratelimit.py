@@ -76,33 +76,41 @@ def client_key(scope: Scope) -> tuple[str, str]:
 
 
 async def send_throttled(
-    send: Send, buckets: TokenBuckets, kind: str, wait: float, what: str = "requests"
+    send: Send, buckets: TokenBuckets, kind: str, wait: float, what: str = "requests", oauth: bool = False
 ) -> None:
-    """429 + `Retry-After` (whole seconds) + an OperationOutcome `throttled`."""
+    """429 + `Retry-After` (whole seconds) + an OperationOutcome `throttled`; with `oauth` (the
+    token endpoint) an RFC 6749 §5.2 body instead, `temporarily_unavailable`, not to be cached."""
     retry_after = max(1, math.ceil(wait))
     text = (
         f"Too many {what} from this {kind}: at most {buckets.rate:g} per second "
         f"(bursts of {buckets.burst}); retry after {retry_after} s"
     )
-    body = orjson.dumps(operation_outcome([error("throttled", text)]))
-    headers = [
-        (b"content-type", b"application/fhir+json; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode()),
-    ]
+    if oauth:
+        body = orjson.dumps({"error": "temporarily_unavailable", "error_description": text})
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    else:
+        body = orjson.dumps(operation_outcome([error("throttled", text)]))
+        headers = [(b"content-type", b"application/fhir+json; charset=utf-8")]
+    headers += [(b"content-length", str(len(body)).encode()), (b"retry-after", str(retry_after).encode())]
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 class RateLimitMiddleware:
-    """Pure ASGI, inside the bearer middleware (it needs the principal): 429 past the budget."""
+    """Pure ASGI, inside the bearer middleware (it needs the principal): 429 past the budget.
+    On `oauth_paths` (the token endpoint) the 429 is an OAuth error, not an OperationOutcome."""
 
     def __init__(
-        self, app: ASGIApp, buckets: TokenBuckets, on_throttle: Callable[[str], None] | None = None
+        self,
+        app: ASGIApp,
+        buckets: TokenBuckets,
+        on_throttle: Callable[[str], None] | None = None,
+        oauth_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.buckets = buckets
         self.on_throttle = on_throttle
+        self.oauth_paths = oauth_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
@@ -115,4 +123,4 @@ class RateLimitMiddleware:
             return
         if self.on_throttle is not None:
             self.on_throttle(kind)
-        await send_throttled(send, self.buckets, kind, wait)
+        await send_throttled(send, self.buckets, kind, wait, oauth=scope["path"] in self.oauth_paths)
