@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fhir_gateway import __version__
 from fhir_gateway.api import operations
 from fhir_gateway.api.admin_outbox import build_admin_outbox_api
-from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, TOKEN_PATH, install_auth
+from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, NO_STORE, TOKEN_PATH, install_auth, oauth_too_large
 from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.console import build_console_api
@@ -67,25 +67,34 @@ def _start_worker(ctx: GatewayContext) -> tuple[threading.Event, threading.Threa
     return stop, thread
 
 
-def install_limits(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+def install_limits(app: FastAPI, settings: Settings, metrics: Metrics) -> TokenBuckets | None:
     """Body size limits per path (checked while the body streams) and the per-client rate limit,
-    which sits outside them so a throttled request is answered without reading its body."""
+    which sits outside them so a throttled request is answered without reading its body. Returns
+    the budget of failed authentications per address for the bearer middleware (None: off)."""
     app.add_middleware(
         BodyLimitMiddleware,
         limits=[
             BodyLimit("/v2", settings.max_v2_message_bytes, too_large_ack),
-            BodyLimit(TOKEN_PATH, MAX_TOKEN_REQUEST_BYTES),
+            BodyLimit(TOKEN_PATH, MAX_TOKEN_REQUEST_BYTES, oauth_too_large, tuple(NO_STORE.items())),
             BodyLimit("/", settings.max_body_bytes),
         ],
     )
     rate = settings.rate_limit_per_second
-    if rate > 0:
-        buckets = TokenBuckets(rate, settings.rate_limit_burst or math.ceil(2 * rate))
-        app.add_middleware(
-            RateLimitMiddleware,
-            buckets=buckets,
-            on_throttle=lambda kind: metrics.throttled.labels(kind).inc(),
-        )
+    if rate <= 0:
+        return None
+    buckets = TokenBuckets(rate, settings.rate_limit_burst or math.ceil(2 * rate))
+    app.add_middleware(
+        RateLimitMiddleware,
+        buckets=buckets,
+        on_throttle=_counter(metrics),
+        oauth_paths=frozenset({TOKEN_PATH}),
+    )
+    failures = settings.rate_limit_auth_failures_per_second
+    return TokenBuckets(failures, math.ceil(2 * failures)) if failures > 0 else None
+
+
+def _counter(metrics: Metrics) -> Callable[[str], None]:
+    return lambda kind: metrics.throttled.labels(kind).inc()
 
 
 def create_app(settings: Settings | None = None, ctx: GatewayContext | None = None) -> FastAPI:
@@ -123,7 +132,8 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.include_router(build_console_api(ctx, settings))
     install_error_handlers(app)  # FastAPI's own errors and a refusing store outside /fhir: OperationOutcome
     install_openapi(app)
-    install_limits(app, settings, metrics)  # before install_auth: runs inside it, sees the principal
-    install_auth(app, settings, ctx.database)
+    # install_limits before install_auth: the rate limit runs inside it and sees the principal
+    failures = install_limits(app, settings, metrics)
+    install_auth(app, settings, ctx.database, failures=failures, on_throttle=_counter(metrics))
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -31,6 +31,9 @@ class Settings:
     max_v2_message_bytes: int = 1024 * 1024  # POST /v2 and the MLLP listener
     rate_limit_per_second: float = 200  # per client id (source address when unauthenticated); 0 = off
     rate_limit_burst: int = 400  # bucket size (0: twice the rate)
+    # failed authentications per source address (bucket: twice the rate); 0 = off, and off with
+    # rate_limit_per_second = 0. Small: a well-behaved client fails once per expired token at most
+    rate_limit_auth_failures_per_second: float = 5
     insecure_dev: bool = False  # requests without a token act as admin: developer machines only
     token_key: str = ""  # gateway signing key: private JWK, JWK Set or PEM (from a secret store)
     token_key_file: str = ""  # ... or a file holding it; none: a dev key under ./var/ (SQLite only)

@@ -7,6 +7,7 @@ Default deny: every path needs a valid access token except the short public list
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,17 +18,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fhir_gateway.api.ratelimit import TokenBuckets, address_key, send_throttled
+from fhir_gateway.api.router import unavailable_error
 from fhir_gateway.fhir.outcome import error, operation_outcome
 from fhir_gateway.security.authn import (
     BearerError,
     OAuthError,
     authenticate_bearer,
     exchange_client_credentials,
+    presented_token,
 )
 from fhir_gateway.security.clients import ASSERTION_ALGORITHMS, get_client
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.tokens import TokenService
-from fhir_gateway.store.database import Database
+from fhir_gateway.store.database import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +96,16 @@ def smart_configuration(token_url: str) -> dict[str, Any]:
     }
 
 
-def _oauth_error(exc: OAuthError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
+def oauth_error_response(exc: OAuthError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Every error of the token endpoint: RFC 6749 §5.2 JSON, never cached (not an OperationOutcome:
+    OAuth clients parse `error`)."""
+    return JSONResponse(exc.body(), status_code=exc.status, headers={**NO_STORE, **(headers or {})})
+
+
+def oauth_too_large(limit: int, _prefix: bytes) -> tuple[str, bytes]:
+    """The body limit's 413 for the token endpoint (`BodyLimit.refuse`)."""
+    exc = OAuthError("invalid_request", f"the request body exceeds {limit} bytes (the limit)", 413)
+    return "application/json", orjson.dumps(exc.body())
 
 
 def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> APIRouter:
@@ -110,14 +122,16 @@ def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> A
     async def token(request: Request) -> Response:
         content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
-            return _oauth_error(OAuthError("invalid_request", "send application/x-www-form-urlencoded"))
+            return oauth_error_response(
+                OAuthError("invalid_request", "send application/x-www-form-urlencoded")
+            )
         raw = await request.body()
-        if len(raw) > MAX_TOKEN_REQUEST_BYTES:
-            return _oauth_error(OAuthError("invalid_request", "request body too large"))
+        if len(raw) > MAX_TOKEN_REQUEST_BYTES:  # the body limit refuses it first; kept as a guard
+            return oauth_error_response(OAuthError("invalid_request", "request body too large", 413))
         try:
             form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
         except (UnicodeDecodeError, ValueError):
-            return _oauth_error(OAuthError("invalid_request", "the form body cannot be parsed"))
+            return oauth_error_response(OAuthError("invalid_request", "the form body cannot be parsed"))
         audience = token_endpoint_url(request, settings)
         try:
             issued = await run_in_threadpool(
@@ -130,7 +144,15 @@ def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> A
             )
         except OAuthError as exc:
             log.warning("token request refused: %s (%s)", exc.error, exc.description, extra={"event": "auth"})
-            return _oauth_error(exc)
+            return oauth_error_response(exc)
+        except DatabaseUnavailable as exc:  # client lookup or jti record: down, full, read-only
+            refused = unavailable_error(exc)  # logs it; the same Retry-After as the FHIR API
+            return oauth_error_response(
+                OAuthError("temporarily_unavailable", refused.message, 503), refused.headers
+            )
+        except Exception:  # a bug: still an OAuth answer, the traceback in the log
+            log.exception("token request failed")
+            return oauth_error_response(OAuthError("server_error", "the token request failed", 500))
         return JSONResponse(issued.response(), headers=NO_STORE)
 
     return api
@@ -158,12 +180,27 @@ class BearerAuthMiddleware:
     """Pure ASGI middleware: verify `Authorization: Bearer`, set `request.state.principal`.
 
     With `insecure_dev`, a request *without* an Authorization header acts as an admin — for local
-    experiments only; a token that is sent is still verified."""
+    experiments only; a token that is sent is still verified.
 
-    def __init__(self, app: ASGIApp, tokens: TokenService, insecure_dev: bool = False) -> None:
+    With `failures` (token buckets per source address), every failed authentication is charged
+    to its address, and once that bucket is empty a request whose token is not already known to
+    be valid gets 429 before its signature is checked: a flood of bad tokens costs at most the
+    budget's worth of signature checks. Tokens verified before (`TokenService.is_known`) never
+    wait; a valid new token from a throttled address does, until the bucket refills."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: TokenService,
+        insecure_dev: bool = False,
+        failures: TokenBuckets | None = None,
+        on_throttle: Callable[[str], None] | None = None,
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.insecure_dev = insecure_dev
+        self.failures = failures
+        self.on_throttle = on_throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -183,19 +220,35 @@ class BearerAuthMiddleware:
             state["principal"] = INSECURE_DEV_PRINCIPAL
             await self.app(scope, receive, send)
             return
+        failures = self.failures
+        if failures is not None and not self.tokens.is_known(presented_token(header)):
+            wait = failures.peek(address_key(scope))
+            if wait > 0:
+                if self.on_throttle is not None:
+                    self.on_throttle("address")
+                await send_throttled(send, failures, "address", wait, "failed authentications")
+                return
         try:
             state["principal"] = authenticate_bearer(header, self.tokens)
         except BearerError as exc:
+            if failures is not None:
+                failures.take(address_key(scope))
             await _unauthorized(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
 def install_auth(
-    app: FastAPI, settings: Any, database: Database, tokens: TokenService | None = None
+    app: FastAPI,
+    settings: Any,
+    database: Database,
+    tokens: TokenService | None = None,
+    failures: TokenBuckets | None = None,
+    on_throttle: Callable[[str], None] | None = None,
 ) -> TokenService:
     """Mount discovery + token endpoint and the bearer middleware on `app`. Call it before adding
-    the request-context middleware, so 401s are logged and counted like any other response."""
+    the request-context middleware, so 401s are logged and counted like any other response.
+    `failures`: the budget of failed authentications per source address (None: unlimited)."""
     tokens = tokens or TokenService.from_settings(settings)
     insecure_dev = bool(getattr(settings, "insecure_dev", False))
     if insecure_dev:
@@ -205,5 +258,11 @@ def install_auth(
         )
     app.state.tokens = tokens
     app.include_router(build_auth_api(database, tokens, settings))
-    app.add_middleware(BearerAuthMiddleware, tokens=tokens, insecure_dev=insecure_dev)
+    app.add_middleware(
+        BearerAuthMiddleware,
+        tokens=tokens,
+        insecure_dev=insecure_dev,
+        failures=failures,
+        on_throttle=on_throttle,
+    )
     return tokens

@@ -3,7 +3,8 @@
 The router turns every failure on `/fhir` into an OperationOutcome itself. Outside it, FastAPI and
 Starlette answer with `{"detail": …}`: an unknown path (`/admin/outbox/a/b/retry`), a wrong
 method, a query parameter of the wrong type (`/admin/outbox?limit=x`), and a store that refuses
-under the token endpoint or the console. These handlers give those the same shape.
+under the console. These handlers give those the same shape — except on the OAuth token
+endpoint, whose clients expect RFC 6749 errors (`GET /auth/token`: 405 `invalid_request`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fhir_gateway.api.auth import TOKEN_PATH, oauth_error_response
 from fhir_gateway.api.http import fhir_response
 from fhir_gateway.api.router import error_response, unavailable_error
 from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.security.authn import OAuthError
 from fhir_gateway.store.database import DatabaseUnavailable
 
 _CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported", 429: "throttled"}
@@ -27,9 +30,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DatabaseUnavailable, _unavailable)
 
 
-async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     code = _CODES.get(exc.status_code, "processing")
     text = exc.detail if isinstance(exc.detail, str) else f"HTTP {exc.status_code}"
+    if request.scope.get("path") == TOKEN_PATH:
+        oauth = OAuthError("invalid_request", text, exc.status_code)
+        return oauth_error_response(oauth, dict(exc.headers or {}))
     return fhir_response(
         error_response(FhirError(exc.status_code, [error(code, text)], dict(exc.headers or {})))
     )

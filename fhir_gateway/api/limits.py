@@ -39,11 +39,13 @@ def outcome_refusal(limit: int, _prefix: bytes) -> tuple[str, bytes]:
 
 @dataclass(frozen=True, slots=True)
 class BodyLimit:
-    """Bodies on paths starting with `prefix` may hold at most `max_bytes` (0: no limit)."""
+    """Bodies on paths starting with `prefix` may hold at most `max_bytes` (0: no limit);
+    `headers` go with the 413 (the token endpoint's `Cache-Control: no-store`)."""
 
     prefix: str
     max_bytes: int
     refuse: Refusal = outcome_refusal
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class BodyLimitMiddleware:
@@ -121,6 +123,7 @@ async def _answer(send: Send, limit: BodyLimit, prefix: bytes) -> None:
                 (b"content-type", media_type.encode("latin-1")),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),  # the rest of the body is never read
+                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in limit.headers),
             ],
         }
     )

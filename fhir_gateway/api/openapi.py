@@ -51,6 +51,14 @@ ERRORS = {
     "422": "Not valid against the base specification or the WoR profiles (OperationOutcome with expression)",
     "428": "Task updates need If-Match",
 }
+# the token endpoint's errors (RFC 6749 §5.2 bodies, Cache-Control: no-store)
+OAUTH_ERRORS = {
+    "400": "invalid_request / unsupported_grant_type / invalid_scope",
+    "401": "invalid_client (also a replayed client_assertion jti)",
+    "413": "invalid_request: the body exceeds 64 KiB",
+    "429": "temporarily_unavailable: too many requests from this address (Retry-After)",
+    "503": "temporarily_unavailable: the store refuses (Retry-After)",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -343,8 +351,13 @@ def _system_paths(
                         "description": "Access token (at most 5 minutes)",
                         "content": {"application/json": {"schema": _ref("TokenResponse")}},
                     },
-                    "400": {"description": "invalid_request / invalid_grant / invalid_scope"},
-                    "401": {"description": "invalid_client"},
+                    **{
+                        code: {
+                            "description": text,
+                            "content": {"application/json": {"schema": _ref("OAuthError")}},
+                        }
+                        for code, text in OAUTH_ERRORS.items()
+                    },
                 },
             }
         },
@@ -445,6 +458,12 @@ def _components() -> dict[str, Any]:
                     "expires_in": {"type": "integer"},
                     "scope": {"type": "string"},
                 },
+            },
+            "OAuthError": {
+                "type": "object",
+                "description": "RFC 6749 §5.2 error (the token endpoint's errors are not OperationOutcomes)",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
             },
         },
         "responses": {

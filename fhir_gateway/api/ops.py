@@ -34,9 +34,14 @@ def build_ops_api(database: Database, metrics: Metrics) -> APIRouter:
                 return False, f"database not reachable ({type(exc).__name__})"
 
         ok, detail = await run_in_threadpool(check)
-        return JSONResponse(
-            {"status": "ready" if ok else "not-ready", "detail": detail}, status_code=200 if ok else 503
-        )
+        if not ok:
+            return JSONResponse({"status": "not-ready", "detail": detail}, status_code=503)
+        # Still 200: every replica shares the one database, so taking them all out of the load
+        # balancer would stop the reads too. The latest write's outcome, no test write per probe.
+        refused = database.write_refused
+        if refused is not None:
+            return JSONResponse({"status": "degraded", "detail": refused.condition})
+        return JSONResponse({"status": "ready", "detail": detail})
 
     @api.get("/metrics")
     async def metrics_endpoint() -> Response:

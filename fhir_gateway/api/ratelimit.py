@@ -3,7 +3,9 @@
 A client that floods gets 429 with `Retry-After` while every other client keeps its own full
 bucket, so one misbehaving system cannot starve the rest. Buckets live in this process: with N
 replicas (or uvicorn workers) a client may do N times the rate in total. Health and metrics
-endpoints are never limited (load balancers and Prometheus poll them).
+endpoints are never limited (load balancers and Prometheus poll them). Failed authentication has
+buckets of its own, per source address, kept by the bearer middleware (`api/auth.py`), which
+answers with `send_throttled` too.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ class TokenBuckets:
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
 
+    def peek(self, key: str) -> float:
+        """What `take` would answer, without taking: lets a caller refuse before costly work
+        that is charged only when it fails (a token signature check)."""
+        entry = self._buckets.get(key)
+        if entry is None:
+            return 0.0
+        tokens, at = entry
+        tokens = min(float(self.burst), tokens + (self.clock() - at) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, key: str) -> float:
         now = self.clock()
         tokens, at = self._buckets.pop(key, (float(self.burst), now))
@@ -50,24 +62,55 @@ class TokenBuckets:
         return wait
 
 
+def address_key(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"address:{client[0] if client else '-'}"
+
+
 def client_key(scope: Scope) -> tuple[str, str]:
     """("client", id) for an authenticated principal, else ("address", source address)."""
     principal = (scope.get("state") or {}).get("principal")
     if principal is not None and getattr(principal, "authenticated", False):
         return "client", f"client:{principal.client_id}"
-    client = scope.get("client")
-    return "address", f"address:{client[0] if client else '-'}"
+    return "address", address_key(scope)
+
+
+async def send_throttled(
+    send: Send, buckets: TokenBuckets, kind: str, wait: float, what: str = "requests", oauth: bool = False
+) -> None:
+    """429 + `Retry-After` (whole seconds) + an OperationOutcome `throttled`; with `oauth` (the
+    token endpoint) an RFC 6749 §5.2 body instead, `temporarily_unavailable`, not to be cached."""
+    retry_after = max(1, math.ceil(wait))
+    text = (
+        f"Too many {what} from this {kind}: at most {buckets.rate:g} per second "
+        f"(bursts of {buckets.burst}); retry after {retry_after} s"
+    )
+    if oauth:
+        body = orjson.dumps({"error": "temporarily_unavailable", "error_description": text})
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    else:
+        body = orjson.dumps(operation_outcome([error("throttled", text)]))
+        headers = [(b"content-type", b"application/fhir+json; charset=utf-8")]
+    headers += [(b"content-length", str(len(body)).encode()), (b"retry-after", str(retry_after).encode())]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RateLimitMiddleware:
-    """Pure ASGI, inside the bearer middleware (it needs the principal): 429 past the budget."""
+    """Pure ASGI, inside the bearer middleware (it needs the principal): 429 past the budget.
+    On `oauth_paths` (the token endpoint) the 429 is an OAuth error, not an OperationOutcome."""
 
     def __init__(
-        self, app: ASGIApp, buckets: TokenBuckets, on_throttle: Callable[[str], None] | None = None
+        self,
+        app: ASGIApp,
+        buckets: TokenBuckets,
+        on_throttle: Callable[[str], None] | None = None,
+        oauth_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.buckets = buckets
         self.on_throttle = on_throttle
+        self.oauth_paths = oauth_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
@@ -80,27 +123,4 @@ class RateLimitMiddleware:
             return
         if self.on_throttle is not None:
             self.on_throttle(kind)
-        retry_after = max(1, math.ceil(wait))
-        body = orjson.dumps(
-            operation_outcome(
-                [
-                    error(
-                        "throttled",
-                        f"Too many requests from this {kind}: at most {self.buckets.rate:g} per second "
-                        f"(bursts of {self.buckets.burst}); retry after {retry_after} s",
-                    )
-                ]
-            )
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/fhir+json; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(retry_after).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_throttled(send, self.buckets, kind, wait, oauth=scope["path"] in self.oauth_paths)

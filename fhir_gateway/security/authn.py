@@ -33,7 +33,7 @@ REALM = "fhir-gateway"
 
 class OAuthError(Exception):
     """An RFC 6749 §5.2 error: `error` code, human description, HTTP status (400, or 401 for
-    invalid_client)."""
+    invalid_client; the HTTP layer also uses it for 413, 429, 503 and 500)."""
 
     def __init__(self, error: str, description: str, status: int | None = None) -> None:
         super().__init__(f"{error}: {description}")
@@ -169,7 +169,9 @@ def exchange_client_credentials(
 ) -> IssuedToken:
     """The whole token request: parameters → assertion → replay check → scopes → access token."""
     params = _single_params(form)
-    if params.get("grant_type") != "client_credentials":
+    if not params.get("grant_type"):
+        raise OAuthError("invalid_request", "grant_type is required (grant_type=client_credentials)")
+    if params["grant_type"] != "client_credentials":
         raise OAuthError("unsupported_grant_type", "only grant_type=client_credentials is supported")
     if "client_secret" in params:
         raise OAuthError(
@@ -189,8 +191,15 @@ def exchange_client_credentials(
         raise OAuthError("invalid_scope", "none of the requested scopes is allowed for this client")
     expires_at = datetime.fromtimestamp(verified.exp + CLOCK_SKEW, UTC).replace(tzinfo=None)
     if not remember_jti(database, client.client_id, verified.jti, expires_at):
-        raise OAuthError("invalid_grant", "client_assertion jti was already used (replay)")
+        # a replayed assertion is an invalid client authentication JWT (RFC 7523 §3.2, SMART)
+        raise OAuthError("invalid_client", "client_assertion jti was already used (replay)")
     return tokens.issue(client, format_scopes(granted), now=now)
+
+
+def presented_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, "" for anything else."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def authenticate_bearer(authorization: str | None, tokens: TokenService) -> Principal:

@@ -242,6 +242,11 @@ class TokenService:
         token = jwt.encode(header, claims, self.keys.signing, algorithms=[self.keys.alg])
         return IssuedToken(token, life, scope)
 
+    def is_known(self, token: str) -> bool:
+        """Verified before, so checking it again costs no signature check (the rate limiter lets
+        such tokens through before it charges unknown ones)."""
+        return token in self._verified
+
     def verify(self, token: str, *, now: int | None = None) -> Principal:
         """A bearer token → the authenticated Principal; raises `InvalidToken` otherwise."""
         if len(token) > 8192:

@@ -31,12 +31,17 @@ class StorageFull(DatabaseUnavailable):
     """The database refuses writes for lack of space (SQLITE_FULL, SQLSTATE 53100)."""
 
     diagnostics = "The database storage is full; nothing was stored; retry later"
+    condition = "writes refused: the database storage is full"
 
 
 class StorageReadOnly(DatabaseUnavailable):
     """The database is read-only (SQLITE_READONLY, SQLSTATE 25006: a standby, a read-only volume)."""
 
     diagnostics = "The database is read-only at the moment; nothing was stored; retry later"
+    condition = "writes refused: the database is read-only"
+
+
+WriteRefusal = StorageFull | StorageReadOnly
 
 
 _SQLITE_FULL, _SQLITE_READONLY = 13, 8  # primary result codes (extended codes keep them in the low byte)
@@ -69,6 +74,9 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self._sqlite_writer = threading.RLock()
         self._checkpointer: WalCheckpointer | None = None
+        # The refusal of the latest write while no write has succeeded since: /readyz reports it
+        # (a test write per probe would cost a write; this costs one check per write transaction).
+        self.write_refused: WriteRefusal | None = None
         if self.is_sqlite:
             self._ensure_sqlite_dir(url)
             self.engine = sa.create_engine(
@@ -155,6 +163,8 @@ class Database:
             refused = refusal(exc)
             if refused is None:
                 raise
+            if write and isinstance(refused, WriteRefusal):
+                self.write_refused = refused
             raise refused from exc
 
     @contextmanager
@@ -164,10 +174,14 @@ class Database:
             if write and self.is_sqlite:
                 connection = connection.execution_options(sqlite_immediate=True)
             transaction = connection.begin()
+            watch = write and self.write_refused is not None
+            changes = self._sqlite_changes(connection) if watch else None
             try:
                 yield connection
                 if write:
                     transaction.commit()
+                    if watch and (not self.is_sqlite or self._sqlite_changes(connection) != changes):
+                        self.write_refused = None
                 else:
                     transaction.rollback()
             except BaseException:
@@ -176,6 +190,16 @@ class Database:
                 raise
         finally:
             connection.close()
+
+    def _sqlite_changes(self, connection: sa.Connection) -> int | None:
+        """Rows this SQLite connection has changed so far, so a write transaction that changed
+        nothing (an empty outbox claim, which still fits in a full database) does not count as a
+        successful write. PostgreSQL refuses every INSERT/UPDATE/DELETE in a read-only transaction
+        whatever it matches, so there a committed write transaction is taken as a write (None):
+        psycopg has no cheap change count."""
+        if not self.is_sqlite:
+            return None
+        return int(connection.connection.dbapi_connection.total_changes)  # type: ignore[union-attr]
 
     @contextmanager
     def session(self, *, write: bool) -> Iterator[Session]:

@@ -251,7 +251,8 @@ def test_missing_jti(api: TestClient) -> None:
 def test_replayed_jti(api: TestClient) -> None:
     once = assertion(jti="the-same-jti")
     assert api.post("/auth/token", data=form(once)).status_code == 200
-    assert "replay" in oauth_error(api.post("/auth/token", data=form(once)), 400, "invalid_grant")
+    # RFC 7523 §3.2: a client assertion that is not valid (here: replayed) is invalid_client
+    assert "replay" in oauth_error(api.post("/auth/token", data=form(once)), 401, "invalid_client")
     # the same jti from another client is that client's business
     other = assertion("welzijn-houten-doet-mee-cms", jti="the-same-jti")
     assert api.post("/auth/token", data=form(other)).status_code == 200
@@ -294,6 +295,7 @@ def test_v1_scopes_translated(api: TestClient) -> None:
     ("data", "status", "code"),
     [
         ({"grant_type": "authorization_code"}, 400, "unsupported_grant_type"),
+        ({"grant_type": ""}, 400, "invalid_request"),
         ({"client_assertion_type": "urn:other"}, 401, "invalid_client"),
         ({"client_assertion": ""}, 401, "invalid_client"),
         ({"client_secret": "hunter2"}, 401, "invalid_client"),
@@ -309,6 +311,83 @@ def test_duplicate_parameter_and_wrong_content_type(api: TestClient) -> None:
     headers = {"content-type": "application/x-www-form-urlencoded"}
     oauth_error(api.post("/auth/token", content=body, headers=headers), 400, "invalid_request")
     oauth_error(api.post("/auth/token", json=form(assertion())), 400, "invalid_request")
+
+
+def test_missing_grant_type_is_invalid_request(api: TestClient) -> None:
+    data = {k: v for k, v in form(assertion()).items() if k != "grant_type"}
+    assert "grant_type" in oauth_error(api.post("/auth/token", data=data), 400, "invalid_request")
+
+
+def test_oversized_token_request_is_an_oauth_413(api: TestClient) -> None:
+    """The body limit answers before the endpoint runs; on the token endpoint in OAuth form,
+    whether the size is declared up front or only found while the body streams."""
+    big = {**form(assertion()), "pad": "x" * 70_000}
+    assert "65536 bytes" in oauth_error(api.post("/auth/token", data=big), 413, "invalid_request")
+    body = "&".join(f"{k}={v}" for k, v in big.items()).encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield from (body[i : i + 8192] for i in range(0, len(body), 8192))
+
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    oauth_error(api.post("/auth/token", content=chunks(), headers=headers), 413, "invalid_request")
+    # the FHIR API keeps its OperationOutcome for the same refusal (the default limit is 10 MiB)
+    fhir = api.post(
+        "/fhir/Patient",
+        content=b" " * (10 * 1024 * 1024 + 1),
+        headers={
+            "content-type": "application/fhir+json",
+            "authorization": f"Bearer {get_token(api, GP, 'system/Patient.c')}",
+        },
+    )
+    assert fhir.status_code == 413 and _outcome_code(fhir) == "too-costly"
+
+
+def test_wrong_method_on_the_token_endpoint_is_an_oauth_405(api: TestClient) -> None:
+    resp = api.get("/auth/token")
+    oauth_error(resp, 405, "invalid_request")
+    assert "POST" in resp.headers["allow"]
+    other = api.post("/healthz")  # elsewhere outside /fhir: still an OperationOutcome
+    assert other.status_code == 405 and _outcome_code(other) == "not-supported"
+
+
+def test_throttled_token_requests_get_an_oauth_429(sqlite_url: str, tokens: TokenService) -> None:
+    with build(sqlite_url, tokens, rate_limit_per_second=0.2, rate_limit_burst=1) as c:
+        assert c.post("/auth/token", data=form(assertion())).status_code == 200
+        resp = c.post("/auth/token", data=form(assertion()))
+        assert "Too many requests" in oauth_error(resp, 429, "temporarily_unavailable")
+        assert int(resp.headers["retry-after"]) >= 1
+
+
+def test_a_store_that_refuses_gives_an_oauth_503(sqlite_url: str, tokens: TokenService) -> None:
+    """SQLite's own SQLITE_READONLY (`PRAGMA query_only`, as in tests/faults): the jti of the
+    assertion cannot be recorded, so no token; 503 + Retry-After in the OAuth shape."""
+    import sqlalchemy as sa
+
+    with build(sqlite_url, tokens) as c:
+        read_only = [True]
+
+        @sa.event.listens_for(c.app.state.ctx.database.engine, "checkout")
+        def _apply(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            dbapi_connection.execute(f"PRAGMA query_only = {'ON' if read_only[0] else 'OFF'}")
+
+        resp = c.post("/auth/token", data=form(assertion()))
+        assert "read-only" in oauth_error(resp, 503, "temporarily_unavailable")
+        assert resp.headers["retry-after"]
+        read_only[0] = False
+        assert c.post("/auth/token", data=form(assertion())).status_code == 200
+
+
+def test_a_bug_in_the_token_endpoint_is_an_oauth_500(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection, not a mock: signing fails as a bug would."""
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("signing key vanished")
+
+    monkeypatch.setattr(api.app.state.tokens, "issue", broken)
+    description = oauth_error(api.post("/auth/token", data=form(assertion())), 500, "server_error")
+    assert "vanished" not in description  # the log has the detail, the client does not
 
 
 # -- bearer tokens on API calls ----------------------------------------------------------------

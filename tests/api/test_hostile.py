@@ -26,6 +26,8 @@ from fhir_gateway.api.ratelimit import MAX_BUCKETS, TokenBuckets
 from fhir_gateway.fhir.jsonlimits import JsonLimits, count_keys, loads
 from fhir_gateway.fhir.outcome import FhirError
 from fhir_gateway.loading import load_files
+from fhir_gateway.security.clients import get_client
+from fhir_gateway.security.tokens import GatewayKeys, TokenService, generate_gateway_key
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.inbound import parse
 from fhir_gateway.v2.message import unescape
@@ -546,20 +548,106 @@ def test_unauthenticated_requests_are_limited_by_source_address(limited: TestCli
     assert limited.get("/fhir/Organization").status_code == 200  # the authenticated client is apart
 
 
+def test_failed_authentication_has_its_own_budget_per_address(limited: TestClient) -> None:
+    """The default failure budget (5/s, bucket 10) is not the address's request budget: with
+    that spent on the token endpoint, bad tokens are still 401s until their own bucket is empty."""
+    anonymous = TestClient(limited.app, base_url="http://gateway.test", client=("192.0.2.1", 1))
+    spent = [anonymous.post("/auth/token", data={"grant_type": "x"}).status_code for _ in range(4)]
+    assert spent == [400, 400, 400, 429]
+    bad = {"Authorization": "Bearer not-a-token"}
+    assert [anonymous.get("/fhir/Organization", headers=bad).status_code for _ in range(6)] == [401] * 6
+    statuses = [anonymous.get("/fhir/Organization", headers=bad).status_code for _ in range(30)]
+    assert 429 in statuses and set(statuses) <= {401, 429}
+
+
+def test_token_buckets_peek_says_what_take_would_without_taking() -> None:
+    now = [0.0]
+    buckets = TokenBuckets(rate=1, burst=2, clock=lambda: now[0])
+    assert buckets.peek("a") == 0  # no bucket yet: full
+    buckets.take("a")
+    buckets.take("a")
+    assert buckets.peek("a") == pytest.approx(1.0)
+    assert buckets.peek("a") == pytest.approx(1.0)  # peeking took nothing
+    now[0] += 1
+    assert buckets.peek("a") == 0
+    assert buckets.take("a") == 0
+
+
+def _forged_token(app: Any, client_id: str) -> str:
+    """Well formed and claiming a registered client, but signed with a key the gateway does not
+    know: only the signature check can refuse it (the work a flood would make us do)."""
+    registration = get_client(app.state.ctx.database, client_id)
+    assert registration is not None
+    keys = GatewayKeys.from_document(orjson.dumps(generate_gateway_key().as_dict(private=True)).decode(), "x")
+    return TokenService(keys, app.state.tokens.issuer).issue(registration, registration.scopes).access_token
+
+
+@pytest.fixture
+def strict(sqlite_url: str) -> Iterator[TestClient]:
+    """Failed authentications: 0.2 per second, a bucket of 1."""
+    settings = {
+        "rate_limit_per_second": 0.2,
+        "rate_limit_burst": 3,
+        "rate_limit_auth_failures_per_second": 0.2,
+    }
+    with make_client(sqlite_url, **settings) as c:
+        yield c
+
+
+def test_a_bad_token_flood_is_throttled_by_address_and_valid_tokens_still_pass(
+    strict: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = strict.app
+    assert strict.get("/fhir/Organization").status_code == 200  # its token is known-valid now
+    tokens = app.state.tokens  # type: ignore[attr-defined]
+    checks: list[str] = []
+    verify = tokens.verify
+
+    def counting_verify(token: str, **kw: Any) -> Any:
+        checks.append(token)
+        return verify(token, **kw)
+
+    monkeypatch.setattr(tokens, "verify", counting_verify)
+    attacker = TestClient(app, base_url="http://gateway.test", client=("203.0.113.9", 40000))
+    forged = {"Authorization": f"Bearer {_forged_token(app, 'gateway-admin')}"}
+    flood = [attacker.get("/fhir/Organization", headers=forged) for _ in range(20)]
+    assert flood[0].status_code == 401  # the bucket of one: checked, refused, charged
+    assert {r.status_code for r in flood[1:]} == {429}
+    assert len(checks) == 1, "a throttled bad token must not cost a signature check"
+    assert int(flood[1].headers["retry-after"]) >= 1
+    assert issue(flood[1])["code"] == "throttled"
+    assert "failed authentications" in issue(flood[1])["diagnostics"]
+    assert attacker.get("/fhir/Organization").status_code == 429  # no token at all: also refused
+    assert 'gateway_http_throttled_total{kind="address"}' in strict.get("/metrics").text
+
+    # a well-behaved client elsewhere, with a token never seen before, is checked and served
+    other = TestClient(app, base_url="http://gateway.test", client=("198.51.100.4", 40000))
+    authorize(other, "welzijn-de-brug-cms")
+    assert other.get("/fhir/Organization").status_code == 200
+    # a known-valid token is served even from the flooding address (no signature check needed)
+    attacker.headers["Authorization"] = strict.headers["Authorization"]
+    assert tokens.is_known(strict.headers["Authorization"].removeprefix("Bearer "))
+    assert attacker.get("/fhir/Organization").status_code == 200
+
+
 def test_rate_limit_settings_come_from_the_environment() -> None:
     settings = Settings.from_env(
         {
             "GATEWAY_RATE_LIMIT_PER_SECOND": "2.5",
             "GATEWAY_RATE_LIMIT_BURST": "7",
+            "GATEWAY_RATE_LIMIT_AUTH_FAILURES_PER_SECOND": "0.5",
             "GATEWAY_MAX_JSON_DEPTH": "9",
         }
     )
     assert (settings.rate_limit_per_second, settings.rate_limit_burst, settings.max_json_depth) == (2.5, 7, 9)
+    assert settings.rate_limit_auth_failures_per_second == 0.5
 
 
 def test_rate_limit_zero_is_off(sqlite_url: str) -> None:
     with make_client(sqlite_url, rate_limit_per_second=0, rate_limit_burst=1) as c:
         assert [c.get("/fhir/metadata").status_code for _ in range(30)] == [200] * 30
+        bad = {"Authorization": "Bearer not-a-token"}
+        assert [c.get("/fhir/Organization", headers=bad).status_code for _ in range(10)] == [401] * 10
 
 
 # -- a real uvicorn server through the corpus: still up, memory bounded --------------------------------

@@ -260,6 +260,28 @@ def test_task_update_rules(wor: TestClient) -> None:
     assert stale.status_code == 412
 
 
+def test_stale_if_match_on_a_completed_task_is_412_a_current_one_409(wor: TestClient) -> None:
+    """The precondition wins over the final-state rule; with the right version the rule answers."""
+    task = task_in(wor, "completed")
+    path = f"/fhir/Task/{task['id']}"
+    note = [{"op": "add", "path": "/note", "value": [{"text": "late"}]}]
+    patch = {"content-type": "application/json-patch+json"}
+    stale_version = int(task["meta"]["versionId"]) - 1
+    for stale in (
+        put_task(
+            wor, {**task, "meta": {**task["meta"], "versionId": str(stale_version)}}, note=note[0]["value"]
+        ),
+        wor.patch(path, json=note, headers={**patch, "If-Match": f'W/"{stale_version}"'}),
+    ):
+        assert stale.status_code == 412, stale.text
+        issue = stale.json()["issue"][0]
+        assert (issue["code"], issue["expression"]) == ("conflict", ["If-Match"]), issue
+    current = wor.patch(path, json=note, headers={**patch, "If-Match": f'W/"{task["meta"]["versionId"]}"'})
+    assert current.status_code == 409, current.text
+    assert current.json()["issue"][0]["code"] == "business-rule"
+    assert wor.get(path).json()["meta"]["versionId"] == task["meta"]["versionId"]  # nothing applied
+
+
 def test_roles_owner_moves_forward_requester_cancels() -> None:
     from fhir_gateway.fhir.outcome import FhirError
     from fhir_gateway.security.principal import Principal

@@ -136,6 +136,15 @@ def assert_refused(r: httpx.Response, says: str | None) -> None:
     assert BSN_VALUE not in r.text and "Jansen" not in r.text, "patient data in a 503"
 
 
+def assert_readiness(gw: Gateway, status: str, says: str) -> None:
+    """/readyz stays 200 while writes are refused (all replicas share the store; reads still
+    work) and says so: `degraded` with the condition until a write succeeds again."""
+    r = gw.http.get("/readyz")
+    assert r.status_code == 200, (r.status_code, r.text)
+    body = r.json()
+    assert body["status"] == status and says in body["detail"], body
+
+
 def verify_nothing_lost(gw: Gateway) -> None:
     """Every acknowledged referral is stored exactly once, each with one Task and one CarePlan;
     resending everything (acknowledged or not) is accepted and idempotent."""
@@ -165,17 +174,22 @@ def read_only_episode(gw: Gateway, refuse: Any, clear: Any) -> None:
         if e.get("resource", {}).get("resourceType") == "ServiceRequest"
     )
     assert gw.http.get(f"/fhir/ServiceRequest/{sr_id}", headers=gw.gp).status_code == 200
+    assert_readiness(gw, "ready", "ok")
 
     refuse()
     assert_refused(gw.refer("RO-during"), "read-only")
+    assert_readiness(gw, "degraded", "read-only")
     assert gw.v2("RO1") == "AR"  # not AA: nothing was stored, the sender must retry
     # the read itself would work, its AuditEvent cannot be written: refused, not handed out unlogged
     assert_refused(gw.http.get(f"/fhir/ServiceRequest/{sr_id}", headers=gw.gp), "read-only")
     assert gw.http.get("/fhir/metadata").status_code == 200  # no personal data, no audit
     assert "RO-during" not in gw.acknowledged
 
+    assert_readiness(gw, "degraded", "read-only")  # reads that worked do not clear it
+
     clear()
     gw.recover("RO-during")
+    assert_readiness(gw, "ready", "ok")
     assert gw.http.get(f"/fhir/ServiceRequest/{sr_id}", headers=gw.gp).status_code == 200
     assert gw.v2("RO1") == "AA"  # the sender's retry of the AR'd message goes through
 
@@ -210,9 +224,11 @@ def test_sqlite_full_and_read_only_give_503_and_lose_nothing(sqlite_gateway: tup
         assert r.status_code == 200, r.text
     assert refused is not None, "the capped database never filled up"
     assert_refused(refused, "full")
+    assert_readiness(gw, "degraded", "storage is full")
     assert gw.v2("FULL1") in ("AR", "AA")  # AA only if it fitted, and then it must be stored
     control.write_text("")
     gw.recover(f"FULL-{i}")
+    assert_readiness(gw, "ready", "ok")
     verify_nothing_lost(gw)
 
 
@@ -250,6 +266,38 @@ def test_postgres_read_only_gives_503_and_recovers_without_restart() -> None:
             gw.http.close()
             server.stop()
             admin.dispose()
+
+
+def test_only_a_write_that_changes_rows_clears_the_refusal(sqlite_url: str) -> None:
+    """The same `PRAGMA query_only` as the hook, on this engine only: a refused write is
+    remembered; a read, or a write transaction that changed nothing (an empty outbox claim fits
+    in a full database too), does not clear it; the first row written does."""
+    db = Database(sqlite_url)
+    read_only = [False]
+
+    @sa.event.listens_for(db.engine, "checkout")
+    def _apply(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA query_only = {'ON' if read_only[0] else 'OFF'}")
+
+    try:
+        with db.connection(write=True) as c:
+            c.exec_driver_sql("CREATE TABLE scratch (x INTEGER)")
+        assert db.write_refused is None
+        read_only[0] = True
+        with pytest.raises(StorageReadOnly), db.connection(write=True) as c:
+            c.exec_driver_sql("INSERT INTO scratch VALUES (1)")
+        assert isinstance(db.write_refused, StorageReadOnly)
+        read_only[0] = False
+        with db.connection(write=False) as c:
+            assert c.exec_driver_sql("SELECT count(*) FROM scratch").scalar() == 0
+        with db.connection(write=True) as c:
+            c.exec_driver_sql("UPDATE scratch SET x = 2 WHERE x = 1")  # matches nothing
+        assert isinstance(db.write_refused, StorageReadOnly)
+        with db.connection(write=True) as c:
+            c.exec_driver_sql("INSERT INTO scratch VALUES (1)")
+        assert db.write_refused is None
+    finally:
+        db.dispose()
 
 
 @pytest.mark.parametrize(
