@@ -104,6 +104,13 @@ def references(value: Any, base_url: str = "") -> Iterator[str]:
 _RELATIVE_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
+def points_to(reference: str | None, targets: tuple[str, ...]) -> bool:
+    """Whether a (normalised) reference names a resource of one of `targets`: a parameter such as
+    Provenance `patient` is `target.where(resolve() is Patient)`, not every target."""
+    match = _RELATIVE_REF.search(reference) if reference else None
+    return match is not None and match.group(1) in targets
+
+
 @lru_cache(maxsize=4096)  # pure; the same references recur in every resource of a referral (~1.5 MB)
 def normalise_reference(ref: str, base_url: str = "") -> str | None:
     """`Task/1`, `https://us/fhir/Task/1`, `Task/1/_history/2` → `Task/1`; contained (`#x`) → None.

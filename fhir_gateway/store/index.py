@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fhir_gateway.fhir.searchparams import dates, load_search_params, references, strings, tokens
+from fhir_gateway.fhir.searchparams import dates, load_search_params, points_to, references, strings, tokens
 
 _MAX = 255  # column width; longer values are cut (matching still works on the prefix)
 
@@ -33,10 +33,11 @@ def index_rows(
     rows: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
     for name, param in load_search_params().get(resource_type, {}).items():
+        targets = param.targets if param.type == "reference" else ()
         for raw in _values(resource, param.paths):
             for system, value, text, low, high in _entries(param.type, raw, base_url):
                 key = (name, system, value, low, high)
-                if key in seen:
+                if key in seen or (targets and not points_to(value, targets)):
                     continue
                 seen.add(key)
                 rows.append(
