@@ -203,6 +203,7 @@ class Repository:
                             "conflict",
                             f"{resource_type}/{rid} does not exist, so "
                             f"If-Match version {if_match} cannot match",
+                            "If-Match",
                         )
                     ],
                 )
@@ -215,6 +216,7 @@ class Repository:
                         "conflict",
                         f"{resource_type}/{rid} is at version "
                         f"{current.version_id}, not {if_match} (If-Match)",
+                        "If-Match",
                     )
                 ],
             )

@@ -75,6 +75,13 @@ def test_stale_if_match_is_412(any_client: TestClient) -> None:
     stale = any_client.put(f"/fhir/Patient/{pid}", json=created, headers={**FHIR_JSON, "If-Match": 'W/"1"'})
     assert stale.status_code == 412
     assert outcome_code(stale) == "conflict"
+    assert stale.json()["issue"][0]["expression"] == ["If-Match"]  # which precondition failed
+    missing = any_client.put(
+        "/fhir/Patient/never-there",
+        json={**created, "id": "never-there"},
+        headers={**FHIR_JSON, "If-Match": 'W/"1"'},
+    )
+    assert missing.status_code == 412 and missing.json()["issue"][0]["expression"] == ["If-Match"]
 
 
 def test_put_creates_with_client_id(client: TestClient) -> None:
