@@ -1,0 +1,80 @@
+"""Transaction and batch Bundles the coverage-guided fuzzer (`python -m benchmarks.fuzz --target
+bundle`) found, minimised: each was a 500 (a Python error under the router) before its fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import make_client
+from tests.wor import FHIR_JSON, load_directory, patient
+
+BASE = "http://gateway.test/fhir"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    from fhir_gateway.store.database import Database
+
+    db_file = tmp_path_factory.mktemp("fuzz-findings") / "g.db"
+    Database(f"sqlite:///{db_file}").upgrade()
+    with make_client(f"sqlite:///{db_file}") as c:
+        load_directory(c)
+        yield c
+
+
+def bundle(kind: str, *entries: dict[str, Any]) -> bytes:
+    return orjson.dumps({"resourceType": "Bundle", "type": kind, "entry": list(entries)})
+
+
+def refused(resp: Any, expression: str) -> dict[str, Any]:
+    assert resp.status_code == 400, resp.text
+    first: dict[str, Any] = resp.json()["issue"][0]
+    assert first["severity"] == "error" and first["expression"] == [expression], first
+    return first
+
+
+def test_a_post_entry_whose_url_names_no_type(client: TestClient) -> None:
+    """IndexError in `_dispatch` (`sub.parts[0]` of an empty path)."""
+    entry = {
+        "fullUrl": "u",
+        "resource": {"resourceType": "Patient"},
+        "request": {"method": "POST", "url": ""},
+    }
+    resp = client.post("/fhir", content=bundle("transaction", entry), headers=FHIR_JSON)
+    assert "names no resource type" in refused(resp, "Bundle.entry[0].request.url")["diagnostics"]
+
+
+def test_a_post_entry_with_an_absolute_url_under_the_base_creates(client: TestClient) -> None:
+    """ValueError in `_dispatch`: the promised id was `http://…/fhir/Patient/<id>` (split in 5)."""
+    entry = {
+        "fullUrl": "urn:uuid:1",
+        "resource": patient(),
+        "request": {"method": "POST", "url": f"{BASE}/Patient"},
+    }
+    resp = client.post("/fhir", content=bundle("transaction", entry), headers=FHIR_JSON)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["entry"][0]["response"]["status"] == "201 Created"
+    assert resp.json()["entry"][0]["response"]["location"].startswith(f"{BASE}/Patient/")
+
+
+@pytest.mark.parametrize("url", ["http://[x", "//[x/Patient"])
+def test_an_entry_url_that_is_no_url(client: TestClient, url: str) -> None:
+    """ValueError ('Invalid IPv6 URL') from urlsplit in `_entry_request`."""
+    resp = client.post(
+        "/fhir", content=bundle("batch", {"request": {"method": "GET", "url": url}}), headers=FHIR_JSON
+    )
+    assert "not a valid URL" in refused(resp, "Bundle.entry[0].request.url")["diagnostics"]
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+@pytest.mark.parametrize("resource", ["abc", ["a"], 5])
+def test_an_entry_resource_that_is_not_an_object(client: TestClient, kind: str, resource: Any) -> None:
+    """AttributeError in `_patch_body` (`"abc".get`): check_shell leaves resources out of the model."""
+    entry = {"resource": resource, "request": {"method": "PATCH", "url": "Patient/x"}}
+    resp = client.post("/fhir", content=bundle(kind, entry), headers=FHIR_JSON)
+    refused(resp, "Bundle.entry[0].resource")
