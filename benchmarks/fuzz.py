@@ -188,16 +188,61 @@ def uniquify_referrals(bundle: Any, suffix: str) -> None:
                 )
 
 
+BSN_SYSTEM = "http://fhir.nl/fhir/NamingSystem/bsn"
+
+
+def fresh_bsn(n: int) -> str:
+    """The n-th 9-digit number passing the BSN 11-test (a patient no earlier execution created)."""
+    base = n * 11
+    while True:
+        digits = f"8{base % 10**7:07d}"
+        check = sum(int(d) * w for d, w in zip(digits, range(9, 1, -1), strict=True)) % 11
+        if check < 10:
+            return digits + str(check)
+        base += 1
+
+
+def uniquify_patients(doc: Any, n: int) -> None:
+    """Every valid BSN in the document becomes a fresh one (identifiers and ifNoneExist alike).
+
+    Why: one mutant that drops the Patient's ifNoneExist stores a second patient with the seed's
+    BSN, and from then on every seed answers 412 (multiple matches) before reaching the referral
+    code. Invalid BSNs stay as they are, so the 11-test path is still fuzzed."""
+    from fhir_gateway.validation.bsn import is_valid_bsn
+
+    found: set[str] = set()
+    for parent, key in _slots(doc):
+        value = parent[key]
+        if (
+            isinstance(value, dict)
+            and value.get("system") == BSN_SYSTEM
+            and isinstance(value.get("value"), str)
+            and is_valid_bsn(value["value"])
+        ):
+            found.add(value["value"])
+    if not found:
+        return
+    fresh = {old: fresh_bsn(n * 4 + i) for i, old in enumerate(sorted(found))}
+    for parent, key in _slots(doc):
+        value = parent[key]
+        if isinstance(value, str):
+            for old, new in fresh.items():
+                if old in value:
+                    value = value.replace(old, new)
+            parent[key] = value
+
+
 class UniqueReferralRouter:
     """The real router with `uniquify_referrals` applied to each request body (v2 target)."""
 
     def __init__(self, router: Any) -> None:
         self.router = router
         self.ctx = router.ctx
-        self.suffix = ""
+        self.n = 0
 
     def handle(self, req: Any) -> Any:
-        uniquify_referrals(req.body, self.suffix)
+        uniquify_referrals(req.body, f"-fz{self.n}")
+        uniquify_patients(req.body, self.n)
         return self.router.handle(req)
 
 
@@ -300,7 +345,7 @@ def make_v2_target() -> Target:
     journal = V2MessageRow.__table__  # type: ignore[attr-defined]
 
     def one(data: bytes) -> None:
-        proxy.suffix = f"-fz{next(counter)}"
+        proxy.n = next(counter)
         try:
             outcome = service.process(data)
             STATS[f"ack-{outcome.code}"] += 1
@@ -612,7 +657,9 @@ def make_bundle_target() -> Target:
             STATS["refused-by-loads"] += 1
             check_fhir_error(exc, "loads")
             return
-        uniquify_referrals(doc, f"-fz{next(counter)}")
+        n = next(counter)
+        uniquify_referrals(doc, f"-fz{n}")
+        uniquify_patients(doc, n)
         sent = copy.deepcopy(doc)
         resp = post(doc)
         if resp.status >= 300:
