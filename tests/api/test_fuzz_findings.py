@@ -10,7 +10,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_client
+from tests.conftest import ROOT, make_client
 from tests.wor import FHIR_JSON, load_directory, patient
 
 BASE = "http://gateway.test/fhir"
@@ -78,3 +78,22 @@ def test_an_entry_resource_that_is_not_an_object(client: TestClient, kind: str, 
     entry = {"resource": resource, "request": {"method": "PATCH", "url": "Patient/x"}}
     resp = client.post("/fhir", content=bundle(kind, entry), headers=FHIR_JSON)
     refused(resp, "Bundle.entry[0].resource")
+
+
+# -- v2 -----------------------------------------------------------------------------------------------
+def test_control_ids_that_share_the_journals_64_characters_are_not_one_message(client: TestClient) -> None:
+    """Found reviewing the v2 target's resend property: the journal cut MSH-10 to its 64-character
+    column, so a second message whose id shared those 64 characters got the first's stored AA
+    without being processed. Longer ids are refused (AR) instead; 64 still works."""
+    from fhir_gateway.v2.inbound import parse
+
+    good = (ROOT / "examples" / "v2" / "ref-i12-v25.hl7").read_bytes().replace(b"\n", b"\r")
+    service = client.app.state.v2  # type: ignore[attr-defined]
+    answers = []
+    for control_id in (b"X" * 64 + b"1", b"X" * 64 + b"2"):
+        ack = parse(service.handle(good.replace(b"BATAU-000123", control_id)))
+        answers.append((ack.segment("MSA").value(1), ack.segment("MSA").value(2), ack.segment("ERR")))  # type: ignore[union-attr]
+    assert [a[:2] for a in answers] == [("AR", "X" * 64 + "1"), ("AR", "X" * 64 + "2")]
+    assert "longer than 64" in answers[1][2].value(8)  # type: ignore[union-attr]
+    at_limit = parse(service.handle(good.replace(b"BATAU-000123", b"Y" * 64)))
+    assert at_limit.segment("MSA").value(1) == "AA"  # type: ignore[union-attr]
