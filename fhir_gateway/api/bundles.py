@@ -18,7 +18,7 @@ from fhir_gateway.api.router import Router, error_response
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, information, operation_outcome
 from fhir_gateway.security import audit
-from fhir_gateway.store.repository import new_id
+from fhir_gateway.store.repository import Stored, new_id
 from fhir_gateway.workflow.resources import ResourceService
 
 # FHIR's processing order for transactions: deletes, creates, updates, reads.
@@ -109,33 +109,60 @@ class BundleProcessor:
         self, req: FhirRequest, svc: ResourceService, entries: list[dict[str, Any]]
     ) -> dict[int, dict[str, Any]] | None:
         """A resent referral Bundle (its ServiceRequest.identifier is known) writes nothing: each
-        entry is answered with the resource the original referral stored for it."""
-        for entry in entries:
+        entry is answered with the resource the original referral stored for it.
+
+        Only a Bundle whose every referral is known is a resend: a known one next to a new one
+        used to answer the whole Bundle from the store, so the new referral got "200 OK, not
+        stored again" and was never stored (an acknowledged referral lost). That mix is a 409."""
+        originals: dict[int, Stored] = {}
+        new: list[int] = []
+        for i, entry in enumerate(entries):
             resource = entry.get("resource") or {}
             if entry["request"]["method"] != "POST" or resource.get("resourceType") != "ServiceRequest":
                 continue
             original = svc.find_referral(resource)  # 409 if another organisation owns that identifier
             if original is None:
-                continue
-            known = {entry.get("fullUrl"): original.reference}
-            known.update(_paired_references(resource, original.content))
-            results: dict[int, dict[str, Any]] = {}
-            for i, other in enumerate(entries):
-                ref = known.get(other.get("fullUrl"))
-                stored = svc.repo.find(*ref.split("/", 1)) if ref and "/" in ref else None
-                if stored is not None:
-                    results[i] = _response_entry(self.router.resource_response(req, stored, 200, svc))
-                else:
-                    results[i] = {
-                        "response": {
-                            "status": "200 OK",
-                            "outcome": operation_outcome(
-                                [information("Not stored again: this referral was received before")]
-                            ),
-                        }
+                new.append(i)
+            else:
+                originals[i] = original
+        if not originals:
+            return None
+        if new:
+            known = next(iter(originals))
+            raise FhirError(
+                409,
+                [
+                    error(
+                        "conflict",
+                        f"Bundle.entry[{new[0]}] is a new referral but Bundle.entry[{known}] was received "
+                        f"before ({originals[known].reference}): send the new referral in a Bundle of its own",
+                        f"Bundle.entry[{new[0]}].resource.identifier",
+                    )
+                ],
+            )
+        answers: dict[str, str] = {}  # fullUrl or reference in the resent Bundle -> stored reference
+        for i, original in originals.items():
+            full_url = entries[i].get("fullUrl")
+            if full_url:
+                answers[full_url] = original.reference
+            answers.update(_paired_references(entries[i]["resource"], original.content))
+        results: dict[int, dict[str, Any]] = {}
+        for i, other in enumerate(entries):
+            full_url = other.get("fullUrl")
+            ref = originals[i].reference if i in originals else answers.get(full_url) if full_url else None
+            stored = svc.repo.find(*ref.split("/", 1)) if ref and "/" in ref else None
+            if stored is not None:
+                results[i] = _response_entry(self.router.resource_response(req, stored, 200, svc))
+            else:
+                results[i] = {
+                    "response": {
+                        "status": "200 OK",
+                        "outcome": operation_outcome(
+                            [information("Not stored again: this referral was received before")]
+                        ),
                     }
-            return results
-        return None
+                }
+        return results
 
     def _dispatch(
         self, sub: FhirRequest, svc: ResourceService, entry: dict[str, Any], mapping: _IdMapping

@@ -3,6 +3,7 @@ bundle`) found, minimised: each was a 500 (a Python error under the router) befo
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import ROOT, make_client
-from tests.wor import FHIR_JSON, load_directory, patient
+from tests.wor import FHIR_JSON, load_directory, patient, referral_bundle
 
 BASE = "http://gateway.test/fhir"
 
@@ -97,3 +98,45 @@ def test_control_ids_that_share_the_journals_64_characters_are_not_one_message(c
     assert "longer than 64" in answers[1][2].value(8)  # type: ignore[union-attr]
     at_limit = parse(service.handle(good.replace(b"BATAU-000123", b"Y" * 64)))
     assert at_limit.segment("MSA").value(1) == "AA"  # type: ignore[union-attr]
+
+
+def test_a_known_referral_next_to_a_new_one_is_a_409_not_a_lost_referral(client: TestClient) -> None:
+    """The resend shortcut answered the whole Bundle from the store as soon as one referral in it
+    was known: the new one got '200 OK, not stored again' and was never stored."""
+    known = referral_bundle("FZ-KNOWN-1")
+    assert client.post("/fhir", json=known, headers=FHIR_JSON).status_code == 200
+    mixed = referral_bundle("FZ-KNOWN-1")
+    extra = copy.deepcopy(mixed["entry"][2])
+    extra["fullUrl"] = "urn:uuid:6ecbe969-edae-4bbc-b493-8caf63c4b24f"
+    extra["resource"]["identifier"][0]["value"] = "FZ-NEW-2"
+    mixed["entry"].append(extra)
+    resp = client.post("/fhir", json=mixed, headers=FHIR_JSON)
+    assert resp.status_code == 409, resp.text
+    issue = resp.json()["issue"][0]
+    assert issue["code"] == "conflict" and issue["expression"] == ["Bundle.entry[3].resource.identifier"]
+
+
+def test_a_resend_answers_each_referral_with_its_own_even_without_full_urls(client: TestClient) -> None:
+    """Entries without fullUrl all looked up `None`, the first referral's key: the resend answered
+    the second ServiceRequest entry with the first ServiceRequest."""
+    doc = referral_bundle("FZ-TWO-1")
+    second = copy.deepcopy(doc["entry"][2])
+    second["resource"]["identifier"][0]["value"] = "FZ-TWO-2"
+    doc["entry"].append(second)
+    for entry in doc["entry"][2:]:
+        del entry["fullUrl"]
+    first = client.post("/fhir", json=doc, headers=FHIR_JSON)
+    assert first.status_code == 200, first.text
+    again = client.post("/fhir", json=doc, headers=FHIR_JSON)
+    assert again.status_code == 200, again.text
+    ids = [[e["resource"]["id"] for e in r.json()["entry"][2:]] for r in (first, again)]
+    assert ids[0] == ids[1] and ids[0][0] != ids[0][1]
+
+
+def test_a_consent_scope_coding_without_a_code_grants_nothing(client: TestClient) -> None:
+    """KeyError in `consent_scopes` (`c["code"]`): Coding.code is optional, so the model lets it in."""
+    doc = referral_bundle("FZ-SCOPE-1")
+    codings = doc["entry"][1]["resource"]["provision"]["code"][0]["coding"]
+    codings.append({"system": codings[0]["system"]})  # next to contact-details: the profile is met
+    resp = client.post("/fhir", json=doc, headers=FHIR_JSON)
+    assert resp.status_code == 200, resp.text
