@@ -265,6 +265,62 @@ def check_task_for(router: Any, sr_ref: str) -> None:
     )
 
 
+def _sr_entry(entry: Any) -> dict[str, Any] | None:
+    """The ServiceRequest a POST entry creates (a referral), else None."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+        return None
+    resource = entry.get("resource")
+    if entry["request"].get("method") != "POST" or not isinstance(resource, dict):
+        return None
+    return resource if resource.get("resourceType") == "ServiceRequest" else None
+
+
+def answered_referrals(entries: list[Any], answers: list[Any]) -> dict[int, str]:
+    """Entry index → 'ServiceRequest/<id>' each referral entry was answered with (2xx only)."""
+    out: dict[int, str] = {}
+    for i, (entry, answer) in enumerate(zip(entries, answers, strict=False)):
+        response = (answer or {}).get("response") or {}
+        if _sr_entry(entry) is None or str(response.get("status", ""))[:1] != "2":
+            continue
+        location = response.get("location") or ""
+        marker = location.find("ServiceRequest/")
+        out[i] = "/".join(location[marker:].split("/")[:2]) if marker >= 0 else ""
+    return out
+
+
+def acknowledged_referrals(router: Any, entries: list[Any], answers: list[Any]) -> dict[int, str]:
+    """Every referral entry answered 2xx names a stored ServiceRequest with its Task, carrying the
+    identifiers that were sent (unless a conditional create matched something else on purpose)."""
+    from fhir_gateway.api.request import FhirRequest
+    from fhir_gateway.security.principal import Principal
+
+    found = answered_referrals(entries, answers)
+    for i, ref in found.items():
+        require(ref, "referral-answered-without-servicerequest", f"entry {i}: {str(answers[i])[:300]}")
+        check_task_for(router, ref)
+        resource = _sr_entry(entries[i]) or {}
+        if entries[i]["request"].get("ifNoneExist"):
+            continue
+        read = router.handle(FhirRequest("GET", ref, principal=Principal.system("fuzz-check"), base_url=BASE))
+        stored = {
+            (x.get("system"), x.get("value"))
+            for x in (read.body or {}).get("identifier") or []
+            if isinstance(x, dict)
+        }
+        for ident in resource.get("identifier") or []:
+            if (
+                isinstance(ident, dict)
+                and isinstance(ident.get("value"), str)
+                and isinstance(ident.get("system"), str)
+            ):
+                require(
+                    (ident["system"], ident["value"]) in stored,
+                    "referral-answered-with-another-referral",
+                    f"entry {i}: {ident} not in {ref}",
+                )
+    return found
+
+
 def check_outcome_body(body: Any, what: str) -> None:
     """An error answer is an OperationOutcome with coded issues, and serialises as HTTP would."""
     import orjson
@@ -670,28 +726,17 @@ def make_bundle_target() -> Target:
         entries = sent.get("entry") or []
         answers = resp.body.get("entry") or []
         require(len(answers) == len(entries), "response-entries", f"{len(answers)} for {len(entries)}")
-        referrals = []
-        for entry, answer in zip(entries, answers, strict=False):
-            status = ((answer or {}).get("response") or {}).get("status", "")
-            location = ((answer or {}).get("response") or {}).get("location") or ""
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if (
-                isinstance(resource, dict)
-                and resource.get("resourceType") == "ServiceRequest"
-                and status[:3] in ("200", "201")
-                and "/ServiceRequest/" in location
-            ):
-                ref = "/".join(location.split("/ServiceRequest/")[1].split("/")[:1])
-                referrals.append(f"ServiceRequest/{ref}")
-                check_task_for(router, f"ServiceRequest/{ref}")
+        referrals = acknowledged_referrals(router, entries, answers)
         if kind == "transaction-response" and referrals:
             again = post(copy.deepcopy(sent))  # the resend of a stored referral stores nothing new
-            require(again.status == 200, "resend-status", str(again.status))
-            locations = [
-                ((a or {}).get("response") or {}).get("location") or "" for a in again.body.get("entry") or []
-            ]
-            for ref in referrals:
-                require(any(f"/{ref}" in loc for loc in locations), "resend-other-referral", ref)
+            require(again.status == 200, "resend-status", f"{again.status}: {str(again.body)[:300]}")
+            again_refs = answered_referrals(entries, again.body.get("entry") or [])
+            for i, ref in referrals.items():
+                require(
+                    again_refs.get(i) == ref,
+                    "resend-other-referral",
+                    f"entry {i}: {again_refs.get(i)} != {ref}",
+                )
 
     seeds_docs = bundle_docs()
     return Target(
