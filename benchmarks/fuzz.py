@@ -385,7 +385,7 @@ def v2_dictionary() -> list[bytes]:
     return [w.encode() for w in words]
 
 
-def make_v2_target() -> Target:
+def make_v2_target(folder: Path | None = None) -> Target:
     """bytes → V2Service.process (the MLLP listener's and POST /v2's entry), then the ACK's properties."""
     import sqlalchemy as sa
 
@@ -393,7 +393,7 @@ def make_v2_target() -> Target:
     from fhir_gateway.v2.message import V2ParseError, parse_er7
     from fhir_gateway.v2.service import V2Service, _is_utf8
 
-    app = build_gateway(Path(tempfile.mkdtemp(prefix="fuzz-v2-")))
+    app = build_gateway(folder or Path(tempfile.mkdtemp(prefix="fuzz-v2-")))
     router = app.state.router
     proxy = UniqueReferralRouter(router)
     service = V2Service(proxy, BASE)
@@ -669,7 +669,7 @@ def _dumps(doc: Any) -> bytes:
     return orjson.dumps(doc)
 
 
-def make_bundle_target() -> Target:
+def make_bundle_target(folder: Path | None = None) -> Target:
     """A POST of a (mutated) referral Bundle through router.handle, as the HTTP layer sends it."""
     import orjson
 
@@ -677,7 +677,7 @@ def make_bundle_target() -> Target:
     from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
     from fhir_gateway.fhir.outcome import FhirError
 
-    app = build_gateway(Path(tempfile.mkdtemp(prefix="fuzz-bundle-")))
+    app = build_gateway(folder or Path(tempfile.mkdtemp(prefix="fuzz-bundle-")))
     router = app.state.router
     gp = gp_principal()
     limits = JsonLimits(app.state.ctx.settings.max_json_depth, app.state.ctx.settings.max_bundle_entries)
@@ -873,7 +873,7 @@ def json_mutator(pool: list[Any], byte_share: float) -> Callable[[bytes, int, in
     return mutate
 
 
-MAKERS: dict[str, Callable[[], Target]] = {
+MAKERS: dict[str, Callable[..., Target]] = {
     "v2": make_v2_target,
     "mllp": make_mllp_target,
     "fhir-json": make_fhir_json_target,
