@@ -12,6 +12,8 @@ import pytest
 from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import Invalid
+from fhir_gateway.v2.ack import AckError, build_ack
+from fhir_gateway.v2.inbound import parse
 
 
 @pytest.mark.parametrize(
@@ -30,3 +32,14 @@ def test_a_value_of_the_wrong_json_type_is_a_400_not_a_python_error(raw: bytes) 
     assert raised.value.status == 400
     assert raised.value.issues[0].code in ("structure", "value")
     orjson.dumps(raised.value.outcome())
+
+
+@pytest.mark.parametrize("control_id", [b"\\X0D\\HHIJ-242", b"A\\X0A\\B", b"A\\X0D0A\\B", b"\\.br\\x"])
+def test_msa_2_reads_back_as_the_control_id_sent(control_id: bytes) -> None:
+    """MSH-10 `\\X0D\\HHIJ-242` is CR + text; the ACK wrote the CR as `\\.br\\`, which reads back
+    as LF, so MSA-2 no longer matched the message the sender was waiting on."""
+    message = parse(b"MSH|^~\\&|APP\\X0D\\|FAC|GW|WOR|||REF^I12|" + control_id + b"|P|2.5\r")
+    ack = parse(build_ack(message, "AE", [AckError(102, "x")]))
+    msa = ack.segment("MSA")
+    assert msa is not None and msa.value(2) == message.control_id
+    assert ack.msh.value(5) == message.msh.value(3)  # sender and receiver swapped, exactly
