@@ -445,7 +445,59 @@ def make_v2_target(folder: Path | None = None) -> Target:
             with service.database.connection(write=True) as connection:
                 connection.execute(sa.delete(journal))  # the next mutant is a new message
 
-    return Target("v2", 8192, one, v2_seeds, v2_dictionary)
+    return Target("v2", 8192, one, v2_seeds, v2_dictionary, v2_mutator(byte_share=0.25))
+
+
+def v2_mutator(byte_share: float) -> Callable[[bytes, int, int], bytes]:
+    """libFuzzer custom mutator for ER7: edits whole segments, fields, components and values, so
+    most mutants keep a readable MSH and reach the mapping and the referral path (plain byte
+    mutations mostly break the header: an AR before anything else runs); some stay byte-level."""
+    words = [w.decode() for w in v2_dictionary()] + ['""', "", "^^^", "~", "&&", "\\E\\", "9" * 40, "x" * 300]
+
+    def mutate(data: bytes, max_size: int, seed: int) -> bytes:
+        import atheris
+
+        rng = random.Random(seed)
+        if rng.random() < byte_share:
+            return atheris.Mutate(data, max_size)
+        text = data.decode("latin-1")
+        segments = [seg for seg in re.split(r"\r\n|\r|\n", text) if seg]
+        if not segments:
+            return atheris.Mutate(data, max_size)
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            i = rng.randrange(len(segments))
+            fields = segments[i].split("|")
+            op = rng.randrange(8)
+            if op == 0 and len(segments) > 1:
+                del segments[i]
+                continue
+            if op == 1:
+                segments.insert(rng.randrange(len(segments) + 1), segments[i])
+                continue
+            if op == 2 and len(segments) > 2:
+                j = rng.randrange(1, len(segments))
+                segments[i], segments[j] = segments[j], segments[i]
+                continue
+            f = rng.randrange(1, len(fields)) if len(fields) > 1 else 0
+            if op == 3:
+                fields[f] = rng.choice(words)
+            elif op == 4:
+                fields.insert(f, rng.choice(fields))
+            elif op == 5 and len(fields) > 2:
+                del fields[f]
+            elif op == 6:  # one component or repetition of the field
+                parts = fields[f].split("^")
+                k = rng.randrange(len(parts))
+                parts[k] = rng.choice([*words, parts[k] * 2, ""])
+                fields[f] = "^".join(parts)
+            else:
+                raw = fields[f].encode("latin-1")
+                fields[f] = atheris.Mutate(raw, len(raw) + 24).decode("latin-1")
+            segments[i] = "|".join(fields)
+        out = "\r".join(segments).encode("latin-1", "replace") + b"\r"
+        return out if len(out) <= max_size else atheris.Mutate(data, max_size)
+
+    return mutate
 
 
 def mllp_reference(stream: bytes, max_bytes: int) -> tuple[list[bytes], bool]:
