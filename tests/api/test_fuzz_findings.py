@@ -12,7 +12,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import ROOT, make_client
-from tests.wor import FHIR_JSON, load_directory, patient, referral_bundle
+from tests.wor import (
+    FHIR_JSON,
+    WOR,
+    load_directory,
+    milestone,
+    patient,
+    put_task,
+    referral_bundle,
+    send_referral,
+    task_for,
+)
 
 BASE = "http://gateway.test/fhir"
 
@@ -140,3 +150,25 @@ def test_a_consent_scope_coding_without_a_code_grants_nothing(client: TestClient
     codings.append({"system": codings[0]["system"]})  # next to contact-details: the profile is met
     resp = client.post("/fhir", json=doc, headers=FHIR_JSON)
     assert resp.status_code == 200, resp.text
+
+
+def test_completing_a_task_whose_activity_output_starts_with_a_codeless_coding(client: TestClient) -> None:
+    """Found reviewing the class of the consent finding (optional Coding.code read as required):
+    the CarePlan activity took `type.coding[0]["code"]`, a KeyError 500 when coding[0] is
+    another system's without a code. The activity coding is used now."""
+    sr = send_referral(client, referral_id="FZ-ACTIVITY-1")
+    task = task_for(client, sr["id"])
+    for change in (
+        {"status": "accepted"},
+        {"status": "in-progress", "businessStatus": milestone("intake-held")},
+    ):
+        task = put_task(client, task, **change).json()
+    activity = {"system": f"{WOR}/CodeSystem/wor-activity-categories", "code": "volunteering"}
+    output = [{"type": {"coding": [{"system": "http://example.org/x"}, activity]}, "valueBoolean": True}]
+    resp = put_task(
+        client, task, status="completed", businessStatus=milestone("closed-goal-reached"), output=output
+    )
+    assert resp.status_code == 200, resp.text
+    plans = client.get("/fhir/CarePlan", params={"supporting-info": f"ServiceRequest/{sr['id']}"}).json()
+    details = [a["detail"] for a in plans["entry"][0]["resource"]["activity"] if "detail" in a]
+    assert details[-1]["code"] == {"coding": [activity]} and details[-1]["description"] == "volunteering"
