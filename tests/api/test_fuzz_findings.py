@@ -172,3 +172,21 @@ def test_completing_a_task_whose_activity_output_starts_with_a_codeless_coding(c
     plans = client.get("/fhir/CarePlan", params={"supporting-info": f"ServiceRequest/{sr['id']}"}).json()
     details = [a["detail"] for a in plans["entry"][0]["resource"]["activity"] if "detail" in a]
     assert details[-1]["code"] == {"coding": [activity]} and details[-1]["description"] == "volunteering"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body"),
+    [
+        ("POST", "/fhir/Patient", [], {**patient("999999151"), "birthDate": "9999-12-31"}),
+        ("GET", "/fhir/Patient", [("birthdate", "9999-12-31")], None),
+        ("GET", "/fhir/Patient", [("birthdate", "9999")], None),
+        ("GET", "/fhir/Task", [("_lastUpdated", "lt0001-01-01T00:00:00+01:00")], None),
+        ("GET", "/fhir/Patient/_history", [("_since", "9999-12-31T23:30:00-01:00")], None),
+    ],
+)
+def test_dates_at_the_ends_of_the_calendar(
+    client: TestClient, method: str, path: str, params: list[tuple[str, str]], body: Any
+) -> None:
+    """OverflowError in parse_date_range (found storing `birthDate: 9999-12-31`): a 500."""
+    resp = client.request(method, path, params=params, json=body)
+    assert resp.status_code in (200, 201), resp.text

@@ -6,12 +6,15 @@ Each one crashed a layer below the HTTP/MLLP edge with a Python error (a 500, or
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import orjson
 import pytest
 
 from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import Invalid
+from fhir_gateway.fhir.searchparams import DateRange, parse_date_range
 from fhir_gateway.v2.ack import AckError, build_ack
 from fhir_gateway.v2.inbound import parse
 
@@ -43,3 +46,21 @@ def test_msa_2_reads_back_as_the_control_id_sent(control_id: bytes) -> None:
     msa = ack.segment("MSA")
     assert msa is not None and msa.value(2) == message.control_id
     assert ack.msh.value(5) == message.msh.value(3)  # sender and receiver swapped, exactly
+
+
+@pytest.mark.parametrize(
+    ("text", "low", "high"),
+    [
+        ("9999", datetime(9999, 1, 1), datetime.max),
+        ("9999-12", datetime(9999, 12, 1), datetime.max),
+        ("9999-12-31", datetime(9999, 12, 31), datetime.max),
+        ("9999-12-31T23:59:59", datetime(9999, 12, 31, 23, 59, 59), datetime.max),
+        ("9999-12-31T23:30:00-01:00", datetime.max, datetime.max),
+        ("0001-01-01T00:00:00+01:00", datetime.min, datetime(1, 1, 1, 0, 0, 0, 999999)),
+    ],
+)
+def test_date_ranges_at_the_ends_of_the_calendar_are_clamped(
+    text: str, low: datetime, high: datetime
+) -> None:
+    """`birthDate: 9999-12-31` was an OverflowError (the day after it) while indexing: a 500."""
+    assert parse_date_range(text) == DateRange(low, high)
