@@ -190,3 +190,45 @@ def test_dates_at_the_ends_of_the_calendar(
     """OverflowError in parse_date_range (found storing `birthDate: 9999-12-31`): a 500."""
     resp = client.request(method, path, params=params, json=body)
     assert resp.status_code in (200, 201), resp.text
+
+
+@pytest.mark.parametrize(
+    ("system", "value"),
+    [
+        ('https://his.hadegeinoord.exampl"\\ud800"wijzing', "FZ-ESC-1"),  # the fuzzer's: a backslash
+        ("https://his.hadegeinoord.example.nl/verwijzing", "FZ-ESC-2,FZ-ESC-3"),  # OR-ed into two
+        ("https://his.hadegeinoord.example.nl/a|b", "FZ-ESC-4$x"),  # split at the wrong `|`
+    ],
+)
+def test_a_resend_is_recognised_whatever_characters_its_identifier_holds(
+    client: TestClient, system: str, value: str
+) -> None:
+    """find_resend searched `system|value` unescaped: the resend was not recognised and stored as a
+    second referral with a second Task."""
+    doc = referral_bundle()
+    doc["entry"][2]["resource"]["identifier"] = [{"system": system, "value": value}]
+    first = client.post("/fhir", json=doc, headers=FHIR_JSON)
+    assert first.status_code == 200, first.text
+    again = client.post("/fhir", json=doc, headers=FHIR_JSON)
+    assert again.status_code == 200, again.text
+    sr_ids = [r.json()["entry"][2]["resource"]["id"] for r in (first, again)]
+    assert sr_ids[0] == sr_ids[1]
+    tasks = client.get("/fhir/Task", params={"based-on": f"ServiceRequest/{sr_ids[0]}"}).json()
+    assert len(tasks["entry"]) == 1
+
+
+def test_a_v2_resend_with_separators_in_its_referral_number_is_one_referral(client: TestClient) -> None:
+    """The mapping wrote RF1-6 into ifNoneExist as it was: `A&B` read as two query parameters and
+    `A,B` as A or B. The `query` filter escapes it."""
+    from fhir_gateway.v2.inbound import parse
+
+    good = (ROOT / "examples" / "v2" / "ref-i12-v25.hl7").read_bytes().replace(b"\n", b"\r")
+    message = good.replace(b"REF-2026-0001", b"FZ\\T\\1,2+3%4").replace(b"999911120", b"999990019")
+    service = client.app.state.v2  # type: ignore[attr-defined]
+    focus = []
+    for control_id in (b"FZ-V2-ESC-1", b"FZ-V2-ESC-2"):  # a new control id: not the journal's answer
+        ack = parse(service.handle(message.replace(b"BATAU-000123", control_id)))
+        assert ack.segment("MSA").value(1) == "AA", ack.to_er7()  # type: ignore[union-attr]
+        found = client.get("/fhir/ServiceRequest", params={"identifier": "FZ&1\\,2+3%4"}).json()
+        focus.append([e["resource"]["id"] for e in found.get("entry", [])])
+    assert len(focus[0]) == 1 and focus[0] == focus[1]

@@ -14,6 +14,7 @@ import pytest
 from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import Invalid
+from fhir_gateway.fhir.search import TokenValue, _token, parse_search, search_escape
 from fhir_gateway.fhir.searchparams import DateRange, parse_date_range
 from fhir_gateway.v2.ack import AckError, build_ack
 from fhir_gateway.v2.inbound import parse
@@ -64,3 +65,21 @@ def test_date_ranges_at_the_ends_of_the_calendar_are_clamped(
 ) -> None:
     """`birthDate: 9999-12-31` was an OverflowError (the day after it) while indexing: a 500."""
     assert parse_date_range(text) == DateRange(low, high)
+
+
+@pytest.mark.parametrize(
+    ("raw", "system", "code"),
+    [
+        ("s|c", "s", "c"),
+        ("|c", "", "c"),
+        ("s|", "s", None),
+        ("c", None, "c"),
+        ("s\\|x|c", "s|x", "c"),
+        ("s|a\\,b\\$\\\\", "s", "a,b$\\"),
+    ],
+)
+def test_token_search_values_honour_fhir_escaping(raw: str, system: str | None, code: str | None) -> None:
+    (condition,) = parse_search("Patient", [("identifier", raw)]).conditions
+    assert condition.values == (TokenValue(system, code),)
+    odd = "a|b,c$d\\"
+    assert _token(search_escape(odd) + "|x") == TokenValue(odd, "x")
