@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -269,10 +270,14 @@ def _sr_entry(entry: Any) -> dict[str, Any] | None:
     """The ServiceRequest a POST entry creates (a referral), else None."""
     if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
         return None
-    resource = entry.get("resource")
-    if entry["request"].get("method") != "POST" or not isinstance(resource, dict):
+    resource, url = entry.get("resource"), entry["request"].get("url")
+    if entry["request"].get("method") != "POST" or not isinstance(resource, dict) or not isinstance(url, str):
         return None
-    return resource if resource.get("resourceType") == "ServiceRequest" else None
+    try:  # a create only: POST ServiceRequest/$validate answers 200 with an OperationOutcome
+        path = urlsplit(url.removeprefix(BASE)).path.strip("/")
+    except ValueError:
+        return None
+    return resource if resource.get("resourceType") == "ServiceRequest" and path == "ServiceRequest" else None
 
 
 def answered_referrals(entries: list[Any], answers: list[Any]) -> dict[int, str]:
