@@ -203,7 +203,12 @@ class BundleProcessor:
                     mapping.ids[full_url] = f"{rtype}/{new_id()}"
             elif request["method"] == "PUT" and full_url and "resource" in entry:
                 resource = entry["resource"]
-                if isinstance(resource, dict) and resource.get("id"):
+                # no resourceType: the PUT fails validation with a 400 later, not a KeyError 500 here
+                if (
+                    isinstance(resource, dict)
+                    and resource.get("id")
+                    and isinstance(resource.get("resourceType"), str)
+                ):
                     mapping.ids[full_url] = f"{resource['resourceType']}/{resource['id']}"
         return mapping
 

@@ -232,3 +232,11 @@ def test_a_v2_resend_with_separators_in_its_referral_number_is_one_referral(clie
         found = client.get("/fhir/ServiceRequest", params={"identifier": "FZ&1\\,2+3%4"}).json()
         focus.append([e["resource"]["id"] for e in found.get("entry", [])])
     assert len(focus[0]) == 1 and focus[0] == focus[1]
+
+
+def test_a_put_entry_whose_resource_has_an_id_but_no_type(client: TestClient) -> None:
+    """KeyError in `_assign_ids` (`resource['resourceType']`)."""
+    entry = {"fullUrl": "u", "resource": {"id": "2"}, "request": {"method": "PUT", "url": "Patient/2"}}
+    resp = client.post("/fhir", content=bundle("transaction", entry), headers=FHIR_JSON)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["issue"][0]["code"] == "required"
