@@ -18,7 +18,7 @@ from fhir_gateway.api.router import Router, error_response
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, information, operation_outcome
 from fhir_gateway.security import audit
-from fhir_gateway.store.repository import new_id
+from fhir_gateway.store.repository import Stored, new_id
 from fhir_gateway.workflow.resources import ResourceService
 
 # FHIR's processing order for transactions: deletes, creates, updates, reads.
@@ -37,7 +37,7 @@ class BundleProcessor:
         if not isinstance(entries, list):
             raise Invalid([error("structure", "Bundle.entry must be an array", "Bundle.entry")])
         for i, entry in enumerate(entries):
-            _check_entry(entry, i)
+            _check_entry(entry, i, req.base_url)
         if kind == "transaction":
             return self.transaction(req, entries)
         if kind == "batch":
@@ -72,7 +72,7 @@ class BundleProcessor:
         try:
             with self.router.ctx.database.connection(write=True) as session:
                 svc = self.router.service(session, req)
-                mapping = self._assign_ids(svc, entries)
+                mapping = self._assign_ids(svc, entries, req.base_url)
                 replay = self._replayed_referral(req, svc, entries)
                 if replay is not None:
                     results = replay
@@ -109,41 +109,68 @@ class BundleProcessor:
         self, req: FhirRequest, svc: ResourceService, entries: list[dict[str, Any]]
     ) -> dict[int, dict[str, Any]] | None:
         """A resent referral Bundle (its ServiceRequest.identifier is known) writes nothing: each
-        entry is answered with the resource the original referral stored for it."""
-        for entry in entries:
+        entry is answered with the resource the original referral stored for it.
+
+        Only a Bundle whose every referral is known is a resend: a known one next to a new one
+        used to answer the whole Bundle from the store, so the new referral got "200 OK, not
+        stored again" and was never stored (an acknowledged referral lost). That mix is a 409."""
+        originals: dict[int, Stored] = {}
+        new: list[int] = []
+        for i, entry in enumerate(entries):
             resource = entry.get("resource") or {}
             if entry["request"]["method"] != "POST" or resource.get("resourceType") != "ServiceRequest":
                 continue
             original = svc.find_referral(resource)  # 409 if another organisation owns that identifier
             if original is None:
-                continue
-            known = {entry.get("fullUrl"): original.reference}
-            known.update(_paired_references(resource, original.content))
-            results: dict[int, dict[str, Any]] = {}
-            for i, other in enumerate(entries):
-                ref = known.get(other.get("fullUrl"))
-                stored = svc.repo.find(*ref.split("/", 1)) if ref and "/" in ref else None
-                if stored is not None:
-                    results[i] = _response_entry(self.router.resource_response(req, stored, 200, svc))
-                else:
-                    results[i] = {
-                        "response": {
-                            "status": "200 OK",
-                            "outcome": operation_outcome(
-                                [information("Not stored again: this referral was received before")]
-                            ),
-                        }
+                new.append(i)
+            else:
+                originals[i] = original
+        if not originals:
+            return None
+        if new:
+            known = next(iter(originals))
+            raise FhirError(
+                409,
+                [
+                    error(
+                        "conflict",
+                        f"Bundle.entry[{new[0]}] is a new referral but Bundle.entry[{known}] was received "
+                        f"before ({originals[known].reference}): send the new referral in a Bundle of its own",
+                        f"Bundle.entry[{new[0]}].resource.identifier",
+                    )
+                ],
+            )
+        answers: dict[str, str] = {}  # fullUrl or reference in the resent Bundle -> stored reference
+        for i, original in originals.items():
+            full_url = entries[i].get("fullUrl")
+            if full_url:
+                answers[full_url] = original.reference
+            answers.update(_paired_references(entries[i]["resource"], original.content))
+        results: dict[int, dict[str, Any]] = {}
+        for i, other in enumerate(entries):
+            full_url = other.get("fullUrl")
+            ref = originals[i].reference if i in originals else answers.get(full_url) if full_url else None
+            stored = svc.repo.find(*ref.split("/", 1)) if ref and "/" in ref else None
+            if stored is not None:
+                results[i] = _response_entry(self.router.resource_response(req, stored, 200, svc))
+            else:
+                results[i] = {
+                    "response": {
+                        "status": "200 OK",
+                        "outcome": operation_outcome(
+                            [information("Not stored again: this referral was received before")]
+                        ),
                     }
-            return results
-        return None
+                }
+        return results
 
     def _dispatch(
         self, sub: FhirRequest, svc: ResourceService, entry: dict[str, Any], mapping: _IdMapping
     ) -> FhirResponse:
         full_url = entry.get("fullUrl")
-        if sub.method == "POST" and full_url in mapping.ids and not sub.parts[1:]:
+        if sub.method == "POST" and full_url in mapping.ids and len(sub.parts) == 1:
             # Create under the id we promised other entries.
-            _rtype, rid = mapping.ids[full_url].split("/")
+            _rtype, rid = mapping.ids[full_url].split("/", 1)
             stored, created = svc.create(sub.body, resource_type=sub.parts[0], resource_id=rid)
             return self.router.resource_response(sub, stored, 201 if created else 200, svc)
         try:
@@ -151,15 +178,20 @@ class BundleProcessor:
         except FhirError as exc:
             return error_response(exc)
 
-    def _assign_ids(self, svc: ResourceService, entries: list[dict[str, Any]]) -> _IdMapping:
-        """Give every POST entry its id up front (or the existing match for ifNoneExist), so
-        references between entries can be rewritten before anything is written."""
+    def _assign_ids(self, svc: ResourceService, entries: list[dict[str, Any]], base_url: str) -> _IdMapping:
+        """Give every create entry (POST to a type) its id up front (or the existing match for
+        ifNoneExist), so references between entries can be rewritten before anything is written.
+
+        The type is read from the url the way the entry is dispatched (`_entry_parts`): an
+        absolute url under our base names the same type, and a POST to an operation
+        (`Patient/$validate`) or to nothing creates nothing to promise an id for."""
         mapping = _IdMapping()
         for i, entry in enumerate(entries):
             request = entry["request"]
             full_url = entry.get("fullUrl")
-            if request["method"] == "POST" and full_url:
-                rtype = request["url"].split("?")[0].strip("/")
+            parts = _entry_parts(base_url, request["url"])
+            if request["method"] == "POST" and full_url and len(parts) == 1 and parts[0][:1] != "$":
+                rtype = parts[0]
                 existing = None
                 if request.get("ifNoneExist"):
                     existing = svc.conditional_match(rtype, request["ifNoneExist"])
@@ -171,7 +203,12 @@ class BundleProcessor:
                     mapping.ids[full_url] = f"{rtype}/{new_id()}"
             elif request["method"] == "PUT" and full_url and "resource" in entry:
                 resource = entry["resource"]
-                if isinstance(resource, dict) and resource.get("id"):
+                # no resourceType: the PUT fails validation with a 400 later, not a KeyError 500 here
+                if (
+                    isinstance(resource, dict)
+                    and resource.get("id")
+                    and isinstance(resource.get("resourceType"), str)
+                ):
                     mapping.ids[full_url] = f"{resource['resourceType']}/{resource['id']}"
         return mapping
 
@@ -215,7 +252,7 @@ def _type_rank(entry: dict[str, Any]) -> int:
     return 1 if isinstance(resource, dict) and resource.get("resourceType") == "ServiceRequest" else 0
 
 
-def _check_entry(entry: Any, i: int) -> None:
+def _check_entry(entry: Any, i: int, base_url: str = "") -> None:
     where = f"Bundle.entry[{i}]"
     request = entry.get("request") if isinstance(entry, dict) else None
     if (
@@ -234,9 +271,32 @@ def _check_entry(entry: Any, i: int) -> None:
                 )
             ]
         )
+    if "resource" in entry and not isinstance(entry["resource"], dict):
+        # check_shell leaves the resources out of the Bundle model: a string or array there
+        # reached `.get` on the PATCH and error-location paths (500s)
+        raise Invalid(
+            [
+                error(
+                    "structure",
+                    "entry.resource must be a JSON object holding one resource",
+                    f"{where}.resource",
+                )
+            ]
+        )
     if request["method"] in ("POST", "PUT") and not isinstance(entry.get("resource"), dict):
         raise Invalid(
             [error("required", f"A {request['method']} entry needs a resource", f"{where}.resource")]
+        )
+    path, _query = _entry_url(base_url, request["url"], f"{where}.request.url")
+    if request["method"] == "POST" and not path:
+        raise Invalid(
+            [
+                error(
+                    "value",
+                    f"request.url '{request['url'][:100]}' of a POST entry names no resource type",
+                    f"{where}.request.url",
+                )
+            ]
         )
 
 
@@ -278,12 +338,25 @@ def _resolve(entry: dict[str, Any], mapping: _IdMapping) -> dict[str, Any]:
     return resolved
 
 
+def _entry_url(base_url: str, url: str, where: str = "Bundle.entry.request.url") -> tuple[str, str]:
+    """(path relative to the FHIR base, query) of an entry's request.url; absolute urls under
+    our base name the same path. Invalid (400) when it is no URL at all (`http://[x`)."""
+    if base_url and url.startswith(base_url):
+        url = url[len(base_url) :]
+    try:
+        split = urlsplit(url)
+    except ValueError:
+        raise Invalid([error("value", f"request.url '{url[:100]}' is not a valid URL", where)]) from None
+    return split.path.strip("/"), split.query
+
+
+def _entry_parts(base_url: str, url: str) -> list[str]:
+    return [p for p in _entry_url(base_url, url)[0].split("/") if p]
+
+
 def _entry_request(parent: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
     request = entry["request"]
-    url = urlsplit(request["url"])
-    path = url.path
-    if parent.base_url and request["url"].startswith(parent.base_url):
-        path = urlsplit(request["url"][len(parent.base_url) :]).path
+    path, query = _entry_url(parent.base_url, request["url"])
     headers = {k: v for k, v in parent.headers.items() if k in ("prefer",)}
     for field, header in (
         ("ifMatch", "if-match"),
@@ -298,8 +371,8 @@ def _entry_request(parent: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
         body = _patch_body(entry)
     return FhirRequest(
         method=request["method"],
-        path=path.strip("/"),
-        params=parse_qsl(url.query),
+        path=path,
+        params=parse_qsl(query),
         body=body,
         headers=headers,
         principal=parent.principal,

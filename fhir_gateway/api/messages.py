@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from fhir_gateway.api.bundles import BundleProcessor, check_shell
 from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.fhir.outcome import FhirError, Invalid, error
+from fhir_gateway.fhir.search import search_escape
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
 
 MATCH_ON = {  # resource type → identifier system an existing resource is matched on
@@ -89,7 +91,9 @@ def _as_transaction_entry(entry: dict[str, Any], i: int) -> dict[str, Any]:
     system = MATCH_ON.get(resource["resourceType"])
     for ident in resource.get("identifier", []) if system else []:
         if ident.get("system") == system and ident.get("value"):
-            request["ifNoneExist"] = f"identifier={system}|{ident['value']}"
+            # escaped for the search and the query string: a value with `,` `|` `&` `+` is one value
+            criteria = f"{search_escape(system)}|{search_escape(str(ident['value']))}"
+            request["ifNoneExist"] = f"identifier={quote(criteria, safe='|')}"
             break
     out = {"resource": resource, "request": request}
     if entry.get("fullUrl"):

@@ -64,8 +64,11 @@ def check_resource(data: Any, expected_type: str | None = None) -> dict[str, Any
         _model(resource_type).model_validate(data)
     except ValidationError as exc:
         raise Invalid(issues_from_validation(resource_type, exc)) from None
-    except (KeyError, TypeError, ValueError) as exc:
-        # fhir.resources raises a bare KeyError for a nested resource of unknown type.
+    except Exception as exc:
+        # fhir.resources' own validators assume the JSON type they expect and fail with whatever
+        # Python raises on the wrong one: a bare KeyError for a nested resource of unknown type,
+        # AttributeError for a number where a url/uri/canonical belongs ({"address": 12} on an
+        # Endpoint: `12.startswith`). Whichever it is, the input could not be read: a 400, not a 500.
         raise Invalid(
             [
                 error(

@@ -187,7 +187,8 @@ def _condition(param: SearchParam, modifier: str | None, raw: str, base_url: str
         if raw not in ("true", "false"):
             raise _bad(f"{param.name}:missing takes true or false", param.name)
         return Condition(param.name, "missing", None, (raw == "true",), param)
-    values = [v for v in _split_or(raw)]
+    escaped = _split_escaped(raw, ",")
+    values = [_unescape(v) for v in escaped]
     if not values:
         raise _bad(f"Search parameter '{param.name}' has no value", param.name)
     if param.type == "token":
@@ -195,7 +196,7 @@ def _condition(param: SearchParam, modifier: str | None, raw: str, base_url: str
             raise _bad(
                 f"Modifier ':{modifier}' is not supported on token parameter '{param.name}'", param.name
             )
-        return Condition(param.name, "token", modifier, tuple(_token(v) for v in values), param)
+        return Condition(param.name, "token", modifier, tuple(_token(v) for v in escaped), param)
     if param.type == "reference":
         if modifier and modifier not in param.targets and not modifier[:1].isupper():
             raise _bad(f"Modifier ':{modifier}' is not supported on reference '{param.name}'", param.name)
@@ -220,16 +221,17 @@ def _condition(param: SearchParam, modifier: str | None, raw: str, base_url: str
     return Condition(param.name, "string", modifier, folded, param)
 
 
-def _split_or(raw: str) -> list[str]:
-    """Split on commas that are not escaped with a backslash (FHIR search escaping)."""
+def _split_escaped(raw: str, separator: str) -> list[str]:
+    """Split on `separator` where no backslash escapes it; the parts keep their escapes."""
     parts, current, escaped = [], [], False
     for ch in raw:
         if escaped:
             current.append(ch)
             escaped = False
         elif ch == "\\":
+            current.append(ch)
             escaped = True
-        elif ch == ",":
+        elif ch == separator:
             parts.append("".join(current))
             current = []
         else:
@@ -238,11 +240,36 @@ def _split_or(raw: str) -> list[str]:
     return [p for p in parts if p != ""]
 
 
+def _unescape(text: str) -> str:
+    r"""FHIR search escaping undone: `\,` `\|` `\$` `\\` (any escaped character) → the character."""
+    if "\\" not in text:
+        return text
+    out, escaped = [], False
+    for ch in text:
+        if escaped or ch != "\\":
+            out.append(ch)
+            escaped = False
+        else:
+            escaped = True
+    return "".join(out)
+
+
+def search_escape(text: str) -> str:
+    r"""A value as a search parameter must carry it: `\` `|` `,` `$` escaped with a backslash."""
+    return "".join("\\" + ch if ch in "\\|,$" else ch for ch in text)
+
+
 def _token(value: str) -> TokenValue:
-    if "|" not in value:
-        return TokenValue(None, value)
-    system, _, code = value.partition("|")
-    return TokenValue(system, code or None)
+    """`system|code` split at the first unescaped `|` (an escaped one belongs to the value)."""
+    escaped = False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "|":
+            return TokenValue(_unescape(value[:i]), _unescape(value[i + 1 :]) or None)
+    return TokenValue(None, _unescape(value))
 
 
 def _date_value(name: str, raw: str) -> DateValue:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
@@ -160,8 +160,31 @@ _DATE_RE = re.compile(
 )
 
 
+_TICK = timedelta(microseconds=1)
+
+
+def _last_before(start: Callable[[], datetime]) -> datetime:
+    """The instant before `start()`; datetime.max when that lies past year 9999."""
+    try:
+        return start() - _TICK
+    except (OverflowError, ValueError):  # datetime(10000, ...) or 9999-12-31 + 1 day
+        return datetime.max
+
+
+def _shifted(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta`, clamped to datetime.min / max at the ends of the calendar."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max if delta > timedelta(0) else datetime.min
+
+
 def parse_date_range(text: str) -> DateRange:
-    """The instant range a FHIR date/dateTime/instant covers at its precision (naive UTC)."""
+    """The instant range a FHIR date/dateTime/instant covers at its precision (naive UTC).
+
+    Clamped at the calendar's ends: `9999-12-31` ends at datetime.max and
+    `0001-01-01T00:00:00+01:00` starts at datetime.min; the next day / the UTC shift used to be
+    an OverflowError, a 500 when such a date was stored (birthDate) or searched."""
     m = _DATE_RE.match(text.strip())
     if not m:
         raise ValueError(f"not a FHIR date/dateTime: {text!r}")
@@ -169,25 +192,24 @@ def parse_date_range(text: str) -> DateRange:
     y = int(year)
     if month is None:
         low = datetime(y, 1, 1)
-        return DateRange(low, datetime(y + 1, 1, 1) - timedelta(microseconds=1))
+        return DateRange(low, _last_before(lambda: datetime(y + 1, 1, 1)))
     mo = int(month)
     if day is None:
         low = datetime(y, mo, 1)
-        nxt = datetime(y + (mo == 12), mo % 12 + 1, 1)
-        return DateRange(low, nxt - timedelta(microseconds=1))
+        return DateRange(low, _last_before(lambda: datetime(y + (mo == 12), mo % 12 + 1, 1)))
     d = int(day)
     if hour is None:
         low = datetime(y, mo, d)
-        return DateRange(low, low + timedelta(days=1) - timedelta(microseconds=1))
+        return DateRange(low, _last_before(lambda: low + timedelta(days=1)))
     micro = int((fraction or ".0")[1:].ljust(6, "0")[:6])
     base = datetime(y, mo, d, int(hour), int(minute), int(second or 0), micro)
     if zone and zone != "Z":
         sign = 1 if zone[0] == "+" else -1
-        base -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        base = _shifted(base, -sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
     if second is None:
-        return DateRange(base, base + timedelta(minutes=1) - timedelta(microseconds=1))
+        return DateRange(base, _last_before(lambda: base + timedelta(minutes=1)))
     if fraction is None:
-        return DateRange(base, base + timedelta(seconds=1) - timedelta(microseconds=1))
+        return DateRange(base, _last_before(lambda: base + timedelta(seconds=1)))
     return DateRange(base, base)
 
 

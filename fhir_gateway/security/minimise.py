@@ -31,7 +31,12 @@ def consent_scopes(consents: list[dict[str, Any]]) -> set[str]:
         if consent.get("status") != "active" or provision.get("type", "permit") != "permit":
             continue
         for concept in provision.get("code", []):
-            scopes.update(c["code"] for c in concept.get("coding", []) if c.get("system") == CONSENT_SCOPE)
+            # Coding.code is optional (0..1): a coding of the scope system without one grants nothing
+            scopes.update(
+                c["code"]
+                for c in concept.get("coding", [])
+                if c.get("system") == CONSENT_SCOPE and isinstance(c.get("code"), str)
+            )
     return scopes
 
 

@@ -220,9 +220,9 @@ def build_ack(
     header = inbound if isinstance(inbound, Header) else Header.of(inbound)
     version = reply_version(header.version)
     trigger = header.trigger or ""
-    msg_type = f"ACK^{escape(trigger)}^ACK"
+    msg_type = f"ACK^{escape(trigger, exact=True)}^ACK"
     msh = build_msh(header, msg_type, version, control_id=control_id, now=now)
-    msa = ["MSA", code, escape(header.control_id)]
+    msa = ["MSA", code, escape(header.control_id, exact=True)]  # MSA-2 reads back as MSH-10
     if is_v24(version) and (text or errors):
         msa.append(escape((text or errors[0].text)[:80]))
     segments = [msh, "|".join(msa)]

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from fhir_gateway.fhir.search import search_escape
 from fhir_gateway.v2.message import Message, Repetition, Segment
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -441,6 +442,9 @@ class _Join:
         self.sep = {"": "\n", "space": " ", "comma": ", "}.get(arg, arg)
 
 
+_QUERY_SAFE = "/:@!$'()*,;=|\\^~[]{}<>\"`"
+
+
 def _filter(word: str) -> Any:
     name, _, arg = word.partition(":")
     if name == "join":
@@ -464,6 +468,9 @@ def _filter(word: str) -> Any:
         return lambda h, env: Hit(h.text.strip(), h.loc)
     if name == "urlsafe":
         return lambda h, env: Hit(quote(h.text, safe=""), h.loc)
+    if name == "query":  # one search value in a query string (ifNoneExist): `A,B` is not A or B,
+        # `A&B` not two parameters; only what parse_qsl would read differently is %-encoded
+        return lambda h, env: Hit(quote(search_escape(h.text), safe=_QUERY_SAFE), h.loc)
     if name == "map":
         if not arg:
             raise V2MappingError("map needs a table name: map:<table>")

@@ -166,8 +166,12 @@ def unescape(text: str, d: Delimiters = STANDARD) -> str:
     return "".join(out)
 
 
-def escape(text: str, d: Delimiters = STANDARD) -> str:
-    """Encode text for an ER7 value: delimiters become escape sequences, line breaks \\.br\\."""
+def escape(text: str, d: Delimiters = STANDARD, *, exact: bool = False) -> str:
+    """Encode text for an ER7 value: delimiters become escape sequences, line breaks \\.br\\.
+
+    `exact`: line breaks as hex (\\X0D\\, \\X0A\\, CRLF kept as two) so the value reads back
+    unchanged: for identifiers echoed to their sender (MSH-10 in MSA-2), which \\.br\\ turned
+    from CR into LF, so the sender could not match the ACK to its message."""
     if not text:
         return ""
     out = []
@@ -178,10 +182,10 @@ def escape(text: str, d: Delimiters = STANDARD) -> str:
         d.subcomponent: f"{d.escape}T{d.escape}",
         d.repetition: f"{d.escape}R{d.escape}",
     }
-    for ch in text.replace("\r\n", "\n"):
+    for ch in text if exact else text.replace("\r\n", "\n"):
         if ch in table:
             out.append(table[ch])
-        elif ch in "\r\n":
+        elif ch in "\r\n" and not exact:
             out.append(f"{d.escape}.br{d.escape}")
         elif ch < " " and ch != "\t":  # other controls as hex: an ACK echoing junk stays readable
             out.append(f"{d.escape}X{ord(ch):02X}{d.escape}")
@@ -276,6 +280,8 @@ def _split_field(value: str, d: Delimiters) -> Field:
 def encode_field(reps: Field, d: Delimiters = STANDARD) -> str:
     """A parsed field back to ER7 with the given delimiters (values re-escaped)."""
     return d.repetition.join(
-        d.component.join(d.subcomponent.join(escape(s, d) for s in comp) for comp in rep).rstrip(d.component)
+        d.component.join(d.subcomponent.join(escape(s, d, exact=True) for s in comp) for comp in rep).rstrip(
+            d.component
+        )
         for rep in reps
     )

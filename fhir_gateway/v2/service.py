@@ -43,6 +43,8 @@ from fhir_gateway.v2.message import Message, V2ParseError, parse_er7
 log = logging.getLogger(__name__)
 
 MAX_ERR_SEGMENTS = 20
+MAX_CONTROL_ID = 64  # v2_messages.control_id: the journal's key, with the sender
+MAX_SENDER = 255  # v2_messages.sender (MSH-3.1^MSH-4.1)
 _RETRYABLE = {401, 403, 408, 429}  # not the content's fault: AR, so the sender tries again
 
 
@@ -145,6 +147,9 @@ class V2Service:
         except V2ContentError as exc:
             mapping = None
             content_errors = exc.errors
+        too_long = _journal_key_error(message)
+        if too_long is not None:
+            return Outcome(build_ack(message, "AR", [too_long]), "AR")
         claim = self._claim(message)
         if isinstance(claim, Outcome):
             return claim
@@ -196,7 +201,7 @@ class V2Service:
 
     # -- journal -------------------------------------------------------------------------------
     def _claim(self, message: Message) -> int | Outcome:
-        sender, control_id = message.sender[:255], message.control_id[:64]
+        sender, control_id = message.sender, message.control_id  # lengths checked by process
         now = _utcnow()
         for _attempt in range(2):
             try:
@@ -335,6 +340,26 @@ def _focus(result: MappingResult, body: dict[str, Any] | None) -> str | None:
             marker = location.find("ServiceRequest/")
             if marker >= 0:
                 return "/".join(location[marker:].split("/")[:2])[:128]
+    return None
+
+
+def _journal_key_error(message: Message) -> AckError | None:
+    """A control id or sender longer than the journal stores is refused (AR), not cut: two
+    messages whose ids share the first 64 characters were one journal key, so the second got
+    the first's stored AA without being processed (an acknowledged message lost)."""
+    if len(message.control_id) > MAX_CONTROL_ID:
+        return AckError(
+            DATA_TYPE_ERROR,
+            f"MSH-10 (message control id) is longer than {MAX_CONTROL_ID} characters",
+            Loc("MSH", 1, 10),
+        )
+    if len(message.sender) > MAX_SENDER:
+        return AckError(
+            DATA_TYPE_ERROR,
+            f"MSH-3.1 and MSH-4.1 (sending application and facility) are longer than {MAX_SENDER - 1} "
+            "characters together",
+            Loc("MSH", 1, 3),
+        )
     return None
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_gateway.fhir.outcome import FhirError, error
-from fhir_gateway.fhir.search import parse_search
+from fhir_gateway.fhir.search import parse_search, search_escape
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.mapping import referral_inputs
 from fhir_gateway.routing import Route, route
@@ -70,7 +70,8 @@ def receive(
         {**service_request, "status": service_request.get("status", "active")}, resource_id=resource_id
     )
     for ident in sr.content.get("identifier", []):  # a second copy in the same Bundle is a resend too
-        repo.memo[("resend", f"{ident.get('system')}|{ident.get('value')}")] = sr
+        if isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str):
+            repo.memo[("resend", resend_criteria(ident["system"], ident["value"]))] = sr
     task, care_plan = _derive(repo, ctx, sr, consent, chosen)
     _provenance(repo, ctx, principal, sr, task, care_plan, chosen)
     ctx.metrics.referrals.labels("accepted").inc()
@@ -99,13 +100,20 @@ def _check_requester(repo: Repository, ctx: GatewayContext, principal: Principal
         )
 
 
+def resend_criteria(system: str, value: str) -> str:
+    """`system|value` as an identifier search: a `|`, `,`, `$` or `\\` in either is escaped, else
+    the search split the identifier elsewhere (system `a|b`) or OR-ed it (value `A,B`), so a
+    resend went unrecognised and was stored as a second referral (found by the fuzzer)."""
+    return f"{search_escape(system)}|{search_escape(value)}"
+
+
 def find_resend(repo: Repository, service_request: dict[str, Any]) -> Stored | None:
     identifiers = service_request.get("identifier")
     for ident in identifiers if isinstance(identifiers, list) else []:
         system, value = (ident.get("system"), ident.get("value")) if isinstance(ident, dict) else (None, None)
         if not (isinstance(system, str) and isinstance(value, str) and system and value):
             continue  # malformed ones are reported by validation, which runs next
-        criteria = f"{system}|{value}"
+        criteria = resend_criteria(system, value)
         key = ("resend", criteria)  # asked twice per transaction Bundle: once is enough
         if key not in repo.memo:
             repo.lock(f"ServiceRequest?identifier={criteria}")

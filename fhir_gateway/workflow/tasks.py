@@ -201,23 +201,29 @@ def care_plans_for(repo: Repository, sr: Stored) -> list[Stored]:
 def _with_activities(plan: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
     """Record the activities the coach found (Task.output typed with an activity category)."""
     found = [
-        o
+        (o, coding)
         for o in task.get("output", [])
-        if any(
-            c.get("system", "").endswith("/CodeSystem/wor-activity-categories")
-            for c in (o.get("type") or {}).get("coding", [])
-        )
+        for coding in (o.get("type") or {}).get("coding", [])
+        if coding.get("system", "").endswith("/CodeSystem/wor-activity-categories")
     ]
     if not found:
         return plan
     activities = [a for a in plan.get("activity", []) if "detail" not in a or a.get("reference")]
-    for out in found:
-        coding = out["type"]["coding"][0]
+    seen: set[int] = set()
+    for out, coding in found:
+        if id(out) in seen:  # one activity per output, typed by its first activity coding
+            continue
+        seen.add(id(out))
+        # the activity coding, not coding[0]: that may be another system's, without a code
+        # (Coding.code is 0..1), which was a KeyError 500 on completing the Task
         detail: dict[str, Any] = {
             "kind": "Task",
             "status": "completed",
             "code": {"coding": [coding]},
-            "description": out.get("valueString") or coding.get("display") or coding["code"],
+            "description": out.get("valueString")
+            or coding.get("display")
+            or coding.get("code")
+            or "activiteit",
         }
         activities.append({"detail": detail})
     return {**plan, "activity": activities}
