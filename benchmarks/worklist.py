@@ -120,8 +120,10 @@ def _fill(template: Any, values: dict[str, str]) -> Any:
     return template
 
 
-# Placeholders the per-resource values replace in a prototype's JSON and index rows.
-_MARKS = ("@@id@@", "@@sr@@", "@@patient@@", "@@task@@", "@@updated@@", "@@when@@")
+# Placeholders the per-resource values replace in a prototype's JSON and index rows. The ones that
+# stand for ids are valid ids themselves: index_rows keeps `Patient/<mark>` only if it reads as a
+# reference to a Patient (reference parameters with target types).
+_MARKS = ("@@id@@", "mark-sr-0x7f", "mark-patient-0x7f", "mark-task-0x7f", "@@updated@@", "@@when@@")
 _PROTO_WHEN = datetime(2000, 1, 1)
 _PROTO_WHEN_S = _PROTO_WHEN.strftime("%Y-%m-%dT%H:%M:%S+00:00")
 _PROTO_UPDATED = datetime(2001, 1, 1, 0, 0, 0, 123456)
@@ -289,10 +291,10 @@ def _check(url: str, samples: list[tuple[int, str, str, datetime, dict[str, str]
 _TABLES = ("resources", "resource_history", "search_index")
 _DRV_COLS = "pk, combo, rid, sr, patient, task, updated_s, when_s, updated, w_low, w_high"
 _DOC = (
-    "replace(replace(replace(replace(replace(replace(p.doc, '@@id@@', d.rid), '@@sr@@', d.sr), "
-    "'@@patient@@', d.patient), '@@task@@', d.task), '@@updated@@', d.updated_s), '@@when@@', d.when_s)"
+    f"replace(replace(replace(replace(replace(replace(p.doc, '{_MARKS[0]}', d.rid), '{_MARKS[1]}', d.sr), "
+    f"'{_MARKS[2]}', d.patient), '{_MARKS[3]}', d.task), '{_MARKS[4]}', d.updated_s), '{_MARKS[5]}', d.when_s)"
 )
-_VALUE = "replace(replace(replace(x.value, '@@sr@@', d.sr), '@@patient@@', d.patient), '@@task@@', d.task)"
+_VALUE = f"replace(replace(replace(x.value, '{_MARKS[1]}', d.sr), '{_MARKS[2]}', d.patient), '{_MARKS[3]}', d.task)"
 
 
 class _Loader:
