@@ -702,8 +702,8 @@ def make_fhir_json_target() -> Target:
                     isinstance(issue, Issue) and issue.code and isinstance(issue.diagnostics, str),
                     "issue-shape",
                 )
-            check_outcome_body({"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
-                               if issues else {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational"}]}, "validator")  # fmt: skip
+            as_fhir = [i.to_fhir() for i in issues] or [{"severity": "information", "code": "informational"}]
+            check_outcome_body({"resourceType": "OperationOutcome", "issue": as_fhir}, "validator")
             validator.ensure_valid(resource)
         except FhirError as exc:
             STATS[f"refused-by-{stage}"] += 1

@@ -124,6 +124,17 @@ def database(database_url: str) -> Iterator[Database]:
 TEST_TOKEN_KEY = orjson.dumps(generate_gateway_key().as_dict(private=True)).decode()
 
 
+def directory_client(db_file: Path) -> TestClient:
+    """An admin client on a new, migrated SQLite file with the example directory loaded (for
+    module-scoped fixtures of tests that send many requests)."""
+    from tests.wor import load_directory
+
+    Database(f"sqlite:///{db_file}").upgrade()
+    client = make_client(f"sqlite:///{db_file}")
+    load_directory(client)
+    return client
+
+
 def make_client(url: str, client_id: str | None = "gateway-admin", **settings: object) -> TestClient:
     """A gateway over real HTTP semantics (TestClient) acting as one registered client: the
     example registrations are loaded and a real access token is sent. None: no token."""

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import make_client
+from tests.conftest import directory_client
 from tests.wor import FHIR_JSON, patient, referral_bundle
 
 JSON = st.recursive(
@@ -51,13 +51,7 @@ FIELDS = st.sampled_from(
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    from fhir_gateway.store.database import Database
-    from tests.wor import load_directory
-
-    db_file = tmp_path_factory.mktemp("fuzz") / "g.db"
-    Database(f"sqlite:///{db_file}").upgrade()
-    with make_client(f"sqlite:///{db_file}") as c:
-        load_directory(c)
+    with directory_client(tmp_path_factory.mktemp("fuzz") / "g.db") as c:
         yield c
 
 

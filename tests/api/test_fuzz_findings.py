@@ -11,11 +11,10 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ROOT, make_client
+from tests.conftest import ROOT, directory_client
 from tests.wor import (
     FHIR_JSON,
     WOR,
-    load_directory,
     milestone,
     patient,
     put_task,
@@ -29,12 +28,7 @@ BASE = "http://gateway.test/fhir"
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    from fhir_gateway.store.database import Database
-
-    db_file = tmp_path_factory.mktemp("fuzz-findings") / "g.db"
-    Database(f"sqlite:///{db_file}").upgrade()
-    with make_client(f"sqlite:///{db_file}") as c:
-        load_directory(c)
+    with directory_client(tmp_path_factory.mktemp("fuzz-findings") / "g.db") as c:
         yield c
 
 
