@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
@@ -332,10 +332,27 @@ def _resolve(entry: dict[str, Any], mapping: _IdMapping) -> dict[str, Any]:
     if "resource" in entry:
         resolved["resource"] = walk(entry["resource"])
     url = entry["request"]["url"]
-    for full_url, ref in mapping.ids.items():
-        if full_url in url:
-            resolved["request"] = {**entry["request"], "url": url.replace(full_url, ref)}
+    rewritten = _resolve_url(url, mapping.ids)
+    if rewritten != url:
+        resolved["request"] = {**entry["request"], "url": rewritten}
     return resolved
+
+
+def _resolve_url(url: str, ids: dict[str, str]) -> str:
+    """A conditional request.url (`Consent?patient=urn:uuid:…`) with each search value that IS an
+    entry's fullUrl (whole value or one of its comma-separated alternatives, as sent or percent-
+    encoded) replaced by that entry's Type/id. Whole values only: a fullUrl that merely occurs
+    inside another value or the path is left alone, and every value is rewritten, not just one."""
+    path, sep, query = url.partition("?")
+    if not sep:
+        return url
+    params = []
+    for param in query.split("&"):
+        name, eq, value = param.partition("=")
+        if eq:
+            value = ",".join(ids.get(unquote(v), ids.get(v, v)) for v in value.split(","))
+        params.append(f"{name}{eq}{value}")
+    return f"{path}?{'&'.join(params)}"
 
 
 def _entry_url(base_url: str, url: str, where: str = "Bundle.entry.request.url") -> tuple[str, str]:

@@ -149,3 +149,32 @@ def test_bundle_errors(client: TestClient) -> None:
         post_entry({"resourceType": "Patient"}, "urn:uuid:a"),
     )
     assert client.post("/fhir", json=dup, headers=FHIR_JSON).json()["issue"][0]["code"] == "duplicate"
+
+
+def test_conditional_urls_name_entries_by_whole_values(any_client: TestClient) -> None:
+    """request.url values that ARE an entry's fullUrl become its Type/id — every one of them, in
+    OR lists and percent-encoded too — and a fullUrl inside a longer value is not touched."""
+    from urllib.parse import quote
+
+    from tests.wor import VALID_BSNS, consent
+
+    one, two = "http://his.example/fhir/Patient/1", "http://his.example/fhir/Patient/12"
+    entries = [
+        post_entry(patient(bsn=VALID_BSNS[0]), one),
+        post_entry(patient(bsn=VALID_BSNS[1]), two),
+        post_entry(consent(one)),
+        post_entry(consent(two)),
+        {"request": {"method": "GET", "url": f"Consent?patient={one},{quote(two, safe='')}"}},
+        {"request": {"method": "GET", "url": f"Consent?patient={two}&status=active"}},
+    ]
+    resp = any_client.post("/fhir", json=transaction(*entries), headers=FHIR_JSON)
+    assert resp.status_code == 200, resp.json()
+    body = resp.json()["entry"]
+    ids = [body[0]["resource"]["id"], body[1]["resource"]["id"]]
+
+    def patients(i: int) -> list[str]:
+        found = body[i]["resource"].get("entry", [])
+        return sorted(e["resource"]["patient"]["reference"] for e in found)
+
+    assert patients(4) == sorted(f"Patient/{i}" for i in ids)  # both values rewritten
+    assert patients(5) == [f"Patient/{ids[1]}"]  # …/Patient/12 is not …/Patient/1 + "2"
