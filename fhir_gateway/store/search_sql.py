@@ -204,7 +204,8 @@ def clause(
     pattern = "%{}%" if cond.modifier == "contains" else "{}%"
     return _probe(
         rows.where(
-            sa.or_(*(IX.c.value.like(pattern.format(like_escape(str(v))), escape="\\") for v in cond.values))
+            IX.c.text.is_not(None),  # string rows only: what lets ix_search_string serve the prefix
+            sa.or_(*(IX.c.value.like(pattern.format(like_escape(str(v))), escape="\\") for v in cond.values)),
         ),
         pk,
     )

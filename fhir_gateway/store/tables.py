@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 # JSON on SQLite, jsonb on PostgreSQL (indexable, and the reports may query into it).
 JsonDocument = sa.JSON().with_variant(JSONB(), "postgresql")
 PAIR_ROWS = sa.text("value IS NOT NULL AND high IS NOT NULL")
+STRING_ROWS = sa.text("text IS NOT NULL")  # only string parameters keep the text as written
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
 
@@ -88,6 +89,19 @@ class SearchIndexRow(SQLModel, table=True):
             "resource_pk",
             sqlite_where=PAIR_ROWS,
             postgresql_where=PAIR_ROWS,
+        ),
+        # string searches are prefix matches (`value LIKE 'jans%'`); under a linguistic collation
+        # (C.UTF-8 included) PostgreSQL can run LIKE on a btree only with a pattern operator class
+        # (migration 0007); without it `Patient?name=` read every index row of the table
+        sa.Index(
+            "ix_search_string",
+            "resource_type",
+            "param",
+            "value",
+            "resource_pk",
+            postgresql_ops={"value": "varchar_pattern_ops"},
+            sqlite_where=STRING_ROWS,
+            postgresql_where=STRING_ROWS,
         ),
     )
 
