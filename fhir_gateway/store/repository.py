@@ -134,6 +134,21 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def require_version(current: Stored, if_match: int | None) -> None:
+    """412 unless the If-Match version (when one was sent) is the current one."""
+    if if_match is not None and if_match != current.version_id:
+        raise FhirError(
+            412,
+            [
+                error(
+                    "conflict",
+                    f"{current.reference} is at version {current.version_id}, not {if_match} (If-Match)",
+                    "If-Match",
+                )
+            ],
+        )
+
+
 WriteListener = Callable[["Repository", "Stored"], None]
 
 
@@ -208,18 +223,7 @@ class Repository:
                     ],
                 )
             return self.create(resource, resource_id=rid, method=method), True
-        if if_match is not None and if_match != current.version_id:
-            raise FhirError(
-                412,
-                [
-                    error(
-                        "conflict",
-                        f"{resource_type}/{rid} is at version "
-                        f"{current.version_id}, not {if_match} (If-Match)",
-                        "If-Match",
-                    )
-                ],
-            )
+        require_version(current, if_match)
         version = current.version_id + 1
         now = utc_now()
         content = _with_meta(resource, rid, version, now)

@@ -29,7 +29,7 @@ from fhir_gateway.security.compartments import (
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import require_scope
-from fhir_gateway.store.repository import Repository, SearchPage, Stored
+from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
 from fhir_gateway.workflow import consents, feedback, referrals, tasks
 from fhir_gateway.workflow.context import GatewayContext
 
@@ -265,6 +265,9 @@ class ResourceService:
                     )
                 ],
             )
+        # a stale If-Match is 412 before any workflow rule answers (RFC 9110 §13.2.1: preconditions
+        # first), so a client that missed an update learns that, whatever the Task's state now
+        require_version(current, if_match)
         change = tasks.check_update(
             current.content, data, self.principal, if_match, self._practice_of(current.content)
         )

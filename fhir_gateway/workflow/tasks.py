@@ -95,21 +95,6 @@ def check_update(
                 )
             ],
         )
-    # Preconditions come before the content is processed (RFC 9110 §13.2.1): a stale If-Match is
-    # 412 whatever the Task's state, so a client that missed an update learns that first. The
-    # repository checks the version again under its row lock; this only decides which answer wins.
-    version = (current.get("meta") or {}).get("versionId")
-    if version is not None and str(if_match) != str(version):
-        raise FhirError(
-            412,
-            [
-                error(
-                    "conflict",
-                    f"Task/{current.get('id')} is at version {version}, not {if_match} (If-Match)",
-                    "If-Match",
-                )
-            ],
-        )
     changed = sorted(
         k for k in set(current) | set(proposed) if k not in MUTABLE and current.get(k) != proposed.get(k)
     )
