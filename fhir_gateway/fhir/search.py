@@ -7,8 +7,10 @@ Repeated parameters are AND, comma-separated values OR. Unknown parameters becom
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 
 import orjson
 
@@ -221,23 +223,22 @@ def _condition(param: SearchParam, modifier: str | None, raw: str, base_url: str
     return Condition(param.name, "string", modifier, folded, param)
 
 
-def _split_escaped(raw: str, separator: str) -> list[str]:
-    """Split on `separator` where no backslash escapes it; the parts keep their escapes."""
-    parts, current, escaped = [], [], False
-    for ch in raw:
+def _separators(text: str, separator: str) -> Iterator[int]:
+    """Where `separator` stands in `text` without a backslash escaping it."""
+    escaped = False
+    for i, ch in enumerate(text):
         if escaped:
-            current.append(ch)
             escaped = False
         elif ch == "\\":
-            current.append(ch)
             escaped = True
         elif ch == separator:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return [p for p in parts if p != ""]
+            yield i
+
+
+def _split_escaped(raw: str, separator: str) -> list[str]:
+    """Split on `separator` where no backslash escapes it; the parts keep their escapes."""
+    bounds = [-1, *_separators(raw, separator), len(raw)]
+    return [part for a, b in pairwise(bounds) if (part := raw[a + 1 : b])]
 
 
 def _unescape(text: str) -> str:
@@ -261,15 +262,10 @@ def search_escape(text: str) -> str:
 
 def _token(value: str) -> TokenValue:
     """`system|code` split at the first unescaped `|` (an escaped one belongs to the value)."""
-    escaped = False
-    for i, ch in enumerate(value):
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "|":
-            return TokenValue(_unescape(value[:i]), _unescape(value[i + 1 :]) or None)
-    return TokenValue(None, _unescape(value))
+    bar = next(_separators(value, "|"), None)
+    if bar is None:
+        return TokenValue(None, _unescape(value))
+    return TokenValue(_unescape(value[:bar]), _unescape(value[bar + 1 :]) or None)
 
 
 def _date_value(name: str, raw: str) -> DateValue:
