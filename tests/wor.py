@@ -27,6 +27,15 @@ def load_directory(client: TestClient) -> None:
     assert resp.status_code == 200, resp.text
 
 
+def fresh_bsn() -> str:
+    """A random 9-digit number passing the BSN 11-test: a person no other test refers."""
+    while True:
+        digits = f"7{uuid.uuid4().int % 10**7:07d}"
+        check = sum(int(d) * w for d, w in zip(digits, range(9, 1, -1), strict=True)) % 11
+        if check < 10:
+            return digits + str(check)
+
+
 def patient(bsn: str = "999911120", postcode: str = "3431 AB", number: str = "12") -> dict[str, Any]:
     return {
         "resourceType": "Patient",

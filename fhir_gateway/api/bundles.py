@@ -73,6 +73,7 @@ class BundleProcessor:
             with self.router.ctx.database.connection(write=True) as session:
                 svc = self.router.service(session, req)
                 mapping = self._assign_ids(svc, entries, req.base_url)
+                svc.promised = frozenset(mapping.new)
                 replay = self._replayed_referral(req, svc, entries)
                 if replay is not None:
                     results = replay
@@ -93,6 +94,8 @@ class BundleProcessor:
                     audit.write(svc.repo, svc.audit, 200)
         except FhirError as exc:
             failed = error_response(_located(exc, order, results, entries))
+            if svc is not None and not svc.audit.interaction:
+                svc.audit.attempt("transaction", "Bundle")
             if svc is not None and svc.audit.needed:
                 self.router.write_audit(req, svc.audit, failed.status)
             return failed
@@ -120,7 +123,7 @@ class BundleProcessor:
             resource = entry.get("resource") or {}
             if entry["request"]["method"] != "POST" or resource.get("resourceType") != "ServiceRequest":
                 continue
-            original = svc.find_referral(resource)  # 409 if another organisation owns that identifier
+            original = svc.find_referral(resource)
             if original is None:
                 new.append(i)
             else:
@@ -195,12 +198,12 @@ class BundleProcessor:
                 existing = None
                 if request.get("ifNoneExist"):
                     existing = svc.conditional_match(rtype, request["ifNoneExist"])
-                if existing is not None:
-                    svc.claim(existing)
+                if existing is not None:  # the caller's own record: a match grants nothing
                     mapping.ids[full_url] = existing.reference
                     mapping.existing.add(i)
                 else:
                     mapping.ids[full_url] = f"{rtype}/{new_id()}"
+                    mapping.new.add(mapping.ids[full_url])
             elif request["method"] == "PUT" and full_url and "resource" in entry:
                 resource = entry["resource"]
                 # no resourceType: the PUT fails validation with a 400 later, not a KeyError 500 here
@@ -244,6 +247,7 @@ class _IdMapping:
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}  # fullUrl → Type/id
         self.existing: set[int] = set()  # entries satisfied by ifNoneExist
+        self.new: set[str] = set()  # Type/id this transaction creates (other entries may point there)
 
 
 def _type_rank(entry: dict[str, Any]) -> int:

@@ -94,10 +94,11 @@ class Router:
                 response = route.handler(req, service, args)
                 if route.writes and service.audit.needed:  # atomic with the change it records
                     audit.write(service.repo, service.audit, response.status)
-                    service.audit.entities.clear()
-                    service.audit.query = None
+                    service.audit.written()
         except FhirError as exc:
             response = error_response(exc)
+        if service is not None and response.status >= 400 and not service.audit.interaction:
+            service.audit.attempt(req.method.lower(), req.path)  # a refusal is logged, whatever it was
         if service is not None and service.audit.needed:
             self.write_audit(req, service.audit, response.status)
         return response

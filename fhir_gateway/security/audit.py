@@ -43,6 +43,18 @@ class AuditTrail:
     patients: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # versioned references written (Provenance targets)
     query: str | None = None
+    attempted: str | None = None  # what a refused request tried, when it touched no record
+
+    def attempt(self, interaction: str, what: str) -> None:
+        """Record a refused attempt (no scope, admin-only, another's record) for the audit log."""
+        self.interaction = self.interaction or interaction
+        self.attempted = self.attempted or what[:200]
+
+    def written(self) -> None:
+        """The event was written inside the request's transaction: nothing left to log."""
+        self.entities.clear()
+        self.query = None
+        self.attempted = None
 
     def touch(self, interaction: str, stored: Stored | None = None, *, query: str | None = None) -> None:
         self.interaction = self.interaction or interaction
@@ -69,7 +81,9 @@ class AuditTrail:
 
     @property
     def needed(self) -> bool:
-        return bool(self.entities) or (bool(self.interaction) and self.query is not None)
+        return bool(self.entities) or (
+            bool(self.interaction) and (self.query is not None or self.attempted is not None)
+        )
 
     def event(self, status: int) -> dict[str, Any]:
         outcome = "0" if status < 400 else ("4" if status < 500 else "8")
@@ -129,6 +143,16 @@ class AuditTrail:
                     },
                     "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"},
                     "description": f"search {self.query[:200]}",
+                }
+            )
+        if self.attempted is not None and not self.entities and self.query is None:
+            entities.append(
+                {
+                    "type": {
+                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "code": "2",
+                    },
+                    "description": f"{self.interaction} {self.attempted}",
                 }
             )
         event: dict[str, Any] = {

@@ -15,7 +15,7 @@ from fhir_gateway.fhir.search import parse_search, search_escape
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.mapping import referral_inputs
 from fhir_gateway.routing import Route, route
-from fhir_gateway.security.compartments import can_see
+from fhir_gateway.security.compartments import organization_filter
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored, new_id
@@ -45,21 +45,12 @@ def receive(
     """Store a validated referral with its derived Task, CarePlan and Provenance.
 
     A resend (same ServiceRequest.identifier) returns the original and creates nothing."""
-    existing = find_resend(repo, service_request)
+    compartment = organization_filter(principal, "ServiceRequest")
+    existing = find_resend(repo, service_request, compartment)
     if existing is not None:
-        if not can_see(repo, principal, existing):
-            raise FhirError(
-                409,
-                [
-                    error(
-                        "duplicate", "This referral identifier is already in use", "ServiceRequest.identifier"
-                    )
-                ],
-            )
         ctx.metrics.referrals.labels("resend").inc()
         return Referral(existing, None, None, created=False)
     try:
-        _check_requester(repo, ctx, principal, service_request)
         patient = _required_target(repo, service_request.get("subject"), "Patient", "ServiceRequest.subject")
         consent = _consent(repo, service_request, patient)
         chosen = route(service_request, patient.content, ctx.directory(repo))
@@ -71,33 +62,12 @@ def receive(
     )
     for ident in sr.content.get("identifier", []):  # a second copy in the same Bundle is a resend too
         if isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str):
-            repo.memo[("resend", resend_criteria(ident["system"], ident["value"]))] = sr
+            repo.memo[("resend", compartment, resend_criteria(ident["system"], ident["value"]))] = sr
     task, care_plan = _derive(repo, ctx, sr, consent, chosen)
     _provenance(repo, ctx, principal, sr, task, care_plan, chosen)
     ctx.metrics.referrals.labels("accepted").inc()
     log.info("referral routed", extra={"event": "referral.routed"})
     return Referral(sr, task, care_plan, created=True)
-
-
-def _check_requester(repo: Repository, ctx: GatewayContext, principal: Principal, sr: dict[str, Any]) -> None:
-    """A practice refers only as itself: the requester must belong to the caller's organisation."""
-    if principal.organization is None:
-        return
-    requester = normalise_reference((sr.get("requester") or {}).get("reference", ""), repo.base_url) or ""
-    if requester == principal.organization:
-        return
-    practices = ctx.directory(repo).practices_of(requester)
-    if not any(f"Organization/{p['id']}" == principal.organization for p in practices):
-        raise FhirError(
-            403,
-            [
-                error(
-                    "forbidden",
-                    "The requester does not belong to your organisation",
-                    "ServiceRequest.requester",
-                )
-            ],
-        )
 
 
 def resend_criteria(system: str, value: str) -> str:
@@ -107,17 +77,21 @@ def resend_criteria(system: str, value: str) -> str:
     return f"{search_escape(system)}|{search_escape(value)}"
 
 
-def find_resend(repo: Repository, service_request: dict[str, Any]) -> Stored | None:
+def find_resend(repo: Repository, service_request: dict[str, Any], compartment: str | None) -> Stored | None:
+    """The referral stored earlier under one of this ServiceRequest's identifiers, among those
+    `compartment` (the sender's organisation; None: all) may see. Another organisation's referral
+    with the same identifier is no match: it is neither revealed nor answered with."""
     identifiers = service_request.get("identifier")
     for ident in identifiers if isinstance(identifiers, list) else []:
         system, value = (ident.get("system"), ident.get("value")) if isinstance(ident, dict) else (None, None)
         if not (isinstance(system, str) and isinstance(value, str) and system and value):
             continue  # malformed ones are reported by validation, which runs next
         criteria = resend_criteria(system, value)
-        key = ("resend", criteria)  # asked twice per transaction Bundle: once is enough
+        key = ("resend", compartment, criteria)  # asked twice per transaction Bundle: once is enough
         if key not in repo.memo:
-            repo.lock(f"ServiceRequest?identifier={criteria}")
+            repo.lock(f"{compartment or '*'} ServiceRequest?identifier={criteria}")
             query = parse_search("ServiceRequest", [("identifier", criteria)])
+            query.compartment = compartment
             query.count = 1
             matches = repo.search(query).matches
             repo.memo[key] = matches[0] if matches else None

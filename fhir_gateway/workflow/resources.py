@@ -15,9 +15,9 @@ import jsonpatch
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, NotFound, error
 from fhir_gateway.fhir.search import SearchQuery, parse_search
-from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
+from fhir_gateway.fhir.searchparams import format_instant, utc_now
 from fhir_gateway.observability import request_id_var
-from fhir_gateway.security.audit import PERSONAL_TYPES, AuditTrail
+from fhir_gateway.security.audit import AuditTrail
 from fhir_gateway.security.compartments import (
     ADMIN_ONLY_TYPES,
     DIRECTORY_TYPES,
@@ -29,6 +29,7 @@ from fhir_gateway.security.compartments import (
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import require_scope
+from fhir_gateway.security.writes import WriteCheck
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
 from fhir_gateway.workflow import consents, feedback, referrals, tasks
 from fhir_gateway.workflow.context import GatewayContext
@@ -40,9 +41,18 @@ class ResourceService:
         self.ctx = ctx
         self.principal = principal
         self.audit = AuditTrail(principal, request_id=request_id_var.get())
+        self.promised: frozenset[str] = frozenset()  # Type/id a transaction creates: may be referenced
 
     # -- access control --------------------------------------------------------------------------
     def _allow(self, resource_type: str, interaction: str) -> None:
+        """Scope, admin-only and directory rules; a refusal is audited like any other attempt."""
+        try:
+            self._permitted(resource_type, interaction)
+        except FhirError:
+            self.audit.attempt(interaction, resource_type)
+            raise
+
+    def _permitted(self, resource_type: str, interaction: str) -> None:
         require_scope(self.principal, resource_type, interaction)
         if resource_type in ADMIN_ONLY_TYPES:
             if not sees_everything(self.principal):
@@ -99,18 +109,18 @@ class ResourceService:
         data = check_resource(resource, expected_type)
         self.ctx.validator.ensure_valid(data)
         if not sees_everything(self.principal):
-            self._check_references(data)
+            self._check_write(data)
         return data
 
-    def _check_references(self, data: dict[str, Any]) -> None:
-        for path, ref in _references(data, data["resourceType"]):
-            target = normalise_reference(ref, self.repo.base_url) or ""
-            rtype, _, rid = target.partition("/")
-            if rtype not in PERSONAL_TYPES or not rid or "/" in rid:
-                continue
-            stored = self.repo.find(rtype, rid)
-            if stored is not None and not can_see(self.repo, self.principal, stored):
-                raise FhirError(422, [error("not-found", f"{target} is not known", path)])
+    def _check_write(self, data: dict[str, Any]) -> None:
+        WriteCheck(
+            self.repo,
+            self.ctx.directory(self.repo),
+            self.principal,
+            lambda stored: can_see(self.repo, self.principal, stored),
+            promised=self.promised,
+            on_refused=lambda stored: self.audit.touch("read", stored),
+        )(data)
 
     def validation_issues(self, resource: Any, expected_type: str | None = None) -> list[Issue]:
         """All issues (errors and warnings) without storing: base errors raise, profile ones return."""
@@ -133,8 +143,7 @@ class ResourceService:
         data = self.validate(resource, resource_type)
         if if_none_exist:
             existing = self.conditional_match(data["resourceType"], if_none_exist)
-            if existing is not None:
-                self.claim(existing)  # the caller knew its identifier
+            if existing is not None:  # one of the caller's own: a match never grants access
                 self.audit.touch("create", existing)
                 return existing, False
         data = {k: v for k, v in data.items() if k != "id"}  # the server assigns the id
@@ -155,24 +164,15 @@ class ResourceService:
             self.repo.grant(stored, {self.principal.organization})
 
     def find_referral(self, service_request: dict[str, Any]) -> Stored | None:
-        """The referral already stored under one of this ServiceRequest's identifiers, if any.
-        An identifier another organisation used is a conflict, not a resend to answer with."""
-        original = referrals.find_resend(self.repo, service_request)
-        if original is not None and not can_see(self.repo, self.principal, original):
-            raise FhirError(
-                409,
-                [
-                    error(
-                        "duplicate", "This referral identifier is already in use", "ServiceRequest.identifier"
-                    )
-                ],
-            )
-        return original
+        """The caller's own referral already stored under one of this ServiceRequest's identifiers."""
+        compartment = organization_filter(self.principal, "ServiceRequest")
+        return referrals.find_resend(self.repo, service_request, compartment)
 
     def conditional_match(self, resource_type: str, criteria: str) -> Stored | None:
-        """The single resource matching `criteria` (a search query string), None if none;
-        412 if several. Holds a lock on the criteria until commit, so two racing conditional
-        creates cannot both miss."""
+        """The single resource matching `criteria` (a search query string) among those the caller
+        may already see, None if none; 412 if several. Another organisation's record is no match:
+        the caller makes its own, and learns nothing of the other. Holds a lock on the criteria
+        (per organisation) until commit, so two racing conditional creates cannot both miss."""
         params = _query_params(criteria)
         if not params:
             raise FhirError(
@@ -185,8 +185,10 @@ class ResourceService:
                     )
                 ],
             )
-        self.repo.lock(f"{resource_type}?{criteria}")
         query = parse_search(resource_type, params, strict=True)
+        self._check_searchable(query)
+        query.compartment = organization_filter(self.principal, resource_type)
+        self.repo.lock(f"{query.compartment or '*'} {resource_type}?{criteria}")
         query.count = 2
         page = self.repo.search(query)
         if len(page.matches) > 1:
@@ -326,13 +328,38 @@ class ResourceService:
             self._visible(row)
         return row
 
+    def _check_searchable(self, query: SearchQuery) -> None:
+        """A minimised caller searches only on elements its view always shows: a parameter (or
+        `:missing`, or an _include) on an element the consent may withhold would answer "is it
+        there?" for what the view hides. Refused the same way whatever the data."""
+        rules = self.ctx.minimisation
+        params = [(c.param, c.name) for c in query.conditions if c.param is not None]
+        params += [(inc.param, f"_{'rev' if inc.reverse else ''}include") for inc in query.includes]
+        for param, name in params:
+            if not rules.applies(self.principal.role, param.resource_type):
+                continue
+            hidden = sorted({path[0] for path in param.paths} - rules.always[param.resource_type])
+            if hidden:
+                raise FhirError(
+                    403,
+                    [
+                        error(
+                            "forbidden",
+                            f"Searching {param.resource_type} on '{param.name}' is not allowed: it reads "
+                            f"{', '.join(hidden)}, which your view of the patient's data may leave out",
+                            name,
+                        )
+                    ],
+                )
+
     def search(self, query: SearchQuery) -> SearchPage:
-        self._allow(query.resource_type, "search")
-        query.compartment = organization_filter(self.principal, query.resource_type)
-        page = self.repo.search(query, include_filter=lambda s: can_see(self.repo, self.principal, s))
         self.audit.touch(
             "search-type", query=query.resource_type + "?" + "&".join(f"{k}={v}" for k, v in query.echo)
         )
+        self._allow(query.resource_type, "search")
+        self._check_searchable(query)
+        query.compartment = organization_filter(self.principal, query.resource_type)
+        page = self.repo.search(query, include_filter=lambda s: can_see(self.repo, self.principal, s))
         for stored in (*page.matches, *page.included):
             self.audit.touch("search-type", stored)
         return page
@@ -360,22 +387,6 @@ class ResourceService:
         if entries:
             self.audit.touch("history-instance", entries[0])
         return entries, more
-
-
-def _references(node: Any, path: str) -> list[tuple[str, str]]:
-    """(FHIRPath, reference) for every Reference.reference in a resource."""
-    found: list[tuple[str, str]] = []
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str):
-            found.append((f"{path}.reference", ref))
-        for key, value in node.items():
-            if key not in ("reference", "contained"):
-                found.extend(_references(value, f"{path}.{key}"))
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            found.extend(_references(item, f"{path}[{i}]"))
-    return found
 
 
 def _with_owner(subscription: dict[str, Any], organization: str) -> dict[str, Any]:
