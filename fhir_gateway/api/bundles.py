@@ -94,7 +94,7 @@ class BundleProcessor:
                     audit.write(svc.repo, svc.audit, 200)
         except FhirError as exc:
             failed = error_response(_located(exc, order, results, entries))
-            if svc is not None and not svc.audit.interaction:
+            if svc is not None and not svc.audit.needed:
                 svc.audit.attempt("transaction", "Bundle")
             if svc is not None and svc.audit.needed:
                 self.router.write_audit(req, svc.audit, failed.status)

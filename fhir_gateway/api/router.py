@@ -97,7 +97,7 @@ class Router:
                     service.audit.written()
         except FhirError as exc:
             response = error_response(exc)
-        if service is not None and response.status >= 400 and not service.audit.interaction:
+        if service is not None and response.status >= 400 and not service.audit.needed:
             service.audit.attempt(req.method.lower(), req.path)  # a refusal is logged, whatever it was
         if service is not None and service.audit.needed:
             self.write_audit(req, service.audit, response.status)

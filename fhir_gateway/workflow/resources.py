@@ -51,6 +51,7 @@ class ResourceService:
         except FhirError:
             self.audit.attempt(interaction, resource_type)
             raise
+        self.audit.interaction = self.audit.interaction or interaction
 
     def _permitted(self, resource_type: str, interaction: str) -> None:
         require_scope(self.principal, resource_type, interaction)
