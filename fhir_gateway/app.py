@@ -67,10 +67,13 @@ def _start_worker(ctx: GatewayContext) -> tuple[threading.Event, threading.Threa
     return stop, thread
 
 
-def install_limits(app: FastAPI, settings: Settings, metrics: Metrics) -> TokenBuckets | None:
+def install_limits(
+    app: FastAPI, settings: Settings, metrics: Metrics
+) -> tuple[TokenBuckets | None, TokenBuckets | None]:
     """Body size limits per path (checked while the body streams) and the per-client rate limit,
     which sits outside them so a throttled request is answered without reading its body. Returns
-    the budget of failed authentications per address for the bearer middleware (None: off)."""
+    the per-client buckets (the token endpoint charges them itself, per proven client) and the
+    budget of failed authentications per address (None: off)."""
     app.add_middleware(
         BodyLimitMiddleware,
         limits=[
@@ -81,16 +84,16 @@ def install_limits(app: FastAPI, settings: Settings, metrics: Metrics) -> TokenB
     )
     rate = settings.rate_limit_per_second
     if rate <= 0:
-        return None
+        return None, None
     buckets = TokenBuckets(rate, settings.rate_limit_burst or math.ceil(2 * rate))
     app.add_middleware(
         RateLimitMiddleware,
         buckets=buckets,
         on_throttle=_counter(metrics),
-        oauth_paths=frozenset({TOKEN_PATH}),
+        self_limited=frozenset({TOKEN_PATH}),
     )
     failures = settings.rate_limit_auth_failures_per_second
-    return TokenBuckets(failures, math.ceil(2 * failures)) if failures > 0 else None
+    return buckets, TokenBuckets(failures, math.ceil(2 * failures)) if failures > 0 else None
 
 
 def _counter(metrics: Metrics) -> Callable[[str], None]:
@@ -133,7 +136,9 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     install_error_handlers(app)  # FastAPI's own errors and a refusing store outside /fhir: OperationOutcome
     install_openapi(app)
     # install_limits before install_auth: the rate limit runs inside it and sees the principal
-    failures = install_limits(app, settings, metrics)
-    install_auth(app, settings, ctx.database, failures=failures, on_throttle=_counter(metrics))
+    requests, failures = install_limits(app, settings, metrics)
+    install_auth(
+        app, settings, ctx.database, failures=failures, on_throttle=_counter(metrics), requests=requests
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

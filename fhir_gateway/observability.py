@@ -84,7 +84,7 @@ class Metrics:
         )
         self.throttled = Counter(
             "gateway_http_throttled_total",
-            "Requests refused with 429 by the per-client rate limit (kind: client or address)",
+            "Requests refused with 429 by a rate limit (kind: client, address, or console sign-in)",
             ["kind"],
             registry=self.registry,
         )

@@ -40,6 +40,7 @@ TABLES = (
     "timers",
     "subscription_events",
     "subscription_state",
+    "login_failures",
 )
 
 

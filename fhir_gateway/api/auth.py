@@ -18,15 +18,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fhir_gateway.api.ratelimit import TokenBuckets, address_key, send_throttled
+from fhir_gateway.api.ratelimit import TokenBuckets, address_key, send_throttled, throttled_answer
 from fhir_gateway.api.router import unavailable_error
 from fhir_gateway.fhir.outcome import error, operation_outcome
 from fhir_gateway.security.authn import (
     BearerError,
     OAuthError,
     authenticate_bearer,
-    exchange_client_credentials,
-    presented_token,
+    check_token_request,
+    grant_token,
 )
 from fhir_gateway.security.clients import ASSERTION_ALGORITHMS, get_client
 from fhir_gateway.security.principal import Principal
@@ -54,6 +54,9 @@ PUBLIC_PATHS = frozenset(
 PUBLIC_PREFIXES = ("/.well-known/", "/console/")
 MAX_TOKEN_REQUEST_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
+# Token-endpoint errors that mean "no client was authenticated": charged to the address's budget
+# of failed authentications (invalid_scope comes after a verified assertion and is not).
+AUTH_FAILURES = frozenset({"invalid_request", "invalid_client", "unsupported_grant_type"})
 INSECURE_DEV_PRINCIPAL = Principal(
     client_id="insecure-dev", organization=None, role="admin", scopes=("system/*.cruds",), authenticated=True
 )
@@ -108,11 +111,37 @@ def oauth_too_large(limit: int, _prefix: bytes) -> tuple[str, bytes]:
     return "application/json", orjson.dumps(exc.body())
 
 
-def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> APIRouter:
+def build_auth_api(
+    database: Database,
+    tokens: TokenService,
+    settings: Any,
+    *,
+    failures: TokenBuckets | None = None,
+    requests: TokenBuckets | None = None,
+    on_throttle: Callable[[str], None] | None = None,
+) -> APIRouter:
+    """Discovery and the token endpoint. `requests`: the per-client buckets, charged to the
+    client the assertion proves (the rate-limit middleware leaves this path alone); `failures`:
+    the per-address budget of failed authentications, charged only by refused requests — a valid
+    assertion from an address that used its budget up still gets its token."""
     api = APIRouter(include_in_schema=False)
 
     def lookup(client_id: str) -> Any:
         return get_client(database, client_id)
+
+    def throttled(buckets: TokenBuckets, kind: str, wait: float, what: str) -> Response:
+        if on_throttle is not None:
+            on_throttle(kind)
+        headers, body = throttled_answer(buckets, kind, wait, what, oauth=True)
+        return Response(body, status_code=429, headers={k.decode(): v.decode() for k, v in headers})
+
+    def refuse(request: Request, exc: OAuthError) -> Response:
+        log.warning("token request refused: %s (%s)", exc.error, exc.description, extra={"event": "auth"})
+        if failures is not None and exc.error in AUTH_FAILURES:
+            wait = failures.take(address_key(request.scope))
+            if wait > 0:
+                return throttled(failures, "address", wait, "failed authentications")
+        return oauth_error_response(exc)
 
     @api.get("/.well-known/smart-configuration")
     async def well_known(request: Request) -> JSONResponse:
@@ -122,29 +151,24 @@ def build_auth_api(database: Database, tokens: TokenService, settings: Any) -> A
     async def token(request: Request) -> Response:
         content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
-            return oauth_error_response(
-                OAuthError("invalid_request", "send application/x-www-form-urlencoded")
-            )
+            return refuse(request, OAuthError("invalid_request", "send application/x-www-form-urlencoded"))
         raw = await request.body()
         if len(raw) > MAX_TOKEN_REQUEST_BYTES:  # the body limit refuses it first; kept as a guard
             return oauth_error_response(OAuthError("invalid_request", "request body too large", 413))
         try:
             form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
         except (UnicodeDecodeError, ValueError):
-            return oauth_error_response(OAuthError("invalid_request", "the form body cannot be parsed"))
+            return refuse(request, OAuthError("invalid_request", "the form body cannot be parsed"))
         audience = token_endpoint_url(request, settings)
         try:
-            issued = await run_in_threadpool(
-                exchange_client_credentials,
-                form,
-                database=database,
-                tokens=tokens,
-                audience=audience,
-                lookup=lookup,
-            )
+            checked = await run_in_threadpool(check_token_request, form, audience=audience, lookup=lookup)
+            if requests is not None:  # the proven client's own budget (event loop: buckets are not locked)
+                wait = requests.take(f"client:{checked.client.client_id}")
+                if wait > 0:
+                    return throttled(requests, "client", wait, "requests")
+            issued = await run_in_threadpool(grant_token, checked, database=database, tokens=tokens)
         except OAuthError as exc:
-            log.warning("token request refused: %s (%s)", exc.error, exc.description, extra={"event": "auth"})
-            return oauth_error_response(exc)
+            return refuse(request, exc)
         except DatabaseUnavailable as exc:  # client lookup or jti record: down, full, read-only
             refused = unavailable_error(exc)  # logs it; the same Retry-After as the FHIR API
             return oauth_error_response(
@@ -183,10 +207,12 @@ class BearerAuthMiddleware:
     experiments only; a token that is sent is still verified.
 
     With `failures` (token buckets per source address), every failed authentication is charged
-    to its address, and once that bucket is empty a request whose token is not already known to
-    be valid gets 429 before its signature is checked: a flood of bad tokens costs at most the
-    budget's worth of signature checks. Tokens verified before (`TokenService.is_known`) never
-    wait; a valid new token from a throttled address does, until the bucket refills."""
+    to its address, and once that bucket is empty a *failed* authentication from there gets 429
+    (counted as `kind="address"`) instead of 401. A token is always verified first, so a valid
+    token — known or new — is never refused for its neighbours' failures (one load-balancer
+    address may carry many clients). A flood stays cheap without a pre-check: a token with an
+    unknown `kid` or a bad shape fails before any crypto (≈ 15 µs), a well-formed forgery costs
+    one ES256 verification (≈ 0.1 ms, small against the request itself)."""
 
     def __init__(
         self,
@@ -220,19 +246,15 @@ class BearerAuthMiddleware:
             state["principal"] = INSECURE_DEV_PRINCIPAL
             await self.app(scope, receive, send)
             return
-        failures = self.failures
-        if failures is not None and not self.tokens.is_known(presented_token(header)):
-            wait = failures.peek(address_key(scope))
-            if wait > 0:
-                if self.on_throttle is not None:
-                    self.on_throttle("address")
-                await send_throttled(send, failures, "address", wait, "failed authentications")
-                return
         try:
             state["principal"] = authenticate_bearer(header, self.tokens)
         except BearerError as exc:
-            if failures is not None:
-                failures.take(address_key(scope))
+            wait = self.failures.take(address_key(scope)) if self.failures is not None else 0.0
+            if wait > 0 and self.failures is not None:
+                if self.on_throttle is not None:
+                    self.on_throttle("address")
+                await send_throttled(send, self.failures, "address", wait, "failed authentications")
+                return
             await _unauthorized(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -245,10 +267,12 @@ def install_auth(
     tokens: TokenService | None = None,
     failures: TokenBuckets | None = None,
     on_throttle: Callable[[str], None] | None = None,
+    requests: TokenBuckets | None = None,
 ) -> TokenService:
     """Mount discovery + token endpoint and the bearer middleware on `app`. Call it before adding
     the request-context middleware, so 401s are logged and counted like any other response.
-    `failures`: the budget of failed authentications per source address (None: unlimited)."""
+    `failures`: the budget of failed authentications per source address (None: unlimited);
+    `requests`: the per-client buckets the token endpoint charges (None: unlimited)."""
     tokens = tokens or TokenService.from_settings(settings)
     insecure_dev = bool(getattr(settings, "insecure_dev", False))
     if insecure_dev:
@@ -257,7 +281,11 @@ def install_auth(
             "Never use this outside a developer's machine. !!!"
         )
     app.state.tokens = tokens
-    app.include_router(build_auth_api(database, tokens, settings))
+    app.include_router(
+        build_auth_api(
+            database, tokens, settings, failures=failures, requests=requests, on_throttle=on_throttle
+        )
+    )
     app.add_middleware(
         BearerAuthMiddleware,
         tokens=tokens,

@@ -4,8 +4,8 @@ A client that floods gets 429 with `Retry-After` while every other client keeps 
 bucket, so one misbehaving system cannot starve the rest. Buckets live in this process: with N
 replicas (or uvicorn workers) a client may do N times the rate in total. Health and metrics
 endpoints are never limited (load balancers and Prometheus poll them). Failed authentication has
-buckets of its own, per source address, kept by the bearer middleware (`api/auth.py`), which
-answers with `send_throttled` too.
+buckets of its own, per source address, kept by the bearer middleware and the token endpoint
+(`api/auth.py`); they charge only failures and never refuse a valid credential.
 """
 
 from __future__ import annotations
@@ -75,11 +75,12 @@ def client_key(scope: Scope) -> tuple[str, str]:
     return "address", address_key(scope)
 
 
-async def send_throttled(
-    send: Send, buckets: TokenBuckets, kind: str, wait: float, what: str = "requests", oauth: bool = False
-) -> None:
-    """429 + `Retry-After` (whole seconds) + an OperationOutcome `throttled`; with `oauth` (the
-    token endpoint) an RFC 6749 §5.2 body instead, `temporarily_unavailable`, not to be cached."""
+def throttled_answer(
+    buckets: TokenBuckets, kind: str, wait: float, what: str = "requests", oauth: bool = False
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The 429's headers and body: `Retry-After` (whole seconds) and an OperationOutcome
+    `throttled`; with `oauth` (the token endpoint) an RFC 6749 §5.2 body instead,
+    `temporarily_unavailable`, not to be cached."""
     retry_after = max(1, math.ceil(wait))
     text = (
         f"Too many {what} from this {kind}: at most {buckets.rate:g} per second "
@@ -92,28 +93,40 @@ async def send_throttled(
         body = orjson.dumps(operation_outcome([error("throttled", text)]))
         headers = [(b"content-type", b"application/fhir+json; charset=utf-8")]
     headers += [(b"content-length", str(len(body)).encode()), (b"retry-after", str(retry_after).encode())]
+    return headers, body
+
+
+async def send_throttled(
+    send: Send, buckets: TokenBuckets, kind: str, wait: float, what: str = "requests", oauth: bool = False
+) -> None:
+    """Send the 429 of `throttled_answer`."""
+    headers, body = throttled_answer(buckets, kind, wait, what, oauth)
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 class RateLimitMiddleware:
     """Pure ASGI, inside the bearer middleware (it needs the principal): 429 past the budget.
-    On `oauth_paths` (the token endpoint) the 429 is an OAuth error, not an OperationOutcome."""
+
+    `self_limited` paths pass through: their endpoint charges `buckets` itself once it knows
+    who is asking (the token endpoint: the client its assertion proves, not the address — many
+    clients may share one load-balancer address)."""
 
     def __init__(
         self,
         app: ASGIApp,
         buckets: TokenBuckets,
         on_throttle: Callable[[str], None] | None = None,
-        oauth_paths: frozenset[str] = frozenset(),
+        self_limited: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.buckets = buckets
         self.on_throttle = on_throttle
-        self.oauth_paths = oauth_paths
+        self.self_limited = self_limited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if scope["type"] != "http" or path in UNLIMITED_PATHS or path in self.self_limited:
             await self.app(scope, receive, send)
             return
         kind, key = client_key(scope)
@@ -123,4 +136,4 @@ class RateLimitMiddleware:
             return
         if self.on_throttle is not None:
             self.on_throttle(kind)
-        await send_throttled(send, self.buckets, kind, wait, oauth=scope["path"] in self.oauth_paths)
+        await send_throttled(send, self.buckets, kind, wait)

@@ -228,3 +228,59 @@ def write(repo: Repository, trail: AuditTrail, status: int) -> None:
     if trail.changed and status < 400:
         repo.create(trail.provenance())
     repo.create(trail.event(status))
+
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+
+
+def login_event(
+    account: str,
+    *,
+    succeeded: bool,
+    detail: str,
+    address: str | None = None,
+    request_id: str | None = None,
+    verified: bool = False,
+    application: str = "fhir-gateway console",
+) -> dict[str, Any]:
+    """NEN 7513 for a sign-in attempt: who tried (the account: `console-password`, or the admin
+    client an access token is for — as *claimed* by the token when it did not verify), from
+    which address, the outcome and why. Never the password or the token itself."""
+    agent: dict[str, Any] = {
+        "type": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "AUT"}
+            ]
+        },
+        "who": {
+            "identifier": {"system": "https://wor.example.nl/fhir/NamingSystem/client-id", "value": account}
+        },
+        "name": account if verified or succeeded else f"{account} (claimed)",
+        "role": [{"text": "console sign-in"}],
+        "requestor": True,
+    }
+    if address:
+        agent["network"] = {"address": address, "type": "2"}
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {"system": DCM, "code": "110114", "display": "User Authentication"},
+        "subtype": [{"system": DCM, "code": "110122", "display": "Login"}],
+        "action": "E",
+        "recorded": format_instant(utc_now()),
+        "outcome": "0" if succeeded else "4",
+        "outcomeDesc": detail[:500],
+        "agent": [agent],
+        "source": {
+            "observer": {"display": application},
+            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
+        },
+    }
+    if request_id:
+        event["entity"] = [
+            {
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "4"},
+                "description": "request",
+                "detail": [{"type": "X-Request-Id", "valueString": request_id}],
+            }
+        ]
+    return event

@@ -94,7 +94,7 @@ def verify_client_assertion(
     Order matters: the header's `alg` is checked before anything else (only RS384/ES384 — never
     `none`, HS*, or an algorithm the key was not registered for), the unverified `iss` only selects
     which registration's keys to try, and claims are trusted only after the signature verifies.
-    The `jti` is *not* recorded here (see `exchange_client_credentials`)."""
+    The `jti` is *not* recorded here (see `grant_token`)."""
     accepted = [audience] if isinstance(audience, str) else list(audience)
     now = int(time.time()) if now is None else now
     if len(assertion) > MAX_ASSERTION_BYTES:
@@ -158,16 +158,28 @@ def _single_params(form: Sequence[tuple[str, str]]) -> dict[str, str]:
     return params
 
 
-def exchange_client_credentials(
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A token request whose client assertion verified: who, which assertion, which scopes."""
+
+    assertion: VerifiedAssertion
+    scope: str
+    now: int
+
+    @property
+    def client(self) -> ClientRegistration:
+        return self.assertion.client
+
+
+def check_token_request(
     form: Sequence[tuple[str, str]],
     *,
-    database: Database,
-    tokens: TokenService,
     audience: str | Sequence[str],
     lookup: ClientLookup,
     now: int | None = None,
-) -> IssuedToken:
-    """The whole token request: parameters → assertion → replay check → scopes → access token."""
+) -> CheckedRequest:
+    """Parameters → assertion (signature, claims) → granted scopes. Writes nothing: the caller may
+    still refuse an authenticated client (its own rate limit) before `grant_token`."""
     params = _single_params(form)
     if not params.get("grant_type"):
         raise OAuthError("invalid_request", "grant_type is required (grant_type=client_credentials)")
@@ -189,17 +201,31 @@ def exchange_client_credentials(
     granted = intersect(parse_scopes(params["scope"], strict=False), parse_scopes(client.scopes))
     if not granted:
         raise OAuthError("invalid_scope", "none of the requested scopes is allowed for this client")
+    return CheckedRequest(verified, format_scopes(granted), now)
+
+
+def grant_token(checked: CheckedRequest, *, database: Database, tokens: TokenService) -> IssuedToken:
+    """Record the assertion's `jti` (a replay is refused) and sign the access token."""
+    verified = checked.assertion
     expires_at = datetime.fromtimestamp(verified.exp + CLOCK_SKEW, UTC).replace(tzinfo=None)
-    if not remember_jti(database, client.client_id, verified.jti, expires_at):
+    if not remember_jti(database, verified.client.client_id, verified.jti, expires_at):
         # a replayed assertion is an invalid client authentication JWT (RFC 7523 §3.2, SMART)
         raise OAuthError("invalid_client", "client_assertion jti was already used (replay)")
-    return tokens.issue(client, format_scopes(granted), now=now)
+    return tokens.issue(verified.client, checked.scope, now=checked.now)
 
 
-def presented_token(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer <token>` header, "" for anything else."""
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+def exchange_client_credentials(
+    form: Sequence[tuple[str, str]],
+    *,
+    database: Database,
+    tokens: TokenService,
+    audience: str | Sequence[str],
+    lookup: ClientLookup,
+    now: int | None = None,
+) -> IssuedToken:
+    """The whole token request: parameters → assertion → scopes → replay check → access token."""
+    checked = check_token_request(form, audience=audience, lookup=lookup, now=now)
+    return grant_token(checked, database=database, tokens=tokens)
 
 
 def authenticate_bearer(authorization: str | None, tokens: TokenService) -> Principal:

@@ -358,6 +358,27 @@ def test_throttled_token_requests_get_an_oauth_429(sqlite_url: str, tokens: Toke
         assert int(resp.headers["retry-after"]) >= 1
 
 
+def test_a_bad_assertion_flood_never_blocks_a_valid_assertion_from_that_address(
+    sqlite_url: str, tokens: TokenService
+) -> None:
+    """Forged assertions (a registered client, the wrong key) from one address: 401, then 429
+    once its failure budget (bucket 2) is spent; a valid assertion from there still gets its token."""
+    with build(sqlite_url, tokens, rate_limit_per_second=100, rate_limit_auth_failures_per_second=1) as c:
+        wrong_key = ECKey.generate_key("P-384", private=True).as_dict(private=True)
+        forged = make_client_assertion(WELFARE, {**wrong_key, "kid": private_key(WELFARE)["kid"]}, TOKEN_URL)
+        flood = [c.post("/auth/token", data=form(forged)) for _ in range(8)]
+        assert [r.status_code for r in flood[:2]] == [401, 401]
+        oauth_error(flood[0], 401, "invalid_client")
+        for resp in flood[2:]:
+            assert "failed authentications" in oauth_error(resp, 429, "temporarily_unavailable")
+            assert int(resp.headers["retry-after"]) >= 1
+        granted = c.post("/auth/token", data=form(assertion()))
+        assert granted.status_code == 200, granted.text
+        bearer = {"Authorization": f"Bearer {granted.json()['access_token']}"}
+        assert c.get("/test/whoami", headers=bearer).json()["client_id"] == WELFARE
+        assert 'gateway_http_throttled_total{kind="address"} 6.0' in c.get("/metrics").text
+
+
 def test_a_store_that_refuses_gives_an_oauth_503(sqlite_url: str, tokens: TokenService) -> None:
     """SQLite's own SQLITE_READONLY (`PRAGMA query_only`, as in tests/faults): the jti of the
     assertion cannot be recorded, so no token; 503 + Retry-After in the OAuth shape."""

@@ -4,6 +4,7 @@ The console is wired here the way the lead wires it in app.py / auth.py (a no-op
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -309,3 +310,192 @@ def test_report_charts_draw_bars_and_suppressed_stubs() -> None:
     assert svg.count('fill="#b5523b"') == 1  # the negative score, left of the zero line
     assert "stroke-dasharray" in svg and "onderdrukt (&lt;5)" in svg
     assert "<b>" not in svg and "Verwijzingen &lt;b&gt;" in svg  # labels are escaped
+
+
+# -- sign-in throttling (pen test: 1,000 guesses at 320/s went through) -----------------------------------
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+class Clock:
+    """The gateway's injectable clock (`ctx.clock`), moved by hand instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def sign_in_events(client: TestClient) -> list[dict[str, Any]]:
+    app: Any = client.app
+    with app.state.ctx.database.connection(write=False) as conn:
+        events = conn.execute(
+            sa.select(ResourceRow.content)
+            .where(ResourceRow.resource_type == "AuditEvent")
+            .order_by(ResourceRow.pk)
+        ).scalars()
+        return [e for e in events if e.get("subtype", [{}])[0].get("code") == "110122"]
+
+
+def from_address(client: TestClient, address: str) -> TestClient:
+    return TestClient(client.app, base_url="http://gateway.test", client=(address, 50000))
+
+
+def password_attempt(client: TestClient, password: str) -> Any:
+    return client.post(
+        "/console/login",
+        content=f"password={password.replace(' ', '+')}",
+        headers=FORM,
+        follow_redirects=False,
+    )
+
+
+def test_password_guessing_is_throttled_per_account_and_address(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_gateway.api.console import session as sessions
+
+    checked: list[str] = []
+    real_check = sessions.check_password
+
+    def counting_check(given: str, configured: str) -> bool:
+        checked.append(given)
+        return real_check(given, configured)
+
+    monkeypatch.setattr(sessions, "check_password", counting_check)
+    with make_client(sqlite_url, client_id=None, console_password=PASSWORD) as client:
+        clock = Clock()
+        client.app.state.ctx.clock = clock  # type: ignore[attr-defined]
+        attacker = from_address(client, "203.0.113.7")
+        statuses = [password_attempt(attacker, f"guess-{i:04d}").status_code for i in range(1000)]
+        assert statuses[:5] == [401] * 5
+        assert statuses[5:] == [429] * 995, "the lock holds while the clock stands still"
+        assert len(checked) == 5, "a held-back attempt must not reach the password check"
+
+        held = password_attempt(attacker, PASSWORD)  # even the right password waits its turn there
+        assert held.status_code == 429 and len(checked) == 5
+        assert held.headers["retry-after"] == "1"
+        assert held.headers["content-type"].startswith("text/html")
+        assert "Te veel mislukte inlogpogingen" in held.text and "1 seconde" in held.text
+        assert SESSION_COOKIE not in held.headers.get("set-cookie", "")
+
+        operator = from_address(client, "198.51.100.20")  # the operator at another address
+        ok = password_attempt(operator, PASSWORD)
+        assert ok.status_code == 303 and SESSION_COOKIE in ok.headers["set-cookie"]
+
+        clock.advance(1.5)  # the first lock (1 s) is over: the next failure doubles it
+        assert password_attempt(attacker, "guess-again").status_code == 401
+        again = password_attempt(attacker, PASSWORD)
+        assert again.status_code == 429 and again.headers["retry-after"] == "2"
+        clock.advance(2.5)
+        assert password_attempt(attacker, PASSWORD).status_code == 303  # works again after the lock
+        assert password_attempt(attacker, "one-slip").status_code == 401  # the success reset the count
+
+        metrics = client.get("/metrics").text
+        assert 'gateway_http_throttled_total{kind="console"} 997.0' in metrics
+
+
+def test_every_sign_in_attempt_is_an_audit_event_without_the_password(sqlite_url: str) -> None:
+    with make_client(sqlite_url, client_id=None, console_password=PASSWORD) as client:
+        client.app.state.ctx.clock = Clock()  # type: ignore[attr-defined]
+        attacker = from_address(client, "203.0.113.8")
+        for i in range(7):
+            password_attempt(attacker, f"secret-guess-{i}")
+        assert password_attempt(from_address(client, "198.51.100.21"), PASSWORD).status_code == 303
+        events = sign_in_events(client)
+        assert len(events) == 8
+        outcomes = [(e["outcome"], e["agent"][0]["network"]["address"]) for e in events]
+        assert outcomes == [("4", "203.0.113.8")] * 7 + [("0", "198.51.100.21")]
+        assert [e["outcomeDesc"].split(":")[0] for e in events[4:6]] == ["refused", "refused unchecked"]
+        assert all(e["agent"][0]["who"]["identifier"]["value"] == "console-password" for e in events)
+        assert events[-1]["type"]["code"] == "110114" and events[-1]["outcomeDesc"] == "signed in"
+        text = orjson.dumps(events).decode()
+        assert PASSWORD not in text and "secret-guess" not in text
+        # an admin can find them through the FHIR API like any other AuditEvent
+        authorize(client, "gateway-admin")
+        found = client.get("/fhir/AuditEvent", params={"outcome": "4", "_count": 50}).json()
+        assert (
+            sum(
+                1
+                for e in found.get("entry", [])
+                if e["resource"].get("subtype", [{}])[0].get("code") == "110122"
+            )
+            == 7
+        )
+
+
+def test_forged_admin_tokens_are_throttled_under_the_claimed_client(sqlite_url: str) -> None:
+    from fhir_gateway.security.clients import get_client
+    from fhir_gateway.security.tokens import GatewayKeys, TokenService, generate_gateway_key
+
+    with make_client(sqlite_url, client_id=None) as client:  # no password: token sign-in only
+        client.app.state.ctx.clock = Clock()  # type: ignore[attr-defined]
+        app: Any = client.app
+        admin = get_client(app.state.ctx.database, "gateway-admin")
+        keys = GatewayKeys.from_document(
+            orjson.dumps(generate_gateway_key().as_dict(private=True)).decode(), "x"
+        )
+        forged = TokenService(keys, app.state.tokens.issuer).issue(admin, admin.scopes).access_token
+        attacker = from_address(client, "203.0.113.9")
+
+        def token_attempt(c: TestClient, token: str) -> int:
+            resp = c.post("/console/login", content=f"token={token}", headers=FORM, follow_redirects=False)
+            return resp.status_code
+
+        assert [token_attempt(attacker, forged) for _ in range(8)] == [401] * 5 + [429] * 3
+        assert token_attempt(attacker, admin_token(client)) == 429  # that account, from there: locked
+        assert token_attempt(from_address(client, "198.51.100.22"), admin_token(client)) == 303
+        claimed = {e["agent"][0]["name"] for e in sign_in_events(client) if e["outcome"] == "4"}
+        assert claimed == {"gateway-admin (claimed)"}
+
+
+def test_an_address_cycling_accounts_is_held_back_too(sqlite_url: str) -> None:
+    """Garbage tokens claim a new client each time, so no account+address key fills up; the
+    address key (10 failures, all accounts) stops them, password included."""
+    with make_client(sqlite_url, client_id=None, console_password=PASSWORD) as client:
+        client.app.state.ctx.clock = Clock()  # type: ignore[attr-defined]
+        attacker = from_address(client, "203.0.113.10")
+        statuses = []
+        for i in range(12):
+            payload = base64.urlsafe_b64encode(orjson.dumps({"client_id": f"c{i}"})).decode().rstrip("=")
+            resp = attacker.post("/console/login", content=f"token=x.{payload}.y", headers=FORM)
+            statuses.append(resp.status_code)
+        assert statuses == [401] * 10 + [429] * 2
+        assert password_attempt(attacker, PASSWORD).status_code == 429
+
+
+def test_sign_in_failures_are_shared_by_replicas(sqlite_url: str) -> None:
+    """Two gateway processes on one database: failures counted by one lock the other."""
+    with (
+        make_client(sqlite_url, client_id=None, console_password=PASSWORD) as one,
+        make_client(sqlite_url, client_id=None, console_password=PASSWORD) as two,
+    ):
+        clock = Clock()
+        one.app.state.ctx.clock = clock  # type: ignore[attr-defined]
+        two.app.state.ctx.clock = clock  # type: ignore[attr-defined]
+        assert [
+            password_attempt(from_address(one, "203.0.113.11"), "nope").status_code for _ in range(5)
+        ] == [401] * 5
+        assert password_attempt(from_address(two, "203.0.113.11"), PASSWORD).status_code == 429
+        clock.advance(1.1)
+        assert password_attempt(from_address(two, "203.0.113.11"), PASSWORD).status_code == 303
+
+
+def test_lock_doubles_from_one_second_to_fifteen_minutes() -> None:
+    from fhir_gateway.security.login_throttle import ACCOUNT_FREE, lock_seconds
+
+    assert [lock_seconds(n, ACCOUNT_FREE) for n in range(1, 10)] == [0, 0, 0, 0, 1, 2, 4, 8, 16]
+    assert lock_seconds(15, ACCOUNT_FREE) == 900 and lock_seconds(10_000, ACCOUNT_FREE) == 900
+
+
+def test_password_check_hashes_before_comparing() -> None:
+    from fhir_gateway.api.console.session import check_password
+
+    assert check_password(PASSWORD, PASSWORD)
+    assert not check_password(PASSWORD + "x", PASSWORD)
+    assert not check_password(PASSWORD[:-1], PASSWORD)
+    assert not check_password("", PASSWORD)
+    assert not check_password("short", "short")  # too short to be a console password

@@ -541,23 +541,57 @@ def test_a_flooding_client_gets_429_while_another_client_is_served(limited: Test
 
 def test_unauthenticated_requests_are_limited_by_source_address(limited: TestClient) -> None:
     anonymous = TestClient(limited.app, base_url="http://gateway.test")
-    statuses = [anonymous.post("/auth/token", data={"grant_type": "x"}).status_code for _ in range(6)]
-    assert statuses[:3] == [400, 400, 400]
+    statuses = [anonymous.get("/fhir/metadata").status_code for _ in range(6)]
+    assert statuses[:3] == [200, 200, 200]
     assert statuses[3:] == [429, 429, 429]
     assert 'gateway_http_throttled_total{kind="address"}' in limited.get("/metrics").text
     assert limited.get("/fhir/Organization").status_code == 200  # the authenticated client is apart
 
 
+def _assertion_form(app: Any, client_id: str) -> dict[str, str]:
+    """A valid SMART token request for an example client (its dev-only key)."""
+    from fhir_gateway.security.authn import JWT_BEARER, make_client_assertion
+
+    jwk = orjson.loads((ROOT / "examples" / "clients" / f"{client_id}.dev-only.private.jwk").read_bytes())
+    return {
+        "grant_type": "client_credentials",
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": make_client_assertion(client_id, jwk, "http://gateway.test/auth/token"),
+        "scope": "system/*.rs",
+    }
+
+
+def test_the_token_endpoint_limits_each_proven_client_not_the_address(limited: TestClient) -> None:
+    """Token requests count against the client the assertion proves (burst 3 here), so one
+    client asking too often behind a shared address does not starve another one."""
+    shared = TestClient(limited.app, base_url="http://gateway.test", client=("192.0.2.50", 1))
+    app = limited.app
+    statuses = [
+        shared.post("/auth/token", data=_assertion_form(app, "welzijn-de-brug-cms")).status_code
+        for _ in range(5)
+    ]
+    assert statuses == [200, 200, 200, 429, 429]
+    resp = shared.post("/auth/token", data=_assertion_form(app, "welzijn-de-brug-cms"))
+    assert resp.status_code == 429 and resp.json()["error"] == "temporarily_unavailable"
+    assert "this client" in resp.json()["error_description"] and int(resp.headers["retry-after"]) >= 1
+    other = shared.post("/auth/token", data=_assertion_form(app, "praktijk-de-geinoord-his"))
+    assert other.status_code == 200, other.text
+    assert 'gateway_http_throttled_total{kind="client"}' in limited.get("/metrics").text
+
+
 def test_failed_authentication_has_its_own_budget_per_address(limited: TestClient) -> None:
-    """The default failure budget (5/s, bucket 10) is not the address's request budget: with
-    that spent on the token endpoint, bad tokens are still 401s until their own bucket is empty."""
+    """The default failure budget (5/s, bucket 10) is shared by the token endpoint and bearer
+    tokens, and is not the address's request budget: 10 failures in all, then 429."""
     anonymous = TestClient(limited.app, base_url="http://gateway.test", client=("192.0.2.1", 1))
     spent = [anonymous.post("/auth/token", data={"grant_type": "x"}).status_code for _ in range(4)]
-    assert spent == [400, 400, 400, 429]
+    assert spent == [400, 400, 400, 400]
     bad = {"Authorization": "Bearer not-a-token"}
     assert [anonymous.get("/fhir/Organization", headers=bad).status_code for _ in range(6)] == [401] * 6
     statuses = [anonymous.get("/fhir/Organization", headers=bad).status_code for _ in range(30)]
     assert 429 in statuses and set(statuses) <= {401, 429}
+    resp = anonymous.post("/auth/token", data={"grant_type": "x"})
+    assert resp.status_code == 429 and resp.json()["error"] == "temporarily_unavailable"
+    assert "failed authentications" in resp.json()["error_description"]
 
 
 def test_token_buckets_peek_says_what_take_would_without_taking() -> None:
@@ -597,6 +631,9 @@ def strict(sqlite_url: str) -> Iterator[TestClient]:
 def test_a_bad_token_flood_is_throttled_by_address_and_valid_tokens_still_pass(
     strict: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Failed-auth throttling never refuses a valid credential: a flood of forged tokens from
+    one address gets 401 then 429, and a client behind the same address with a token the
+    gateway has never seen (or a valid client assertion) is still served."""
     app = strict.app
     assert strict.get("/fhir/Organization").status_code == 200  # its token is known-valid now
     tokens = app.state.tokens  # type: ignore[attr-defined]
@@ -612,22 +649,40 @@ def test_a_bad_token_flood_is_throttled_by_address_and_valid_tokens_still_pass(
     forged = {"Authorization": f"Bearer {_forged_token(app, 'gateway-admin')}"}
     flood = [attacker.get("/fhir/Organization", headers=forged) for _ in range(20)]
     assert flood[0].status_code == 401  # the bucket of one: checked, refused, charged
+    assert issue(flood[0])["code"] == "security"
     assert {r.status_code for r in flood[1:]} == {429}
-    assert len(checks) == 1, "a throttled bad token must not cost a signature check"
+    assert len(checks) == 20, "every token is verified: the 429 is for failures only"
     assert int(flood[1].headers["retry-after"]) >= 1
     assert issue(flood[1])["code"] == "throttled"
     assert "failed authentications" in issue(flood[1])["diagnostics"]
     assert attacker.get("/fhir/Organization").status_code == 429  # no token at all: also refused
-    assert 'gateway_http_throttled_total{kind="address"}' in strict.get("/metrics").text
+    metrics = strict.get("/metrics").text
+    throttled = [
+        ln for ln in metrics.splitlines() if ln.startswith('gateway_http_throttled_total{kind="address"}')
+    ]
+    assert throttled and float(throttled[0].split()[-1]) >= 20
 
-    # a well-behaved client elsewhere, with a token never seen before, is checked and served
-    other = TestClient(app, base_url="http://gateway.test", client=("198.51.100.4", 40000))
-    authorize(other, "welzijn-de-brug-cms")
-    assert other.get("/fhir/Organization").status_code == 200
-    # a known-valid token is served even from the flooding address (no signature check needed)
+    # a new, valid token from the flooding address (another client behind the same proxy)
+    neighbour = TestClient(app, base_url="http://gateway.test", client=("203.0.113.9", 40001))
+    authorize(neighbour, "welzijn-de-brug-cms")
+    assert not tokens.is_known(neighbour.headers["Authorization"].removeprefix("Bearer "))
+    assert neighbour.get("/fhir/Organization").status_code == 200
+    # a known-valid token too
     attacker.headers["Authorization"] = strict.headers["Authorization"]
-    assert tokens.is_known(strict.headers["Authorization"].removeprefix("Bearer "))
     assert attacker.get("/fhir/Organization").status_code == 200
+    # and the failures go on being refused
+    assert attacker.get("/fhir/Organization", headers=forged).status_code == 429
+
+    # the token endpoint: a bad assertion from there is throttled, a valid one gets its token
+    bad = _assertion_form(app, "praktijk-de-geinoord-his")
+    bad["client_assertion"] = bad["client_assertion"][:-8] + "AAAAAAAA"
+    refused = attacker.post("/auth/token", data=bad)
+    assert refused.status_code == 429 and refused.json()["error"] == "temporarily_unavailable"
+    assert refused.headers["cache-control"] == "no-store"
+    granted = attacker.post("/auth/token", data=_assertion_form(app, "praktijk-de-geinoord-his"))
+    assert granted.status_code == 200, granted.text
+    fresh = {"Authorization": f"Bearer {granted.json()['access_token']}"}
+    assert attacker.get("/fhir/Organization", headers=fresh).status_code == 200
 
 
 def test_rate_limit_settings_come_from_the_environment() -> None:

@@ -2,7 +2,9 @@
 
 Server-rendered HTML, no script. The bearer middleware leaves `/console` alone (it is on the
 public list); every page here checks its own session cookie instead (see `session.py`) and
-sends a strict Content-Security-Policy. Only administrators get in, so patient names are
+sends a strict Content-Security-Policy. Sign-in is throttled per account and source address
+with exponential backoff, the counts in the database (`security/login_throttle.py`), and every
+attempt — signed in, refused, or held back by the throttle — is an AuditEvent. Only administrators get in, so patient names are
 shown — never a BSN — and each referral page view is written down as an AuditEvent naming the
 patients on it (NEN 7513), like any other read of personal data.
 """
@@ -25,7 +27,9 @@ from fhir_gateway.api.console.charts import report_charts
 from fhir_gateway.api.console.html import Safe, esc, href, join, layout, options, render
 from fhir_gateway.api.request import FhirRequest
 from fhir_gateway.delivery import outbox
+from fhir_gateway.observability import request_id_var
 from fhir_gateway.security import audit
+from fhir_gateway.security.login_throttle import LoginThrottle
 from fhir_gateway.workflow.context import GatewayContext
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,7 @@ def build_console_api(
         password = ""
     api = APIRouter(prefix=PREFIX, include_in_schema=False)
     clock = lambda: ctx.clock().astimezone(UTC)  # noqa: E731  (tests move ctx.clock)
+    throttle = LoginThrottle(clock=clock)
 
     # -- plumbing ---------------------------------------------------------------------------------
     def tokens(request: Request) -> Any:
@@ -191,23 +196,78 @@ def build_console_api(
     def login_form(request: Request, next: str = "") -> Response:
         return login_page(request, next)
 
+    def sign_in_audit(conn: Any, account: str, address: str, ok: bool, detail: str, verified: bool) -> None:
+        rid = request_id_var.get()
+        event = audit.login_event(
+            account,
+            succeeded=ok,
+            detail=detail,
+            address=address,
+            request_id=rid if rid != "-" else None,
+            verified=verified,
+        )
+        ctx.repository(conn).create(event)
+
+    def held_back(account: str, address: str) -> int:
+        """Seconds this account must wait from this address; a refusal is audited too."""
+        with ctx.database.connection(write=False) as conn:
+            wait = throttle.wait(conn, account, address)
+        if wait:
+            with ctx.database.connection(write=True) as conn:
+                sign_in_audit(conn, account, address, False, f"refused unchecked: locked for {wait} s", False)
+        return wait
+
+    def settle(account: str, address: str, ok: bool, detail: str) -> int:
+        """Record the outcome of a checked attempt: counters and AuditEvent in one transaction."""
+        with ctx.database.connection(write=True) as conn:
+            wait = 0
+            if ok:
+                throttle.succeeded(conn, account, address)
+            else:
+                wait = throttle.failed(conn, account, address)
+            sign_in_audit(conn, account, address, ok, detail, ok)
+        return wait
+
     @api.post("/login")
     async def login(request: Request) -> Response:
         fields = await form(request)
         next_url = safe_next(request, fields.get("next"))
         if not same_origin(request):
             return login_page(request, next_url, "Verzoek van een andere herkomst geweigerd.", 403)
+        token = fields.get("token", "").strip()
+        given = fields.get("password", "")
+        if not token and not given:  # nothing tried: nothing to count
+            return login_page(request, next_url, "Geef een wachtwoord of een token op.", 401)
+        address = request.client.host if request.client else "-"
+        account = sessions.claimed_client(token) if token else sessions.PASSWORD_SUBJECT
+        wait = await run_in_threadpool(held_back, account, address)
+        if wait:
+            ctx.metrics.throttled.labels("console").inc()
+            log.warning(
+                "console sign-in held back: %s from %s for %d s",
+                account,
+                address,
+                wait,
+                extra={"event": "auth"},
+            )
+            response = login_page(request, next_url, _too_many(wait), 429)
+            response.headers["Retry-After"] = str(wait)
+            return response
         subject = None
         try:
-            if fields.get("token", "").strip():
-                subject = sessions.subject_for_token(tokens(request), fields["token"])
-            elif fields.get("password") and sessions.check_password(fields["password"], password):
-                subject = "console-password"
+            if token:
+                subject = sessions.subject_for_token(tokens(request), token)
+            elif sessions.check_password(given, password):
+                subject = sessions.PASSWORD_SUBJECT
             else:
                 raise sessions.LoginRefused("Onjuist wachtwoord of geen token opgegeven.")
         except sessions.LoginRefused as exc:
-            log.warning("console sign-in refused: %s", exc, extra={"event": "auth"})
+            log.warning(
+                "console sign-in refused: %s (%s from %s)", exc, account, address, extra={"event": "auth"}
+            )
+            await run_in_threadpool(settle, account, address, False, f"refused: {exc}")
             return login_page(request, next_url, str(exc), 401)
+        await run_in_threadpool(settle, subject, address, True, "signed in")
         cookie, _ = sessions.issue(tokens(request), subject, session_seconds)
         response = RedirectResponse(next_url, 303, headers=SECURITY_HEADERS)
         response.set_cookie(
@@ -219,7 +279,7 @@ def build_console_api(
             samesite="strict",
             secure=request.url.scheme == "https",
         )
-        log.info("console sign-in by %s", subject, extra={"event": "auth"})
+        log.info("console sign-in by %s from %s", subject, address, extra={"event": "auth"})
         return response
 
     @api.post("/logout")
@@ -365,6 +425,19 @@ def build_console_api(
 
 
 # -- rendering helpers ---------------------------------------------------------------------------------
+def _too_many(seconds: int) -> str:
+    """The Dutch answer to a throttled sign-in, with the wait in words."""
+    if seconds < 60:
+        wait = "1 seconde" if seconds == 1 else f"{seconds} seconden"
+    else:
+        minutes = -(-seconds // 60)
+        wait = "1 minuut" if minutes == 1 else f"{minutes} minuten"
+    return (
+        f"Te veel mislukte inlogpogingen vanaf dit adres. Om veiligheidsredenen is inloggen tijdelijk "
+        f"geblokkeerd; probeer het over {wait} opnieuw."
+    )
+
+
 def _int(raw: str | None) -> int | None:
     try:
         value = int(raw) if raw not in (None, "") else None

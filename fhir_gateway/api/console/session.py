@@ -5,6 +5,7 @@ Two ways in, both ending in the same session cookie:
     verified by the gateway's own `TokenService` — role `admin` only;
   * the console password `GATEWAY_CONSOLE_PASSWORD`, compared in constant time (at least 12
     characters, else password sign-in stays off).
+Failed sign-ins are throttled per account and address (`security/login_throttle.py`).
 
 Why a JWT signed with the gateway token key for the session: no session table, replicas
 already share that key, and the type header (`console+jwt`) keeps it apart from access tokens
@@ -16,7 +17,11 @@ Sign-out deletes the cookie; a copied cookie stays valid until it expires (8 h b
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ SESSION_TYPE = "console+jwt"
 SESSION_AUDIENCE = "fhir-gateway-console"
 DEFAULT_SESSION_SECONDS = 8 * 3600
 MIN_PASSWORD_LENGTH = 12
+PASSWORD_SUBJECT = "console-password"  # the account of a password sign-in
 
 
 class LoginRefused(Exception):
@@ -58,10 +64,30 @@ class Session:
 
 
 def check_password(given: str, configured: str) -> bool:
-    """Constant time over the bytes; an unset or too-short configured password never matches."""
+    """Constant time: both sides are hashed to 32 bytes first, so neither the content nor the
+    length of the configured password shows in the time taken (`compare_digest` on the raw
+    strings returns early when the lengths differ). An unset or too-short configured password
+    never matches."""
     if len(configured) < MIN_PASSWORD_LENGTH or not given:
         return False
-    return hmac.compare_digest(given.encode("utf-8"), configured.encode("utf-8"))
+    given_digest = hashlib.sha256(given.encode("utf-8")).digest()
+    configured_digest = hashlib.sha256(configured.encode("utf-8")).digest()
+    return hmac.compare_digest(given_digest, configured_digest)
+
+
+_ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def claimed_client(access_token: str) -> str:
+    """The client an access token *says* it is for, read without verifying it (the throttle
+    must pick the account before any signature check); "unknown" when it says nothing usable."""
+    try:
+        payload = access_token.strip().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        value = claims.get("client_id") or claims.get("sub")
+    except (IndexError, ValueError, UnicodeDecodeError, AttributeError):
+        return "unknown"
+    return value if isinstance(value, str) and _ACCOUNT.match(value) else "unknown"
 
 
 def subject_for_token(tokens: TokenService, access_token: str) -> str:
