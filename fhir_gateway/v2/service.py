@@ -37,6 +37,7 @@ from fhir_gateway.v2.ack import (
     header_guess,
 )
 from fhir_gateway.v2.inbound import V2ContentError, V2Rejected, accept, load_mappings
+from fhir_gateway.v2.limits import check_limits
 from fhir_gateway.v2.mapping import Loc, MappingResult, V2Mapping
 from fhir_gateway.v2.message import Message, V2ParseError, parse_er7
 
@@ -112,6 +113,9 @@ class V2Service:
         self.validator = validator  # optional pre-check until the create path validates profiles
         self.principal_for = principal_for or practice_principal(router.ctx)
         self.stale_after = stale_after
+        settings = router.ctx.settings
+        self.max_segments = int(getattr(settings, "max_v2_segments", 200))
+        self.max_repetitions = int(getattr(settings, "max_v2_repetitions", 50))
 
     # -- entry points --------------------------------------------------------------------------
     def handle(self, data: bytes | str) -> bytes:
@@ -134,6 +138,9 @@ class V2Service:
 
     def process(self, data: bytes | str) -> Outcome:
         started = time.perf_counter()
+        over = check_limits(data, self.max_segments, self.max_repetitions)
+        if over is not None:  # before the parser and the mapping: their cost grows with the size
+            return Outcome(build_ack(header_guess(data), "AR", [over]), "AR")
         try:
             message = parse_er7(data)
         except V2ParseError as exc:
