@@ -29,6 +29,7 @@ ACTIONS = {
     "operation": "E",
 }
 PATIENT_FIELDS = ("subject", "for", "patient")
+CHANNEL_SYSTEM = "https://wor.example.nl/fhir/CodeSystem/channel"  # an extra subtype: "hl7v2"
 
 
 @dataclass
@@ -43,6 +44,9 @@ class AuditTrail:
     patients: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # versioned references written (Provenance targets)
     query: str | None = None
+    description: str | None = None  # what was attempted, when no stored resource says it (HL7 v2)
+    outcome_text: str | None = None  # AuditEvent.outcomeDesc: why it was refused
+    channel: str | None = None  # "hl7v2" when the request came in as an HL7 v2 message
 
     def touch(self, interaction: str, stored: Stored | None = None, *, query: str | None = None) -> None:
         self.interaction = self.interaction or interaction
@@ -135,11 +139,13 @@ class AuditTrail:
             "resourceType": "AuditEvent",
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
             "subtype": [
-                {"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction or "read"}
+                {"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction or "read"},
+                *([{"system": CHANNEL_SYSTEM, "code": self.channel}] if self.channel else []),
             ],
             "action": ACTIONS.get(self.interaction, "E"),
             "recorded": format_instant(utc_now()),
             "outcome": outcome,
+            **({"outcomeDesc": self.outcome_text[:500]} if self.outcome_text else {}),
             "agent": agents,
             "source": {
                 "observer": {"display": "fhir-gateway"},
@@ -148,6 +154,17 @@ class AuditTrail:
                 ],
             },
         }
+        if self.description:
+            entities.append(
+                {
+                    "type": {
+                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "code": "2",
+                    },
+                    "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4"},
+                    "description": self.description[:500],
+                }
+            )
         if self.request_id:
             entities.append(
                 {
