@@ -396,19 +396,25 @@ def make_v2_target(folder: Path | None = None) -> Target:
 
     from fhir_gateway.store.tables import V2MessageRow
     from fhir_gateway.v2.message import V2ParseError, parse_er7
+    from fhir_gateway.v2.senders import V2_SCOPES, V2Sender
     from fhir_gateway.v2.service import V2Service, _is_utf8
 
     app = build_gateway(folder or Path(tempfile.mkdtemp(prefix="fuzz-v2-")))
     router = app.state.router
     proxy = UniqueReferralRouter(router)
     service = V2Service(proxy, BASE)
+    # an authenticated Batau-Noord system (the seeds' MSH-4): mutants reach the mapping, and one
+    # that changes MSH-4 must be refused for its sender
+    sender = V2Sender(
+        "praktijk-batau-his", "Organization/praktijk-batau", "gp-practice", V2_SCOPES, ("01053417",), "fuzz"
+    )
     counter = itertools.count()
     journal = V2MessageRow.__table__  # type: ignore[attr-defined]
 
     def one(data: bytes) -> None:
         proxy.n = next(counter)
         try:
-            outcome = service.process(data)
+            outcome = service.process(data, sender)
             STATS[f"ack-{outcome.code}"] += 1
             require(outcome.code in ("AA", "AE", "AR"), "ack-code", outcome.code)
             ack = parse_er7(outcome.ack)  # raises V2ParseError: unreadable ACK
@@ -437,7 +443,7 @@ def make_v2_target(folder: Path | None = None) -> Target:
                 assert outcome.focus is not None
                 check_task_for(router, outcome.focus)
             if outcome.code in ("AA", "AE") and not outcome.duplicate:
-                again = service.handle(data)  # a resend: the stored ACK, byte for byte
+                again = service.handle(data, sender)  # a resend: the stored ACK, byte for byte
                 expected = (
                     outcome.ack.encode("utf-8")
                     if _is_utf8(data)

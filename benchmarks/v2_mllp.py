@@ -15,15 +15,18 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from fhir_gateway.app import create_app
 from fhir_gateway.loading import load_files
+from fhir_gateway.security.clients import get_client, load_client_registrations, save_client
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
 from fhir_gateway.v2.ack import build_ack
 from fhir_gateway.v2.inbound import check_structure, load_mappings, parse
 from fhir_gateway.v2.mllp import MLLPClient, MLLPServer, ServerThread
+from fhir_gateway.v2.senders import registered_sender
 from fhir_gateway.v2.service import V2Service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +82,14 @@ def main() -> None:
         app = create_app(Settings(database_url=url, log_level="WARNING"))
         load_files(app.state.router, [ROOT / "examples" / "directory"])
         service = V2Service(app.state.router, "http://bench/fhir")
-        service.handle(GOOD.replace("BATAU-000123", "WARMUP").replace("REF-2026-0001", "WARMUP"))
-        thread = ServerThread(MLLPServer(service.handle, "127.0.0.1", 0)).start()
+        # the sender as in production without TLS: Batau-Noord's registration lists loopback
+        load_client_registrations(app.state.ctx.database, ROOT / "examples" / "clients")
+        batau = get_client(app.state.ctx.database, "praktijk-batau-his")
+        assert batau is not None
+        save_client(app.state.ctx.database, replace(batau, mllp_addresses=("127.0.0.1/32",)))
+        warmup = GOOD.replace("BATAU-000123", "WARMUP").replace("REF-2026-0001", "WARMUP")
+        service.handle(warmup, registered_sender(batau, "warm-up"))
+        thread = ServerThread(MLLPServer(host="127.0.0.1", port=0, for_peer=service.for_peer)).start()
         messages = [
             GOOD.replace("BATAU-000123", f"B{i}").replace("REF-2026-0001", f"R{i}")
             for i in range(args.messages)

@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.include_router(build_admin_outbox_api(ctx))
     json_limits = JsonLimits(settings.max_json_depth, settings.max_bundle_entries)
     app.include_router(build_fhir_api(router, json_limits))
-    app.state.v2 = V2Service(router, settings.base_url)
+    app.state.v2 = V2Service(router, settings.base_url, insecure_dev=settings.insecure_dev)
     app.include_router(build_v2_api(app.state.v2))
     app.include_router(build_console_api(ctx, settings))
     install_error_handlers(app)  # FastAPI's own errors and a refusing store outside /fhir: OperationOutcome

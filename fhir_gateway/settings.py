@@ -29,6 +29,8 @@ class Settings:
     max_json_depth: int = 64  # deeper JSON nesting: 400 (checked in one pass over the parsed body)
     max_bundle_entries: int = 1000  # a bigger Bundle: 413, before any entry is processed
     max_v2_message_bytes: int = 1024 * 1024  # POST /v2 and the MLLP listener
+    max_v2_segments: int = 200  # segments per v2 message (AR above; checked before parsing); 0 = off
+    max_v2_repetitions: int = 50  # repetitions per v2 field (AR above; checked before parsing); 0 = off
     rate_limit_per_second: float = 200  # per client id (source address when unauthenticated); 0 = off
     rate_limit_burst: int = 400  # bucket size (0: twice the rate)
     # failed authentications per source address (bucket: twice the rate); 0 = off, and off with

@@ -24,6 +24,7 @@ from joserfc.jwk import ECKey, RSAKey
 HERE = Path(__file__).resolve().parent
 DIRECTORY = HERE.parent / "directory" / "directory.json"
 GP_TYPE, WELFARE_TYPE = "Z3", "cg"
+AGB = "http://fhir.nl/fhir/NamingSystem/agb-z"
 
 GP_SCOPES = [
     "system/ServiceRequest.crs",
@@ -49,8 +50,8 @@ WELFARE_SCOPES = [
 ADMIN_SCOPES = ["system/*.cruds"]
 
 
-def organisations() -> list[tuple[str, str, str]]:
-    """(id, name, type code) of every Organization in the example directory."""
+def organisations() -> list[tuple[str, str, str, list[str]]]:
+    """(id, name, type code, AGB codes) of every Organization in the example directory."""
     bundle = json.loads(DIRECTORY.read_text())
     out = []
     for entry in bundle["entry"]:
@@ -58,7 +59,8 @@ def organisations() -> list[tuple[str, str, str]]:
         if res["resourceType"] != "Organization":
             continue
         codes = [c.get("code") for t in res.get("type", []) for c in t.get("coding", [])]
-        out.append((res["id"], res["name"], GP_TYPE if GP_TYPE in codes else WELFARE_TYPE))
+        agb = [i["value"] for i in res.get("identifier", []) if i.get("system") == AGB]
+        out.append((res["id"], res["name"], GP_TYPE if GP_TYPE in codes else WELFARE_TYPE, agb))
     return out
 
 
@@ -80,7 +82,10 @@ def key_for(client_id: str, kind: str, force: bool) -> ECKey | RSAKey:
     return key
 
 
-def registration(client_id: str, name: str, org: str | None, role: str, scopes: list[str], key: Any) -> dict:
+def registration(
+    client_id: str, name: str, org: str | None, role: str, scopes: list[str], key: Any, facilities: list[str]
+) -> dict:
+    """A GP practice may send HL7 v2 as its own AGB code (MSH-4): `v2_facilities`."""
     public = key.as_dict(private=False)
     public.update({"kid": key.kid, "alg": "RS384" if public["kty"] == "RSA" else "ES384", "use": "sig"})
     return {
@@ -89,6 +94,7 @@ def registration(client_id: str, name: str, org: str | None, role: str, scopes: 
         "organization": org,
         "role": role,
         "scopes": scopes,
+        **({"v2_facilities": facilities} if facilities else {}),
         "active": True,
         "dev_only": True,
         "jwks": {"keys": [public]},
@@ -99,18 +105,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="replace existing private keys")
     args = parser.parse_args()
-    clients: list[tuple[str, str, str | None, str, list[str], str]] = []
-    for org_id, name, kind in organisations():
+    clients: list[tuple[str, str, str | None, str, list[str], str, list[str]]] = []
+    for org_id, name, kind, agb in organisations():
         if kind == GP_TYPE:  # GP systems sign RS384, welfare systems ES384: both paths stay exercised
-            clients.append((f"{org_id}-his", name, f"Organization/{org_id}", "gp-practice", GP_SCOPES, "RSA"))
+            org = f"Organization/{org_id}"
+            clients.append((f"{org_id}-his", name, org, "gp-practice", GP_SCOPES, "RSA", agb))
         else:
-            clients.append(
-                (f"{org_id}-cms", name, f"Organization/{org_id}", "welfare-org", WELFARE_SCOPES, "EC")
-            )
-    clients.append(("gateway-admin", "Gateway administrator", None, "admin", ADMIN_SCOPES, "EC"))
-    for client_id, name, org, role, scopes, kind in clients:
+            org = f"Organization/{org_id}"
+            clients.append((f"{org_id}-cms", name, org, "welfare-org", WELFARE_SCOPES, "EC", []))
+    clients.append(("gateway-admin", "Gateway administrator", None, "admin", ADMIN_SCOPES, "EC", []))
+    for client_id, name, org, role, scopes, kind, facilities in clients:
         key = key_for(client_id, kind, args.force)
-        doc = registration(client_id, name, org, role, scopes, key)
+        doc = registration(client_id, name, org, role, scopes, key, facilities)
         (HERE / f"{client_id}.client.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         print(f"{client_id:36} {role:12} {org or '-'}")
 

@@ -399,6 +399,7 @@ def _entry_request(parent: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
         principal=parent.principal,
         base_url=parent.base_url,
         client_address=parent.client_address,
+        channel=parent.channel,
     )
 
 

@@ -18,6 +18,7 @@ class FhirRequest:
     principal: Principal = field(default_factory=Principal.unauthenticated)
     base_url: str = ""
     client_address: str | None = None  # for the audit log (NEN 7513: source address)
+    channel: str | None = None  # "hl7v2": made by the v2 service, not by an HTTP client (audit)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

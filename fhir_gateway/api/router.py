@@ -126,6 +126,7 @@ class Router:
     def service(self, session: Any, req: FhirRequest) -> ResourceService:
         service = ResourceService(self.ctx.repository(session, req.base_url), self.ctx, req.principal)
         service.audit.address = req.client_address
+        service.audit.channel = req.channel
         return service
 
     def match(self, req: FhirRequest) -> tuple[Route, dict[str, str]]:

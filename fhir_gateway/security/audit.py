@@ -29,6 +29,7 @@ ACTIONS = {
     "operation": "E",
 }
 PATIENT_FIELDS = ("subject", "for", "patient")
+CHANNEL_SYSTEM = "https://wor.example.nl/fhir/CodeSystem/channel"  # an extra subtype: "hl7v2"
 
 
 @dataclass
@@ -43,18 +44,20 @@ class AuditTrail:
     patients: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # versioned references written (Provenance targets)
     query: str | None = None
-    attempted: str | None = None  # what a refused request tried, when it touched no record
+    description: str | None = None  # what was attempted, when no stored resource says it
+    outcome_text: str | None = None  # AuditEvent.outcomeDesc: why it was refused
+    channel: str | None = None  # "hl7v2" when the request came in as an HL7 v2 message
 
     def attempt(self, interaction: str, what: str) -> None:
         """Record a refused attempt (no scope, admin-only, another's record) for the audit log."""
         self.interaction = self.interaction or interaction
-        self.attempted = self.attempted or what[:200]
+        self.description = self.description or f"{interaction} {what[:200]}"
 
     def written(self) -> None:
         """The event was written inside the request's transaction: nothing left to log."""
         self.entities.clear()
         self.query = None
-        self.attempted = None
+        self.description = None
 
     def touch(self, interaction: str, stored: Stored | None = None, *, query: str | None = None) -> None:
         self.interaction = self.interaction or interaction
@@ -82,7 +85,7 @@ class AuditTrail:
     @property
     def needed(self) -> bool:
         return bool(self.entities) or (
-            bool(self.interaction) and (self.query is not None or self.attempted is not None)
+            bool(self.interaction) and (self.query is not None or self.description is not None)
         )
 
     def event(self, status: int) -> dict[str, Any]:
@@ -145,25 +148,17 @@ class AuditTrail:
                     "description": f"search {self.query[:200]}",
                 }
             )
-        if self.attempted is not None and not self.entities and self.query is None:
-            entities.append(
-                {
-                    "type": {
-                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                        "code": "2",
-                    },
-                    "description": f"{self.interaction} {self.attempted}",
-                }
-            )
         event: dict[str, Any] = {
             "resourceType": "AuditEvent",
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
             "subtype": [
-                {"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction or "read"}
+                {"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction or "read"},
+                *([{"system": CHANNEL_SYSTEM, "code": self.channel}] if self.channel else []),
             ],
             "action": ACTIONS.get(self.interaction, "E"),
             "recorded": format_instant(utc_now()),
             "outcome": outcome,
+            **({"outcomeDesc": self.outcome_text[:500]} if self.outcome_text else {}),
             "agent": agents,
             "source": {
                 "observer": {"display": "fhir-gateway"},
@@ -172,6 +167,17 @@ class AuditTrail:
                 ],
             },
         }
+        if self.description:
+            entities.append(
+                {
+                    "type": {
+                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "code": "2",
+                    },
+                    "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4"},
+                    "description": self.description[:500],
+                }
+            )
         if self.request_id:
             entities.append(
                 {

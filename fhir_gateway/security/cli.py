@@ -74,6 +74,24 @@ def list_clients_cmd(ctx: click.Context, as_json: bool = False) -> None:
 @click.option("--name", default=None, help="Human-readable name (default: the client id).")
 @click.option("--inactive", is_flag=True, help="Register but do not allow tokens yet.")
 @click.option("--dev-only", is_flag=True, help="Mark as a development client.")
+@click.option(
+    "--v2-facility",
+    "v2_facilities",
+    multiple=True,
+    help="AGB code it may send HL7 v2 as (MSH-4); repeatable.",
+)
+@click.option(
+    "--mllp-certificate",
+    "mllp_certificates",
+    multiple=True,
+    help="Its MLLP client certificate: a PEM file or a SHA-256 fingerprint; repeatable.",
+)
+@click.option(
+    "--mllp-address",
+    "mllp_addresses",
+    multiple=True,
+    help="Source IP or CIDR network of its MLLP; repeatable.",
+)
 @click.pass_context
 def add_client(
     ctx: click.Context,
@@ -85,8 +103,12 @@ def add_client(
     name: str | None,
     inactive: bool,
     dev_only: bool,
+    v2_facilities: tuple[str, ...] = (),
+    mllp_certificates: tuple[str, ...] = (),
+    mllp_addresses: tuple[str, ...] = (),
 ) -> None:
-    """Register (or replace) a client with its PUBLIC JWKS and allowed scopes."""
+    """Register (or replace) a client with its PUBLIC JWKS and allowed scopes (and, for a GP
+    system sending HL7 v2, its facilities and what identifies its MLLP connections)."""
     from fhir_gateway.security.clients import RegistrationError, save_client, validate_registration
 
     try:
@@ -104,6 +126,9 @@ def add_client(
         "jwks": jwks,
         "active": not inactive,
         "dev_only": dev_only,
+        "v2_facilities": list(v2_facilities),
+        "mllp_certificates": [_fingerprint_of(c) for c in mllp_certificates],
+        "mllp_addresses": list(mllp_addresses),
     }
     db = _database(ctx)
     try:
@@ -113,6 +138,21 @@ def add_client(
     finally:
         db.dispose()
     click.echo(f"registered {reg.client_id} ({reg.role}, {reg.organization or '-'}): {' '.join(reg.scopes)}")
+
+
+def _fingerprint_of(value: str) -> str:
+    """A PEM certificate file → its SHA-256 fingerprint; anything else is taken as a fingerprint."""
+    import ssl
+
+    from fhir_gateway.v2.senders import certificate_fingerprint
+
+    path = Path(value)
+    if not path.is_file():
+        return value
+    try:
+        return certificate_fingerprint(ssl.PEM_cert_to_DER_cert(path.read_text()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{value}: not a PEM certificate ({exc})") from None
 
 
 @clients.command("load")

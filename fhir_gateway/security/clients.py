@@ -3,10 +3,17 @@
 A registration says who a system client is (its organisation and role), which public keys
 its assertions are signed with, and the most it may ask for (allowed scopes). It is checked
 once, here, when it is added: only public RS/EC signing keys, no private key material.
+
+HL7 v2 senders (a GP system sending REF^I12) are registrations too: `v2_facilities` lists the
+sending facilities (MSH-4, the practice's AGB code) the client may send as; over MLLP the
+connection is tied to the registration by a client-certificate fingerprint (`mllp_certificates`,
+SHA-256 of the DER certificate) and/or the source address (`mllp_addresses`, IPs or CIDR
+networks). Who may send as which facility is decided in `fhir_gateway.v2.senders`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Iterable
@@ -36,6 +43,9 @@ _ORGANIZATION = re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$")
 MIN_RSA_BITS = 2048
 REGISTRATION_SUFFIX = ".client.json"
 PURGE_BATCH = 500  # expired jtis removed per token request: keeps up, never a long delete
+_AGB = re.compile(r"^[0-9]{8}$")  # AGB-z code: 8 digits (MSH-4.1 of a Dutch GP system)
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+MAX_V2_ENTRIES = 64  # facilities, certificates or addresses per registration
 
 
 class RegistrationError(ValueError):
@@ -53,6 +63,9 @@ class ClientRegistration:
     active: bool = True
     dev_only: bool = False
     created_at: datetime | None = field(default=None, compare=False)
+    v2_facilities: tuple[str, ...] = ()  # MSH-4.1 values (AGB codes) this client may send v2 as
+    mllp_certificates: tuple[str, ...] = ()  # SHA-256 fingerprints (lowercase hex) of client certs
+    mllp_addresses: tuple[str, ...] = ()  # source networks (CIDR, normalised) MLLP may come from
 
     def key_set(self) -> KeySet:
         return KeySet.import_key_set(self.jwks)  # type: ignore[arg-type]
@@ -68,6 +81,9 @@ class ClientRegistration:
             "active": self.active,
             "dev_only": self.dev_only,
             "jwks": self.jwks,
+            "v2_facilities": list(self.v2_facilities),
+            "mllp_certificates": list(self.mllp_certificates),
+            "mllp_addresses": list(self.mllp_addresses),
         }
 
 
@@ -150,6 +166,7 @@ def validate_registration(data: dict[str, Any]) -> ClientRegistration:
         raise RegistrationError(f"scopes: {exc}") from None
     if not scopes:
         raise RegistrationError("scopes: a client needs at least one allowed scope")
+    facilities, certificates, addresses = validate_v2_sender(data, role)
     return ClientRegistration(
         client_id=client_id,
         name=str(data.get("name") or client_id),
@@ -159,7 +176,64 @@ def validate_registration(data: dict[str, Any]) -> ClientRegistration:
         scopes=tuple(format_scopes(scopes).split()),
         active=bool(data.get("active", True)),
         dev_only=bool(data.get("dev_only", False)),
+        v2_facilities=facilities,
+        mllp_certificates=certificates,
+        mllp_addresses=addresses,
     )
+
+
+def _string_list(data: dict[str, Any], name: str) -> list[str]:
+    raw = data.get(name)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise RegistrationError(f"{name} must be a list of strings")
+    if len(raw) > MAX_V2_ENTRIES:
+        raise RegistrationError(f"{name}: at most {MAX_V2_ENTRIES} entries")
+    return [v.strip() for v in raw]
+
+
+def normalise_fingerprint(text: str) -> str:
+    """'AB:CD:…' or 'abcd…' (SHA-256, 32 bytes) → 64 lowercase hex digits; ValueError otherwise."""
+    value = text.strip().replace(":", "").lower()
+    if not _FINGERPRINT.match(value):
+        raise ValueError(f"'{text}' is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+    return value
+
+
+def validate_v2_sender(
+    data: dict[str, Any], role: str
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """`v2_facilities`, `mllp_certificates`, `mllp_addresses` of a registration, checked and in
+    canonical form. Only a GP practice sends referrals (REF^I12); the MLLP identities only mean
+    something for a client with facilities, so either without them is refused."""
+    facilities = _string_list(data, "v2_facilities")
+    for value in facilities:
+        if not _AGB.match(value):
+            raise RegistrationError(f"v2_facilities: '{value}' is not an AGB code (8 digits, MSH-4.1)")
+    if facilities and role != "gp-practice":
+        raise RegistrationError(f"v2_facilities: a {role} client does not send referrals; only a gp-practice")
+    certificates = []
+    for value in _string_list(data, "mllp_certificates"):
+        try:
+            certificates.append(normalise_fingerprint(value))
+        except ValueError as exc:
+            raise RegistrationError(f"mllp_certificates: {exc}") from None
+    addresses = []
+    for value in _string_list(data, "mllp_addresses"):
+        try:
+            addresses.append(str(ipaddress.ip_network(value, strict=True)))
+        except ValueError as exc:
+            raise RegistrationError(
+                f"mllp_addresses: '{value}' is not an IP address or network ({exc})"
+            ) from None
+    if (certificates or addresses) and not facilities:
+        raise RegistrationError("mllp_certificates / mllp_addresses need v2_facilities (what MSH-4 may say)")
+    return _unique(facilities), _unique(certificates), _unique(addresses)
+
+
+def _unique(values: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
 
 
 # -- storage (Core statements: `Database.session` may hand out a plain Connection) ---------------
@@ -178,6 +252,9 @@ def _from_row(row: Any) -> ClientRegistration:
         active=bool(row["active"]),
         dev_only=bool(row["dev_only"]),
         created_at=row["created_at"],
+        v2_facilities=tuple(row["v2_facilities"] or ()),
+        mllp_certificates=tuple(row["mllp_certificates"] or ()),
+        mllp_addresses=tuple(row["mllp_addresses"] or ()),
     )
 
 
@@ -204,6 +281,9 @@ def save_client(database: Database, registration: ClientRegistration) -> ClientR
         "scopes": list(checked.scopes),
         "active": checked.active,
         "dev_only": checked.dev_only,
+        "v2_facilities": list(checked.v2_facilities),
+        "mllp_certificates": list(checked.mllp_certificates),
+        "mllp_addresses": list(checked.mllp_addresses),
     }
     with database.session(write=True) as session:
         exists = session.execute(

@@ -171,6 +171,12 @@ class ClientRow(SQLModel, table=True):
     active: bool = Field(default=True, sa_column=sa.Column(sa.Boolean, nullable=False))
     dev_only: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False))
     created_at: datetime = Field(sa_column=sa.Column(sa.DateTime, nullable=False))
+    # HL7 v2 senders (migration 0009): MSH-4 values, MLLP certificate fingerprints and addresses
+    v2_facilities: list[str] | None = Field(default=None, sa_column=sa.Column(JsonDocument, nullable=True))
+    mllp_certificates: list[str] | None = Field(
+        default=None, sa_column=sa.Column(JsonDocument, nullable=True)
+    )
+    mllp_addresses: list[str] | None = Field(default=None, sa_column=sa.Column(JsonDocument, nullable=True))
 
 
 class UsedJtiRow(SQLModel, table=True):

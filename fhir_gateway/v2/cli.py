@@ -87,26 +87,80 @@ def map_cmd(file: Path, mapping: Path | None) -> None:
 @click.option(
     "--idle-timeout", default=300.0, show_default=True, type=float, help="Close idle connections (s)."
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve MLLP over TLS with this certificate (PEM, chain allowed).",
+)
+@click.option(
+    "--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its private key."
+)
+@click.option(
+    "--client-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Require client certificates signed by this CA; a certificate's SHA-256 fingerprint must be "
+    "in a client registration's mllp_certificates.",
+)
+@click.option(
+    "--insecure-dev",
+    is_flag=True,
+    default=None,
+    help="DEVELOPMENT ONLY: a sender no certificate or address identifies acts as the practice MSH-4 "
+    "names [default: GATEWAY_INSECURE_DEV].",
+)
 @click.pass_context
-def mllp(ctx: click.Context, host: str, port: int, max_bytes: int | None, idle_timeout: float) -> None:
-    """Run the HL7 v2 MLLP listener (REF^I12 in, ACK out) on the configured database."""
+def mllp(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    max_bytes: int | None,
+    idle_timeout: float,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_ca: Path | None,
+    insecure_dev: bool | None,
+) -> None:
+    """Run the HL7 v2 MLLP listener (REF^I12 in, ACK out) on the configured database.
+
+    Senders are identified by their registration (`fhir-gateway clients`): with --client-ca by
+    the client certificate (mllp_certificates), else by the source address (mllp_addresses). The
+    registration's v2_facilities decide which MSH-4 it may send as; anything else is AR."""
+    import ssl
+
     from fhir_gateway.app import build_router
     from fhir_gateway.observability import configure_logging
     from fhir_gateway.settings import Settings
-    from fhir_gateway.v2.mllp import MLLPServer
+    from fhir_gateway.v2.mllp import MLLPServer, server_tls_context
     from fhir_gateway.v2.service import V2Service
     from fhir_gateway.workflow.context import GatewayContext
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if client_ca is not None and tls_cert is None:
+        raise click.UsageError("--client-ca needs --tls-cert and --tls-key (client certificates need TLS)")
     settings: Settings = (ctx.obj or {}).get("settings") or Settings.from_env()
     configure_logging(settings.log_level, settings.log_json)
+    dev = settings.insecure_dev if insecure_dev is None else insecure_dev
+    try:
+        tls = server_tls_context(tls_cert, tls_key, client_ca) if tls_cert and tls_key else None
+    except (OSError, ssl.SSLError) as exc:
+        raise click.ClickException(f"cannot load the TLS certificate or key: {exc}") from exc
+    if dev:
+        log.warning(
+            "!!! MLLP INSECURE DEV IS ON: a sender that no certificate or registered address "
+            "identifies acts as whichever practice MSH-4 names. Developer machines only. !!!"
+        )
+    elif client_ca is None:
+        log.info("MLLP senders are identified by source address (mllp_addresses of their registration)")
     gw = GatewayContext.create(settings)
     try:
         gw.database.upgrade()
-        service = V2Service(build_router(gw), settings.base_url)
+        service = V2Service(build_router(gw), settings.base_url, insecure_dev=dev)
         server = MLLPServer(
-            service.handle,
-            host,
-            port,
+            host=host,
+            port=port,
+            for_peer=service.for_peer,
+            ssl_context=tls,
             max_message_bytes=max_bytes or settings.max_v2_message_bytes,
             idle_timeout=idle_timeout,
         )

@@ -4,6 +4,12 @@ Why not hl7apy's MLLPServer: a thread per connection, byte-at-a-time reads, one 
 connection and no ACK when the handler raises. Here one event loop owns all sockets; each frame's
 blocking work (database, router) runs in a worker thread, frames of one connection are answered
 in order, and every frame gets an answer: an exception or a handler timeout gives an AR.
+
+Who is on the other end: the listener hands each connection's `Peer` (source address, and with
+TLS the client certificate the handshake verified) to `for_peer`, which returns that
+connection's handler; a handler may answer `Answer(ack, close=True)` to end the connection after
+the ACK (the v2 service does so for a sender it cannot identify). `server_tls_context` makes the
+TLS context: with a client CA, a client certificate is required and checked in the handshake.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from fhir_gateway.v2.ack import (
     APPLICATION_INTERNAL_ERROR,
@@ -26,7 +34,60 @@ from fhir_gateway.v2.ack import (
 log = logging.getLogger(__name__)
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One connection as the listener sees it."""
+
+    address: str | None  # source IP
+    certificate: bytes | None = None  # DER of the client certificate the TLS handshake verified
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A handler's reply; `close`: end the connection once the ACK is written."""
+
+    ack: bytes
+    close: bool = False
+
+
 Handler = Callable[[bytes], bytes]
+PeerHandler = Callable[[bytes], "bytes | Answer"]
+ForPeer = Callable[[Peer], PeerHandler]
+
+
+def server_tls_context(
+    cert_file: Path | str, key_file: Path | str, client_ca: Path | str | None = None
+) -> ssl.SSLContext:
+    """TLS 1.2+ server context; with `client_ca`, clients must present a certificate it signed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file))
+    if client_ca is not None:
+        context.load_verify_locations(cafile=str(client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_tls_context(
+    server_ca: Path | str, cert_file: Path | str | None = None, key_file: Path | str | None = None
+) -> ssl.SSLContext:
+    """TLS client context trusting `server_ca`, presenting a client certificate when given."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(server_ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        context.load_cert_chain(str(cert_file), None if key_file is None else str(key_file))
+    return context
+
+
+def peer_of(writer: asyncio.StreamWriter) -> Peer:
+    peername = writer.get_extra_info("peername")
+    address = str(peername[0]) if isinstance(peername, tuple) and peername else None
+    ssl_object = writer.get_extra_info("ssl_object")
+    certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return Peer(address, certificate or None, ssl_object is not None)
 
 
 class MLLPError(Exception):
@@ -96,16 +157,22 @@ class MLLPServer:
 
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | None = None,
         host: str = "127.0.0.1",
         port: int = 2575,
         *,
+        for_peer: ForPeer | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         max_message_bytes: int = 1024 * 1024,
         idle_timeout: float = 300.0,
         handler_timeout: float = 60.0,
         max_concurrent: int = 16,
     ) -> None:
+        if (handler is None) == (for_peer is None):
+            raise ValueError("give either a handler (every connection) or for_peer (one per connection)")
         self.handler = handler
+        self.for_peer = for_peer
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
@@ -119,10 +186,17 @@ class MLLPServer:
 
     async def start(self) -> None:
         self._slots = asyncio.Semaphore(self._max_concurrent)
-        self._server = await asyncio.start_server(self._connection, self.host, self.port, limit=65536)
+        self._server = await asyncio.start_server(
+            self._connection,
+            self.host,
+            self.port,
+            limit=65536,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=30 if self.ssl_context is not None else None,
+        )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        log.info("MLLP listening on %s:%d", self.host, self.port)
+        log.info("MLLP listening on %s:%d%s", self.host, self.port, " (TLS)" if self.ssl_context else "")
 
     async def serve_forever(self) -> None:
         if self._server is None:
@@ -147,6 +221,12 @@ class MLLPServer:
         self.stats.connections += 1
         self.stats.open_connections += 1
         frames = FrameReader(self.max_message_bytes)
+        handler: PeerHandler
+        if self.for_peer is not None:
+            handler = self.for_peer(peer_of(writer))
+        else:
+            assert self.handler is not None
+            handler = self.handler
         try:
             while True:
                 try:
@@ -157,9 +237,11 @@ class MLLPServer:
                 if not data:
                     return  # peer closed (a half-sent frame is dropped: it was never acknowledged)
                 for payload in frames.feed(data):
-                    ack = await self._answer(payload)
-                    writer.write(frame(ack))
+                    answer = await self._answer(handler, payload)
+                    writer.write(frame(answer.ack))
                     await writer.drain()
+                    if answer.close:
+                        return
                 if frames.overflow:
                     self.stats.oversize += 1
                     error = AckError(
@@ -169,8 +251,8 @@ class MLLPServer:
                     writer.write(frame(build_ack(header_guess(frames.partial[:4096]), "AR", [error])))
                     await writer.drain()
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return  # abrupt disconnect: nothing to answer
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            return  # abrupt disconnect (or a TLS failure after the handshake): nothing to answer
         except asyncio.CancelledError:
             raise
         finally:
@@ -181,12 +263,13 @@ class MLLPServer:
             if task is not None:
                 self._tasks.discard(task)
 
-    async def _answer(self, payload: bytes) -> bytes:
+    async def _answer(self, handler: PeerHandler, payload: bytes) -> Answer:
         self.stats.messages += 1
         assert self._slots is not None
         try:
             async with self._slots:
-                return await asyncio.wait_for(asyncio.to_thread(self.handler, payload), self.handler_timeout)
+                reply = await asyncio.wait_for(asyncio.to_thread(handler, payload), self.handler_timeout)
+            return reply if isinstance(reply, Answer) else Answer(reply)
         except Exception as exc:
             self.stats.handler_errors += 1
             log.error("MLLP handler failed: %s", type(exc).__name__)
@@ -195,9 +278,9 @@ class MLLPServer:
                 if isinstance(exc, TimeoutError)
                 else ("Internal error; send the message again later")
             )
-            return build_ack(
-                header_guess(payload), "AR", [AckError(APPLICATION_INTERNAL_ERROR, text)]
-            ).encode()
+            return Answer(
+                build_ack(header_guess(payload), "AR", [AckError(APPLICATION_INTERNAL_ERROR, text)]).encode()
+            )
 
 
 class ServerThread:
@@ -244,8 +327,18 @@ class ServerThread:
 class MLLPClient:
     """One connection; `send` writes a frame and waits for the answering frame."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 30.0, max_bytes: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 30.0,
+        max_bytes: int = 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.ssl_context, self.server_hostname = ssl_context, server_hostname
         self._frames = FrameReader(max_bytes)
         self._pending: list[bytes] = []
         self._reader: asyncio.StreamReader | None = None
@@ -260,7 +353,13 @@ class MLLPClient:
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.timeout
+            asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=self.ssl_context,
+                server_hostname=self.server_hostname if self.ssl_context is not None else None,
+            ),
+            self.timeout,
         )
 
     async def close(self) -> None:

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import select
 
 from fhir_gateway.api.request import FhirRequest, FhirResponse
+from fhir_gateway.observability import request_id_var
+from fhir_gateway.security import audit
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.database import DatabaseUnavailable
 from fhir_gateway.store.tables import V2MessageRow
@@ -37,8 +39,20 @@ from fhir_gateway.v2.ack import (
     header_guess,
 )
 from fhir_gateway.v2.inbound import V2ContentError, V2Rejected, accept, load_mappings
+from fhir_gateway.v2.limits import check_limits
 from fhir_gateway.v2.mapping import Loc, MappingResult, V2Mapping
 from fhir_gateway.v2.message import Message, V2ParseError, parse_er7
+from fhir_gateway.v2.mllp import Answer, Peer, PeerHandler
+from fhir_gateway.v2.senders import (
+    V2_SCOPES,
+    Refused,
+    Sender,
+    SenderSource,
+    Unidentified,
+    authorise,
+    facility_principal,
+    identify_peer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +70,18 @@ class Outcome:
     code: str
     focus: str | None = None
     duplicate: bool = False
+    unauthenticated: bool = False  # refused because the transport named no sender (MLLP closes)
 
 
-V2_SCOPES = (
-    "system/ServiceRequest.cr",
-    "system/Patient.cr",
-    "system/Consent.cr",
-    "system/Practitioner.r",
-    "system/PractitionerRole.r",
-    "system/Organization.r",
-)
-AGB = "http://fhir.nl/fhir/NamingSystem/agb-z"
-
-
-def practice_principal(ctx: Any) -> Callable[[Message], Principal | None]:
-    """MLLP carries no credentials: the sending facility (MSH-4, the practice's AGB code) must be
-    a GP practice in the directory, and the referral then acts as that practice (its
-    compartment, its requester check). The network layer (VPN / TLS tunnel) vouches for it."""
-
-    def resolve(message: Message) -> Principal | None:
-        facility = message.sender.partition("^")[2].split("&")[0]
-        with ctx.database.connection(write=False) as connection:
-            directory = ctx.directory(ctx.repository(connection))
-        org = directory.organization_by_identifier(AGB, facility) if facility else None
-        if org is None or not directory.is_gp_practice(org):
-            return None
-        return Principal(
-            client_id=f"v2:{message.sender}",
-            organization=f"Organization/{org['id']}",
-            role="gp-practice",
-            scopes=V2_SCOPES,
-            authenticated=True,
-        )
-
-    return resolve
+__all__ = ["V2_SCOPES", "Outcome", "V2Service"]  # V2_SCOPES: re-exported from senders
 
 
 class V2Service:
-    """`handle(er7 bytes) -> ACK bytes`; thread-safe (call it from `asyncio.to_thread`)."""
+    """`handle(er7 bytes, sender) -> ACK bytes`; thread-safe (call it from `asyncio.to_thread`).
+
+    `sender` is who the transport authenticated (`senders.V2Sender`), `senders.Unidentified`, or
+    a callable giving either (run inside, so its database reads get the same error handling).
+    None means the transport names nobody: refused, unless `insecure_dev`, where MSH-4 decides."""
 
     def __init__(
         self,
@@ -102,23 +90,32 @@ class V2Service:
         *,
         mappings: dict[str, V2Mapping] | None = None,
         validator: Any | None = None,
-        principal_for: Callable[[Message], Principal | None] | None = None,
         stale_after: timedelta = timedelta(minutes=2),
+        insecure_dev: bool = False,
     ) -> None:
         self.router = router
         self.database = router.ctx.database
         self.base_url = base_url.rstrip("/")
         self.mappings = mappings if mappings is not None else load_mappings(router.ctx.settings.mappings_dir)
         self.validator = validator  # optional pre-check until the create path validates profiles
-        self.principal_for = principal_for or practice_principal(router.ctx)
+        self.insecure_dev = insecure_dev
         self.stale_after = stale_after
+        settings = router.ctx.settings
+        self.max_segments = int(getattr(settings, "max_v2_segments", 200))
+        self.max_repetitions = int(getattr(settings, "max_v2_repetitions", 50))
 
     # -- entry points --------------------------------------------------------------------------
-    def handle(self, data: bytes | str) -> bytes:
+    def handle(self, data: bytes | str, sender: SenderSource = None) -> bytes:
         """Process one message; always returns an ACK (AR when even the header is unreadable)."""
+        return self.respond(data, sender)[0]
+
+    def respond(self, data: bytes | str, sender: SenderSource = None) -> tuple[bytes, bool]:
+        """The ACK, and whether the message was refused for want of an authenticated sender."""
         latin1 = isinstance(data, bytes) and not _is_utf8(data)
+        unauthenticated = False
         try:
-            ack = self.process(data).ack
+            outcome = self.process(data, sender)
+            ack, unauthenticated = outcome.ack, outcome.unauthenticated
         except DatabaseUnavailable as exc:  # down, full, read-only: AR, the sender retries later
             log.warning("v2 message not processed: %s", type(exc).__name__)
             error = AckError(APPLICATION_INTERNAL_ERROR, f"Not processed, retry later: {exc.diagnostics}")
@@ -130,16 +127,26 @@ class V2Service:
                 "AR",
                 [AckError(APPLICATION_INTERNAL_ERROR, "Internal error; send the message again later")],
             )
-        return ack.encode("latin-1", "replace") if latin1 else ack.encode("utf-8")
+        return (ack.encode("latin-1", "replace") if latin1 else ack.encode("utf-8")), unauthenticated
 
-    def process(self, data: bytes | str) -> Outcome:
+    def process(self, data: bytes | str, sender: SenderSource = None) -> Outcome:
         started = time.perf_counter()
+        over = check_limits(data, self.max_segments, self.max_repetitions)
+        if over is not None:  # before the parser and the mapping: their cost grows with the size
+            return Outcome(build_ack(header_guess(data), "AR", [over]), "AR")
         try:
             message = parse_er7(data)
         except V2ParseError as exc:
             code = SEGMENT_SEQUENCE_ERROR if exc.segment == "MSH" and exc.field is None else DATA_TYPE_ERROR
             loc = Loc(exc.segment, exc.sequence, exc.field)
             return Outcome(build_ack(header_guess(data), "AR", [AckError(code, str(exc), loc)]), "AR")
+        # who sends decides before anything else: no journal lookup (a stored ACK) for a stranger
+        resolved = sender() if callable(sender) else sender
+        if resolved is None:
+            resolved = Unidentified("the transport authenticated no sender")
+        principal = self._principal(message, resolved)
+        if isinstance(principal, Outcome):
+            return principal
         try:
             mapping = accept(message, self.mappings)
         except V2Rejected as exc:
@@ -157,7 +164,7 @@ class V2Service:
             if mapping is None:
                 outcome = Outcome(build_ack(message, "AE", content_errors), "AE")
             else:
-                outcome = self._deliver(message, mapping)
+                outcome = self._deliver(message, mapping, principal, resolved.address)
         except Exception:
             self._release(claim)
             raise
@@ -174,19 +181,66 @@ class V2Service:
         )
         return outcome
 
+    def for_peer(self, peer: Peer) -> PeerHandler:
+        """The MLLP listener's handler for one connection: each message's sender is looked up
+        from the peer (certificate, address) when it arrives, so a registration change counts
+        from the next message. A message from a peer that names no registration is answered AR
+        and the connection is closed (a stranger gets one ACK per connection, not a stream)."""
+
+        def handle(payload: bytes) -> Answer:
+            ack, unauthenticated = self.respond(payload, partial(identify_peer, self.database, peer))
+            return Answer(ack, close=unauthenticated)
+
+        return handle
+
+    # -- the sender ------------------------------------------------------------------------------
+    def _principal(self, message: Message, sender: Sender) -> Principal | Outcome:
+        """Who the referral runs as; an AR Outcome (audited) when the sender may not send it."""
+        try:
+            with self.database.connection(write=False) as connection:
+                directory = self.router.ctx.directory(self.router.ctx.repository(connection))
+                if isinstance(sender, Unidentified) and self.insecure_dev:
+                    log.warning("INSECURE DEV: v2 message accepted as MSH-4 says (%s)", sender.reason)
+                    return facility_principal(message, directory)
+                return authorise(sender, message, directory)
+        except Refused as refused:
+            self._audit_refusal(message, sender, refused)
+            log.warning(
+                "v2 %s from %s refused: %s",
+                message.message_type,
+                getattr(sender, "client_id", None) or sender.address or "?",
+                refused.error.text,
+                extra={"event": "auth"},
+            )
+            return Outcome(
+                build_ack(message, "AR", [refused.error]),
+                "AR",
+                unauthenticated=isinstance(sender, Unidentified),
+            )
+
+    def _audit_refusal(self, message: Message, sender: Sender, refused: Refused) -> None:
+        """A refused v2 message is logged like any refused request (NEN 7513): who (as far as
+        known, with the address), what was attempted, why it was refused. Not the content."""
+        trail = audit.AuditTrail(sender.principal, address=sender.address, request_id=request_id_var.get())
+        trail.interaction = "create"
+        trail.channel = "hl7v2"
+        trail.description = (
+            f"HL7 v2 {message.message_type} control id {message.control_id[:64]} via {sender.via}, "
+            f"sending facility (MSH-4) '{message.msh.value(4)[:64]}'"
+        )
+        trail.outcome_text = refused.error.text
+        with self.database.connection(write=True) as connection:
+            audit.write(self.router.ctx.repository(connection, self.base_url), trail, refused.status)
+
     # -- the FHIR path ---------------------------------------------------------------------------
-    def _deliver(self, message: Message, mapping: V2Mapping) -> Outcome:
+    def _deliver(
+        self, message: Message, mapping: V2Mapping, principal: Principal, address: str | None
+    ) -> Outcome:
         result = mapping.apply(message)
         if self.validator is not None:
             issues = [i for i in self.validator.validate(result.bundle) if i.is_error]
             if issues:
                 return Outcome(build_ack(message, "AE", errors_from_issues(result, issues)), "AE")
-        principal = self.principal_for(message)
-        if principal is None:
-            error = AckError(
-                APPLICATION_INTERNAL_ERROR, "The sending facility is not registered", Loc("MSH", 1, 4)
-            )
-            return Outcome(build_ack(message, "AR", [error]), "AR")
         response = self.router.handle(
             FhirRequest(
                 method="POST",
@@ -195,6 +249,8 @@ class V2Service:
                 headers={"content-type": "application/fhir+json"},
                 principal=principal,
                 base_url=self.base_url,
+                client_address=address,
+                channel="hl7v2",
             )
         )
         return outcome_for(message, result, response)

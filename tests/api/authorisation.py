@@ -604,7 +604,20 @@ answer outside a compartment (existence is not revealed); 403 a missing scope or
 type; 405 an interaction the gateway does not offer; 409/412/422 the workflow or the data."""
 
 
-def render(v2_cells: dict[str, tuple[str, ...]] | None = None) -> str:
+V2Cells = dict[str, dict[str, dict[str, tuple[str, str | None, str | None]]]]
+
+
+def _v2_rows(v2_cells: V2Cells) -> dict[str, tuple[str, ...]]:
+    """Per route (`POST /v2`, `MLLP`) and MSH-4 practice: the ACK per principal (MSA-1, ERR-3, ERR-5)."""
+    rows = {}
+    for route, by_practice in v2_cells.items():
+        for practice, by_who in by_practice.items():
+            cells = [" ".join(p for p in by_who[who] if p) if who in by_who else "-" for who in PRINCIPALS]
+            rows[f"{route}, MSH-4 of practice {practice}"] = tuple(cells)
+    return rows
+
+
+def render(v2_cells: V2Cells | None = None) -> str:
     """The matrix as Markdown (docs/authorisation-matrix.md)."""
     out = [
         "# Authorisation matrix",
@@ -627,7 +640,7 @@ def render(v2_cells: dict[str, tuple[str, ...]] | None = None) -> str:
             out.append(f"| {interaction} | {rtype} | " + " | ".join(outcomes) + " |")
     if v2_cells:
         out += ["", "## HTTP v2 and MLLP", "", "| case | " + " | ".join(HEADINGS) + " |", rule[4:]]
-        out += [f"| {case} | " + " | ".join(o) + " |" for case, o in v2_cells.items()]
+        out += [f"| {case} | " + " | ".join(o) + " |" for case, o in _v2_rows(v2_cells).items()]
     out += [
         "",
         "## Routes outside the FHIR API",
@@ -642,5 +655,7 @@ def render(v2_cells: dict[str, tuple[str, ...]] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    DOC.write_text(render(), encoding="utf-8")
+    from tests.api.test_v2_authorisation import V2_CELLS
+
+    DOC.write_text(render(V2_CELLS), encoding="utf-8")
     print(f"wrote {DOC}")

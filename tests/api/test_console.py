@@ -67,8 +67,10 @@ def played(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[T
             == 422
         )
         v2 = (ROOT / "examples" / "v2" / "ref-i12-postcode-not-covered.hl7").read_bytes()
+        authorize(client, "praktijk-batau-his")  # MSH-4 01053417: the v2 sender is the token's client
         ack = client.post("/v2", content=v2, headers={"content-type": "x-application/hl7-v2+er7"})
         assert "MSA|AE" in ack.text
+        authorize(client, "praktijk-de-geinoord-his")
         sr, task = refer(client, 30)
         authorize(client, "welzijn-de-brug-cms")
         task = patch(client, task, "02-accept.patch.json")

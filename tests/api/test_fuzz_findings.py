@@ -87,6 +87,16 @@ def test_an_entry_resource_that_is_not_an_object(client: TestClient, kind: str, 
 
 
 # -- v2 -----------------------------------------------------------------------------------------------
+def batau(client: TestClient) -> Any:
+    """The authenticated sender of the example REF^I12 (MSH-4 01053417), as a transport names it."""
+    from fhir_gateway.security.clients import get_client
+    from fhir_gateway.v2.senders import registered_sender
+
+    registration = get_client(client.app.state.ctx.database, "praktijk-batau-his")  # type: ignore[attr-defined]
+    assert registration is not None
+    return registered_sender(registration, "test")
+
+
 def test_control_ids_that_share_the_journals_64_characters_are_not_one_message(client: TestClient) -> None:
     """Found reviewing the v2 target's resend property: the journal cut MSH-10 to its 64-character
     column, so a second message whose id shared those 64 characters got the first's stored AA
@@ -99,11 +109,11 @@ def test_control_ids_that_share_the_journals_64_characters_are_not_one_message(c
     service = client.app.state.v2  # type: ignore[attr-defined]
     answers = []
     for control_id in (b"X" * 64 + b"1", b"X" * 64 + b"2"):
-        ack = parse(service.handle(good.replace(b"BATAU-000123", control_id)))
+        ack = parse(service.handle(good.replace(b"BATAU-000123", control_id), batau(client)))
         answers.append((ack.segment("MSA").value(1), ack.segment("MSA").value(2), ack.segment("ERR")))  # type: ignore[union-attr]
     assert [a[:2] for a in answers] == [("AR", "X" * 64 + "1"), ("AR", "X" * 64 + "2")]
     assert "longer than 64" in answers[1][2].value(8)  # type: ignore[union-attr]
-    at_limit = parse(service.handle(good.replace(b"BATAU-000123", b"Y" * 64)))
+    at_limit = parse(service.handle(good.replace(b"BATAU-000123", b"Y" * 64), batau(client)))
     assert at_limit.segment("MSA").value(1) == "AA"  # type: ignore[union-attr]
 
 
@@ -225,7 +235,7 @@ def test_a_v2_resend_with_separators_in_its_referral_number_is_one_referral(clie
     service = client.app.state.v2  # type: ignore[attr-defined]
     focus = []
     for control_id in (b"FZ-V2-ESC-1", b"FZ-V2-ESC-2"):  # a new control id: not the journal's answer
-        ack = parse(service.handle(message.replace(b"BATAU-000123", control_id)))
+        ack = parse(service.handle(message.replace(b"BATAU-000123", control_id), batau(client)))
         assert ack.segment("MSA").value(1) == "AA", ack.to_er7()  # type: ignore[union-attr]
         found = client.get("/fhir/ServiceRequest", params={"identifier": "FZ&1\\,2+3%4"}).json()
         focus.append([e["resource"]["id"] for e in found.get("entry", [])])

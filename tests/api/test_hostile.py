@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from fhir_gateway.api.ratelimit import MAX_BUCKETS, TokenBuckets
 from fhir_gateway.fhir.jsonlimits import JsonLimits, count_keys, loads
 from fhir_gateway.fhir.outcome import FhirError
 from fhir_gateway.loading import load_files
-from fhir_gateway.security.clients import get_client
+from fhir_gateway.security.clients import get_client, save_client
 from fhir_gateway.security.tokens import GatewayKeys, TokenService, generate_gateway_key
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.inbound import parse
@@ -423,13 +424,25 @@ def _ack(body: bytes) -> tuple[str, list[str]]:
     return msa.value(1), errs
 
 
+def _batau(client: TestClient) -> dict[str, str]:
+    """The sender of GOOD_V2 (MSH-4 01053417): hostile content from a legitimate client."""
+    app: Any = client.app
+    registration = get_client(app.state.ctx.database, "praktijk-batau-his")
+    assert registration is not None
+    return {
+        "authorization": f"Bearer {app.state.tokens.issue(registration, registration.scopes).access_token}"
+    }
+
+
 @pytest.mark.parametrize("body", [pytest.param(b, id=name) for name, b in V2_CORPUS])
 def test_malformed_v2_over_http_gets_an_error_ack(client: TestClient, body: bytes) -> None:
-    resp = client.post("/v2", content=body, headers=ER7)
+    resp = client.post("/v2", content=body, headers={**ER7, **_batau(client)})
     assert resp.status_code == 200
     code, errs = _ack(resp.content)
     assert code in ("AE", "AR")
     assert errs and all(errs)
+    if body.startswith(GOOD_V2[:40].encode()):  # refused for its content, not for who sent it
+        assert not any("not registered for client" in e for e in errs), errs
 
 
 def test_a_v2_message_over_the_limit_gets_413_with_an_ar_ack(client: TestClient) -> None:
@@ -460,8 +473,14 @@ def test_nul_in_a_string_is_400_on_every_backend(any_client: TestClient) -> None
 # -- MLLP ------------------------------------------------------------------------------------------
 @pytest.fixture
 def mllp(client: TestClient) -> Iterator[MLLPServer]:
-    service = V2Service(client.app.state.router)  # type: ignore[attr-defined]
-    server = MLLPServer(service.handle, "127.0.0.1", 0, max_message_bytes=256 * 1024, idle_timeout=5)
+    app: Any = client.app
+    registration = get_client(app.state.ctx.database, "praktijk-batau-his")
+    assert registration is not None  # the loopback address is Batau-Noord's (mllp_addresses)
+    save_client(app.state.ctx.database, replace(registration, mllp_addresses=("127.0.0.1/32",)))
+    service = V2Service(app.state.router)
+    server = MLLPServer(
+        host="127.0.0.1", port=0, for_peer=service.for_peer, max_message_bytes=256 * 1024, idle_timeout=5
+    )
     thread = ServerThread(server).start()
     yield server
     thread.stop()

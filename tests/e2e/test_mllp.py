@@ -1,4 +1,8 @@
-"""The MLLP listener over real sockets against a real gateway app (temp SQLite, example directory)."""
+"""The MLLP listener over real sockets against a real gateway app (temp SQLite, example directory).
+
+The sender is identified as in production without TLS: Huisartsen Batau-Noord's registration
+lists the loopback address (`mllp_addresses`), so its messages (MSH-4 01053417) are accepted from
+here; TLS with client certificates: test_mllp_tls.py."""
 
 from __future__ import annotations
 
@@ -14,6 +18,12 @@ import pytest
 from fhir_gateway.api.request import FhirRequest
 from fhir_gateway.app import create_app
 from fhir_gateway.loading import load_files
+from fhir_gateway.security.clients import (
+    get_client,
+    load_client_registrations,
+    save_client,
+    validate_registration,
+)
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.inbound import parse
@@ -38,6 +48,7 @@ class Gateway:
     service: V2Service
     server: MLLPServer
     port: int
+    app: object
 
     def count(self, resource_type: str, **params: str) -> int:
         req = FhirRequest(
@@ -53,16 +64,28 @@ def ack_code(ack: bytes) -> str:
     return parse(ack).segment("MSA").value(1)  # type: ignore[union-attr]
 
 
+def register_mllp(app: object, client_id: str, **fields: list[str]) -> None:
+    """Give an example registration MLLP identities (mllp_addresses, mllp_certificates)."""
+    database = app.state.ctx.database  # type: ignore[attr-defined]
+    registration = get_client(database, client_id)
+    assert registration is not None
+    save_client(database, validate_registration({**registration.to_json(), **fields}))
+
+
 @pytest.fixture
 def gateway(sqlite_url: str) -> Iterator[Gateway]:
     app = create_app(Settings(database_url=sqlite_url))
     router = app.state.router
     assert all(r.ok for r in load_files(router, [ROOT / "examples" / "directory"]))
+    load_client_registrations(app.state.ctx.database, ROOT / "examples" / "clients")
+    register_mllp(app, "praktijk-batau-his", mllp_addresses=["127.0.0.0/8"])
     service = V2Service(router, "http://gateway.test/fhir")  # validation/routing: the create path's own
-    server = MLLPServer(service.handle, "127.0.0.1", 0, max_message_bytes=64 * 1024, idle_timeout=5)
+    server = MLLPServer(
+        host="127.0.0.1", port=0, for_peer=service.for_peer, max_message_bytes=64 * 1024, idle_timeout=5
+    )
     thread = ServerThread(server).start()
     try:
-        yield Gateway(router, service, server, thread.port)
+        yield Gateway(router, service, server, thread.port, app)
     finally:
         thread.stop()
         app.state.ctx.close()
@@ -239,3 +262,57 @@ def test_handler_exception_and_timeout_still_answer() -> None:
             assert ack_code(ack) == "AR" and parse(ack).segment("MSA").value(2) == "BATAU-T13"  # type: ignore[union-attr]
         finally:
             thread.stop()
+
+
+# -- who sends: the source address ------------------------------------------------------------------
+def test_another_practices_facility_from_a_registered_address_is_ar_and_the_connection_stays(
+    gateway: Gateway,
+) -> None:
+    geinoord = (EXAMPLES / "ref-i12-escapes.hl7").read_bytes()  # MSH-4 01051234: not Batau's
+    acks = raw_exchange(gateway.port, [frame(geinoord) + frame(variant(20))], 2)
+    assert [ack_code(a) for a in acks] == ["AR", "AA"]
+    err = parse(acks[0]).segment("ERR")
+    assert err is not None and err.value(2) == "MSH" and err.value(2, 3) == "4"
+    assert (err.value(3), err.value(5)) == ("204", "forbidden")
+    assert "'01051234' (MSH-4) is not registered for client praktijk-batau-his (source address)" in err.value(
+        8
+    )
+    assert gateway.count("ServiceRequest", identifier="GEIN-VW-7781") == 0
+
+
+def test_an_unregistered_address_gets_ar_and_the_connection_is_closed(gateway: Gateway) -> None:
+    register_mllp(gateway.app, "praktijk-batau-his", mllp_addresses=["192.0.2.0/24"])  # not loopback
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(frame(variant(21)) + frame(variant(22)))
+        received = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break  # closed by the server after the first ACK
+            received += data
+    assert received.count(VT) == 1
+    ack = received[1 : received.index(FS)]
+    assert ack_code(ack) == "AR"
+    err = parse(ack).segment("ERR")
+    assert err is not None and (err.value(3), err.value(5)) == ("204", "login")
+    assert "registered for no client" in err.value(8)
+    assert gateway.count("ServiceRequest", identifier="REF-T21") == 0
+    events = FhirRequest("GET", "AuditEvent", params=[("outcome", "4")], principal=Principal.system())
+    [event] = [e["resource"] for e in gateway.router.handle(events).body["entry"]]  # type: ignore[attr-defined]
+    assert event["agent"][0]["name"] == "anonymous" and event["agent"][0]["network"]["address"] == "127.0.0.1"
+    assert "via MLLP" in event["entity"][0]["description"] and "Not authenticated" in event["outcomeDesc"]
+
+
+def test_two_registrations_claiming_one_address_identify_nobody(gateway: Gateway) -> None:
+    register_mllp(gateway.app, "praktijk-de-geinoord-his", mllp_addresses=["127.0.0.1"])
+    [ack] = raw_exchange(gateway.port, [frame(variant(23))], 1)
+    assert ack_code(ack) == "AR" and b"registered for more than one client" in ack
+    assert gateway.count("ServiceRequest", identifier="REF-T23") == 0
+
+
+def test_insecure_dev_lets_msh4_decide_for_an_unidentified_sender(gateway: Gateway) -> None:
+    register_mllp(gateway.app, "praktijk-batau-his", mllp_addresses=["192.0.2.0/24"])
+    gateway.service.insecure_dev = True
+    [ack] = raw_exchange(gateway.port, [frame(variant(24))], 1)
+    assert ack_code(ack) == "AA"
+    assert gateway.count("ServiceRequest", identifier="REF-T24") == 1

@@ -47,6 +47,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 V2_GOOD = (ROOT / "examples" / "v2" / "ref-i12-v25.hl7").read_text().replace("\n", "\r")
+V2_CLIENT = "praktijk-batau-his"  # the registered sender of V2_GOOD (MSH-4 01053417)
 BSN_VALUE = VALID_BSNS[0]  # the patient of every referral here, v2 included
 ER7 = {"content-type": "x-application/hl7-v2+er7"}
 
@@ -59,6 +60,7 @@ class Gateway:
         self.env = env
         self.http = httpx.Client(base_url=server.base, timeout=30)
         self.gp = fhir_headers(mint(env, GP_CLIENT))
+        self.v2_sender = fhir_headers(mint(env, V2_CLIENT))  # MSH-4 of V2_GOOD is Batau-Noord's
         self.bodies: dict[str, bytes] = {}
         self.acknowledged: set[str] = set()
         self.v2_sent: list[str] = []  # referral numbers of v2 messages answered AA
@@ -73,7 +75,7 @@ class Gateway:
     def v2(self, n: str) -> str:
         text = V2_GOOD.replace("BATAU-000123", f"BATAU-{n}").replace("REF-2026-0001", f"REF-{n}")
         r = self.http.post(
-            "/v2", content=text.encode(), headers={**ER7, "authorization": self.gp["authorization"]}
+            "/v2", content=text.encode(), headers={**ER7, "authorization": self.v2_sender["authorization"]}
         )
         assert r.status_code == 200, r.text
         code = _msa(r.text)

@@ -262,3 +262,66 @@ def test_registration_checks() -> None:
     assert validate_registration({**base, "scopes": "system/Task.read system/Task.write"}).scopes == (
         "system/Task.cruds",
     )
+
+
+# -- HL7 v2 senders on a registration ---------------------------------------------------------------
+def _gp() -> dict[str, object]:
+    return read_registrations([EXAMPLES / "praktijk-de-geinoord-his.client.json"])[0].to_json()
+
+
+FINGERPRINT = "AB:" * 31 + "CD"
+
+
+def test_v2_sender_fields_are_checked_and_stored_in_canonical_form() -> None:
+    reg = validate_registration(
+        {
+            **_gp(),
+            "v2_facilities": ["01051234", "01051234"],
+            "mllp_certificates": [FINGERPRINT],
+            "mllp_addresses": ["10.20.0.0/16", "127.0.0.1", "::1"],
+        }
+    )
+    assert reg.v2_facilities == ("01051234",)
+    assert reg.mllp_certificates == ("ab" * 31 + "cd",)
+    assert reg.mllp_addresses == ("10.20.0.0/16", "127.0.0.1/32", "::1/128")
+    assert validate_registration(reg.to_json()) == reg
+
+
+def test_example_gp_clients_send_v2_as_their_own_agb_code() -> None:
+    bundle = json.loads((EXAMPLES.parent / "directory" / "directory.json").read_text())
+    agb = {
+        f"Organization/{e['resource']['id']}": [
+            i["value"] for i in e["resource"].get("identifier", []) if i["system"].endswith("agb-z")
+        ]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Organization"
+    }
+    for reg in read_registrations(registration_files(EXAMPLES)):
+        expected = tuple(agb[reg.organization]) if reg.role == "gp-practice" and reg.organization else ()
+        assert reg.v2_facilities == expected, reg.client_id
+        assert reg.mllp_certificates == () and reg.mllp_addresses == ()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"v2_facilities": "01051234"}, "v2_facilities must be a list"),
+        ({"v2_facilities": ["1051234"]}, "not an AGB code"),
+        ({"v2_facilities": ["0105123X"]}, "not an AGB code"),
+        ({"mllp_certificates": ["abcd"]}, "not a SHA-256 fingerprint"),
+        ({"mllp_addresses": ["10.0.0.1/16"]}, "not an IP address or network"),
+        ({"mllp_addresses": ["gp.example.nl"]}, "not an IP address or network"),
+        ({"v2_facilities": [], "mllp_addresses": ["127.0.0.1"]}, "need v2_facilities"),
+        ({"v2_facilities": [f"{n:08d}" for n in range(65)]}, "at most 64"),
+    ],
+)
+def test_bad_v2_sender_fields_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(RegistrationError, match=message):
+        validate_registration({**_gp(), **changes})
+
+
+@pytest.mark.parametrize("client", ["welzijn-de-brug-cms", "gateway-admin"])
+def test_only_a_gp_practice_may_have_v2_facilities(client: str) -> None:
+    doc = read_registrations([EXAMPLES / f"{client}.client.json"])[0].to_json()
+    with pytest.raises(RegistrationError, match="only a gp-practice"):
+        validate_registration({**doc, "v2_facilities": ["01051234"]})

@@ -13,10 +13,15 @@ from fhir_gateway.loading import load_files
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
 from fhir_gateway.v2.inbound import parse
+from fhir_gateway.v2.senders import V2_SCOPES, V2Sender
 from fhir_gateway.v2.service import V2Service
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = (ROOT / "examples" / "v2" / "ref-i12-v25.hl7").read_bytes().replace(b"\n", b"\r")
+# the authenticated sender of GOOD (MSH-4 01053417), as the transport would name it
+BATAU = V2Sender(
+    "praktijk-batau-his", "Organization/praktijk-batau", "gp-practice", V2_SCOPES, ("01053417",), "test"
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +58,8 @@ def mutated(draw: st.DrawFn) -> bytes:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutated())
 def test_mutated_messages_always_get_an_ack(service: V2Service, data: bytes) -> None:
-    outcome = service.process(data)  # raises on any unhandled error
-    ack = parse(service.handle(data))
+    outcome = service.process(data, BATAU)  # raises on any unhandled error
+    ack = parse(service.handle(data, BATAU))
     msa = ack.segment("MSA")
     assert msa is not None and msa.value(1) in ("AA", "AE", "AR")
     assert outcome.code in ("AA", "AE", "AR")

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from fhir_gateway.delivery import outbox
 from fhir_gateway.routing import Directory
 from fhir_gateway.routing.directory import house_number
+from fhir_gateway.security.audit import CHANNEL_SYSTEM
 from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow, V2MessageRow
 
 R = ResourceRow.__table__
@@ -501,7 +502,9 @@ def refused_referrals(conn: sa.Connection, limit: int = 100) -> tuple[int, list[
     AuditEvents of failed creates (outcome 4) by GP-practice clients, and HL7 v2 messages
     acknowledged AE/AR in the v2 journal. The AuditEvent does not say why (unroutable address,
     invalid BSN, missing consent): the console shows the count and who sent it. A refused v2
-    message also leaves an AuditEvent (client `v2:<sender>`); it is counted once, from the journal."""
+    message also leaves an AuditEvent (subtype channel `hl7v2`); it is counted once, from the
+    journal. (A v2 message refused for its sender — not authenticated, or not registered for
+    MSH-4 — is in neither count: it was never a referral; its AuditEvent records it.)"""
     outcome, subtype = IX.alias("oc"), IX.alias("st")
     stmt = (
         sa.select(R.c.content)
@@ -522,7 +525,8 @@ def refused_referrals(conn: sa.Connection, limit: int = 100) -> tuple[int, list[
         agents = event.get("agent", [])
         roles = {r.get("text") for a in agents for r in a.get("role", [])}
         who = str(next((a.get("name") for a in agents if a.get("requestor")), "?"))
-        if "gp-practice" not in roles or who.startswith("v2:"):  # v2 ones are counted from the journal
+        channels = {s.get("code") for s in event.get("subtype", []) if s.get("system") == CHANNEL_SYSTEM}
+        if "gp-practice" not in roles or "hl7v2" in channels:  # v2 ones are counted from the journal
             continue
         org = next((ref_of(a.get("who")) for a in agents if not a.get("requestor")), "")
         fhir.append(
