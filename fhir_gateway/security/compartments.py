@@ -12,12 +12,10 @@ from typing import Any
 
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.routing import Directory
+from fhir_gateway.routing.directory import DIRECTORY_TYPES
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
 
-DIRECTORY_TYPES = frozenset(
-    {"Organization", "HealthcareService", "Location", "Endpoint", "Practitioner", "PractitionerRole"}
-)
 ADMIN_ONLY_TYPES = frozenset({"AuditEvent", "Provenance"})
 SUBSCRIPTION_OWNER = "https://wor.example.nl/fhir/StructureDefinition/subscription-owner"
 

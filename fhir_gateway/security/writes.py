@@ -16,6 +16,7 @@ from typing import Any
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.routing import Directory
+from fhir_gateway.routing.directory import DIRECTORY_TYPES
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
 
@@ -91,7 +92,8 @@ class WriteCheck:
             self._check_communication(data, targets)
 
     def resolve(self, ref: str, where: str) -> Stored | None:
-        """The visible resource a reference names; None for contained ones and the directory."""
+        """The visible resource a reference names; None for contained ones, entries of the same
+        transaction and the directory."""
         if ref.startswith("#"):
             return None  # contained: checked as part of this resource
         target = normalise_reference(ref, self.repo.base_url) or ""
@@ -99,6 +101,10 @@ class WriteCheck:
         if "://" in target or target.startswith("urn:") or not rid or "/" in rid:
             raise unknown_reference(ref, where)  # another server, or an unresolved urn:uuid
         if target in self.promised:
+            return None
+        if rtype in DIRECTORY_TYPES:  # public: it only has to exist (the directory is in memory)
+            if self.directory.get(rtype, rid) is None:
+                raise unknown_reference(target, where)
             return None
         stored = self.repo.find(rtype, rid)
         if stored is None or stored.deleted:

@@ -84,18 +84,27 @@ _CREATE_PG = Prepared(
     )
     .columns(pk=R.c.pk.type)
 )
-_SELECT_BY_TOKEN = Prepared(
-    sa.select(R)
-    .where(
-        R.c.pk.in_(
+_by_token = sa.select(R).where(
+    R.c.pk.in_(
+        sa.select(IX.c.resource_pk).where(
+            IX.c.resource_type == sa.bindparam("b_type"),
+            IX.c.param == sa.bindparam("b_param"),
+            IX.c.value == sa.bindparam("b_value"),
+            IX.c.system == sa.bindparam("b_system"),
+        )
+    ),
+    R.c.deleted.is_(False),
+)
+_SELECT_BY_TOKEN = Prepared(_by_token.order_by(R.c.pk).limit(sa.bindparam("b_limit")))
+_SELECT_BY_TOKEN_IN_COMPARTMENT = Prepared(  # the same, among what one organisation may see
+    _by_token.where(
+        sa.exists(
             sa.select(IX.c.resource_pk).where(
-                IX.c.resource_type == sa.bindparam("b_type"),
-                IX.c.param == sa.bindparam("b_param"),
-                IX.c.value == sa.bindparam("b_value"),
-                IX.c.system == sa.bindparam("b_system"),
+                IX.c.resource_pk == R.c.pk,
+                IX.c.param == COMPARTMENT,
+                IX.c.value == sa.bindparam("b_compartment"),
             )
-        ),
-        R.c.deleted.is_(False),
+        )
     )
     .order_by(R.c.pk)
     .limit(sa.bindparam("b_limit"))
@@ -512,7 +521,10 @@ class Repository:
             "b_system": system,
             "b_limit": query.count + 1,
         }
-        found = [_stored_from(row) for row in _SELECT_BY_TOKEN.rows(self.session, params)]
+        statement = _SELECT_BY_TOKEN
+        if query.compartment is not None:
+            statement, params["b_compartment"] = _SELECT_BY_TOKEN_IN_COMPARTMENT, query.compartment
+        found = [_stored_from(row) for row in statement.rows(self.session, params)]
         for stored in found:
             self._remember(stored, False)
         return found

@@ -235,10 +235,10 @@ def include_targets(inc: Include, values: list[str | None]) -> list[str]:
 def token_probe(query: SearchQuery) -> tuple[str, str, str] | None:
     """(param, system, code) when the search is exactly `param=system|code`, first page in pk
     order, nothing else asked: the lookup behind every conditional create and resend check,
-    which `Repository` answers with one prepared probe instead of building this module's SQL."""
+    which `Repository` answers with one prepared probe (confined to `query.compartment` when
+    set) instead of building this module's SQL."""
     if (
         len(query.conditions) != 1
-        or query.compartment is not None
         or query.cursor is not None
         or query.sort_by != "_pk"
         or query.sort_desc
