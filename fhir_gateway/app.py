@@ -17,6 +17,7 @@ from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.console import build_console_api
 from fhir_gateway.api.errors import install_error_handlers
+from fhir_gateway.api.guard import ExceptionGuard
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.limits import BodyLimit, BodyLimitMiddleware
 from fhir_gateway.api.messages import MessageProcessor
@@ -136,4 +137,6 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     failures = install_limits(app, settings, metrics)
     install_auth(app, settings, ctx.database, failures=failures, on_throttle=_counter(metrics))
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    # last, so outermost: whatever escapes the app or a middleware is a 500 OperationOutcome
+    app.add_middleware(ExceptionGuard, oauth_paths=frozenset({TOKEN_PATH}))
     return app
