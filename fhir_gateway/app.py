@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.include_router(build_ops_api(ctx.database, metrics))
     app.include_router(build_admin_outbox_api(ctx))
     json_limits = JsonLimits(settings.max_json_depth, settings.max_bundle_entries)
-    app.include_router(build_fhir_api(router, json_limits))
+    app.include_router(build_fhir_api(router, json_limits, settings.max_query_parameters))
     app.state.v2 = V2Service(router, settings.base_url)
     app.include_router(build_v2_api(app.state.v2))
     app.include_router(build_console_api(ctx, settings))

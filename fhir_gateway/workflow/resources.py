@@ -8,13 +8,12 @@ rule added here holds everywhere.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 import jsonpatch
 
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, NotFound, error
-from fhir_gateway.fhir.search import SearchQuery, parse_search
+from fhir_gateway.fhir.search import SearchQuery, parse_query, parse_search
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
 from fhir_gateway.observability import request_id_var
 from fhir_gateway.security.audit import PERSONAL_TYPES, AuditTrail
@@ -29,6 +28,7 @@ from fhir_gateway.security.compartments import (
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import require_scope
+from fhir_gateway.settings import Settings
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
 from fhir_gateway.workflow import consents, feedback, referrals, tasks
 from fhir_gateway.workflow.context import GatewayContext
@@ -173,20 +173,8 @@ class ResourceService:
         """The single resource matching `criteria` (a search query string), None if none;
         412 if several. Holds a lock on the criteria until commit, so two racing conditional
         creates cannot both miss."""
-        params = _query_params(criteria)
-        if not params:
-            raise FhirError(
-                400,
-                [
-                    error(
-                        "invalid",
-                        "If-None-Exist needs search criteria, e.g. identifier=system|value",
-                        "If-None-Exist",
-                    )
-                ],
-            )
+        query = conditional_query(resource_type, criteria, self.ctx.settings)
         self.repo.lock(f"{resource_type}?{criteria}")
-        query = parse_search(resource_type, params, strict=True)
         query.count = 2
         page = self.repo.search(query)
         if len(page.matches) > 1:
@@ -385,5 +373,31 @@ def _with_owner(subscription: dict[str, Any], organization: str) -> dict[str, An
     return {**subscription, "extension": extensions}
 
 
-def _query_params(criteria: str) -> list[tuple[str, str]]:
-    return parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
+def conditional_query(resource_type: str, criteria: str, settings: Settings) -> SearchQuery:
+    """The search an If-None-Exist header (or a Bundle entry's ifNoneExist) asks for: strict, and
+    capped like any search (400 before the store is asked)."""
+    params = parse_query(
+        criteria.lstrip("?"),
+        max_parameters=settings.max_query_parameters,
+        where="If-None-Exist",
+        keep_blank_values=False,
+    )
+    if not params:
+        raise FhirError(
+            400,
+            [
+                error(
+                    "invalid",
+                    "If-None-Exist needs search criteria, e.g. identifier=system|value",
+                    "If-None-Exist",
+                )
+            ],
+        )
+    return parse_search(
+        resource_type,
+        params,
+        strict=True,
+        max_or_values=settings.max_search_or_values,
+        max_parameters=settings.max_query_parameters,
+        max_values=settings.max_search_values,
+    )
