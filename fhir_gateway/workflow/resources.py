@@ -217,12 +217,15 @@ class ResourceService:
     def patch(self, resource_type: str, rid: str, operations: Any, *, if_match: int | None = None) -> Stored:
         self._allow(resource_type, "patch")
         current = self._visible(self.repo.read(resource_type, rid))
-        if not isinstance(operations, list):
-            raise Invalid([error("structure", "A JSON Patch body is an array of operations")])
+        check_patch(operations)
         try:
             patched = jsonpatch.apply_patch(current.content, operations)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise FhirError(422, [error("processing", f"JSON Patch test failed: {exc}")]) from None
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
             raise FhirError(422, [error("processing", f"JSON Patch could not be applied: {exc}")]) from None
+        if not isinstance(patched, dict):  # check_patch refuses the ways there; kept as a net
+            raise FhirError(422, [error("processing", "JSON Patch must leave a resource (an object)")])
         if patched.get("resourceType") != resource_type or patched.get("id") != rid:
             raise FhirError(422, [error("processing", "JSON Patch may not change resourceType or id")])
         data = self.validate(patched, resource_type)
@@ -401,3 +404,55 @@ def conditional_query(resource_type: str, criteria: str, settings: Settings) -> 
         max_parameters=settings.max_query_parameters,
         max_values=settings.max_search_values,
     )
+
+
+MAX_PATCH_OPERATIONS = 1000
+# what a JSON Patch may not change: the document itself (use PUT), what names the resource, and
+# what the server keeps (the store sets versionId and lastUpdated anyway: refusing says so)
+_PROTECTED_PATHS = ("", "/resourceType", "/id", "/meta/versionId", "/meta/lastUpdated")
+_MUTATING = {
+    "add": ("path",),
+    "remove": ("path",),
+    "replace": ("path",),
+    "move": ("path", "from"),
+    "copy": ("path",),
+}
+
+
+def check_patch(operations: Any) -> None:
+    """The JSON Patch's shape, before it is applied: an array of at most MAX_PATCH_OPERATIONS
+    (413 `too-costly`), and no operation that changes the whole document, resourceType, id or the
+    server's meta (422 `processing`, `Patch[i]`). `test` may read anything; everything else
+    (unknown op, bad pointer, missing value, failed test) jsonpatch refuses: 422 too."""
+    if not isinstance(operations, list):
+        raise Invalid([error("structure", "A JSON Patch body is an array of operations")])
+    if len(operations) > MAX_PATCH_OPERATIONS:
+        raise FhirError(
+            413,
+            [
+                error(
+                    "too-costly",
+                    f"A JSON Patch of {len(operations)} operations; at most {MAX_PATCH_OPERATIONS} "
+                    "are accepted (send a PUT instead)",
+                )
+            ],
+        )
+    for i, op in enumerate(operations):
+        if not isinstance(op, dict):
+            raise FhirError(
+                422, [error("processing", f"JSON Patch operation {i} is not an object", f"Patch[{i}]")]
+            )
+        for member in _MUTATING.get(op.get("op"), ()) if isinstance(op.get("op"), str) else ():
+            pointer = op.get(member)
+            if isinstance(pointer, str) and pointer in _PROTECTED_PATHS:
+                target = "the whole resource (use PUT)" if pointer == "" else f"'{pointer}'"
+                raise FhirError(
+                    422,
+                    [
+                        error(
+                            "processing",
+                            f"JSON Patch operation {i} ({op['op']}) may not change {target}",
+                            f"Patch[{i}].{member}",
+                        )
+                    ],
+                )

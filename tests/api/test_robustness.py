@@ -505,3 +505,71 @@ async def call_asgi(app: FastAPI, path: str, query: bytes) -> list[dict[str, Any
 
     await app(scope, receive, send)
     return sent
+
+
+# -- JSON Patch edge cases: each a clear 4xx ------------------------------------------------------
+
+
+PATCH_REFUSED = [  # were a 500, a 200 that changed what it may not, or applied 1,001 operations
+    ([{"op": "add", "path": "", "value": 1}], 422, "Patch[0].path"),  # was a 500 (schemathesis)
+    ([{"op": "add", "path": "", "value": []}], 422, "Patch[0].path"),
+    ([{"op": "add", "path": "", "value": {"resourceType": "Patient"}}], 422, "Patch[0].path"),
+    ([{"op": "replace", "path": "", "value": "x"}], 422, "Patch[0].path"),
+    ([{"op": "remove", "path": ""}], 422, "Patch[0].path"),
+    ([{"op": "move", "from": "", "path": "/extension"}], 422, "Patch[0].from"),
+    ([{"op": "replace", "path": "/resourceType", "value": "Practitioner"}], 422, "Patch[0].path"),
+    ([{"op": "move", "from": "/id", "path": "/language"}], 422, "Patch[0].from"),
+    ([{"op": "replace", "path": "/meta/versionId", "value": "99"}], 422, "Patch[0].path"),
+    ([{"op": "add", "path": "/meta/lastUpdated", "value": "2020-01-01T00:00:00Z"}], 422, "Patch[0].path"),
+    (
+        [{"op": "test", "path": "/gender", "value": "female"}, {"op": "remove", "path": "/id"}],
+        422,
+        "Patch[1].path",
+    ),
+    ([1], 422, "Patch[0]"),
+    ([{"op": "test", "path": "/gender", "value": "female"}] * 1001, 413, None),
+]
+PATCH_ALREADY_4XX = [  # refused before as well: kept as guard rails
+    ([{"op": "copy", "from": "", "path": "/extension"}], 400, None),  # the copy is read; invalid result
+    ({"op": "add"}, 400, None),  # not an array
+    ([{"op": "add", "path": "/", "value": 1}], 400, None),  # the key "": not a Patient element
+    ([{"op": "add", "path": "-", "value": 1}], 422, None),
+    ([{"op": "test", "path": "/gender", "value": "male"}], 422, None),  # a failed test
+    ([{"op": "test", "path": "", "value": {}}], 422, None),  # reading the whole document is fine
+    ([{"op": "add", "path": "/name/99999999999999999999", "value": {}}], 422, None),
+    ([{"op": "add", "path": "/name/\u00b2", "value": {}}], 422, None),
+    ([{"op": "bogus", "path": "/gender"}], 422, None),
+    ([{"op": ["add"], "path": "/gender"}], 422, None),
+    ([{"op": "add", "path": 5, "value": 1}], 422, None),
+    ([{"op": "replace", "path": "/gender"}], 422, None),  # no value
+]
+
+
+@pytest.mark.parametrize(("operations", "status", "expression"), PATCH_REFUSED + PATCH_ALREADY_4XX)
+def test_json_patch_edge_cases_are_4xx(
+    crash_client: TestClient, patient_id: str, operations: Any, status: int, expression: str | None
+) -> None:
+    resp = crash_client.patch(f"/fhir/Patient/{patient_id}", json=operations, headers=JSON_PATCH)
+    assert resp.status_code == status, resp.text
+    issue = resp.json()["issue"][0]
+    assert resp.json()["resourceType"] == "OperationOutcome" and issue["severity"] == "error", resp.text
+    if expression:
+        assert issue["expression"] == [expression], issue
+    if status == 413:
+        assert issue["code"] == "too-costly"
+    stored = crash_client.get(f"/fhir/Patient/{patient_id}").json()
+    assert stored["meta"]["versionId"] == "1" and stored["gender"] == "female"  # nothing applied
+
+
+def test_a_json_patch_may_still_change_meta_tags_and_test_the_id(
+    crash_client: TestClient, patient_id: str
+) -> None:
+    tag = {"system": "urn:example", "code": "x"}
+    operations = [
+        {"op": "test", "path": "/id", "value": patient_id},
+        {"op": "add", "path": "/meta/tag", "value": [tag]},
+        {"op": "replace", "path": "/gender", "value": "male"},
+    ]
+    resp = crash_client.patch(f"/fhir/Patient/{patient_id}", json=operations, headers=JSON_PATCH)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["meta"]["tag"] == [tag] and resp.json()["meta"]["versionId"] == "2"
