@@ -17,6 +17,7 @@ from fhir_gateway.api.bundles import BundleProcessor
 from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.console import build_console_api
 from fhir_gateway.api.errors import install_error_handlers
+from fhir_gateway.api.guard import ExceptionGuard
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.limits import BodyLimit, BodyLimitMiddleware
 from fhir_gateway.api.messages import MessageProcessor
@@ -129,7 +130,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.include_router(build_ops_api(ctx.database, metrics))
     app.include_router(build_admin_outbox_api(ctx))
     json_limits = JsonLimits(settings.max_json_depth, settings.max_bundle_entries)
-    app.include_router(build_fhir_api(router, json_limits))
+    app.include_router(build_fhir_api(router, json_limits, settings.max_query_parameters))
     app.state.v2 = V2Service(router, settings.base_url, insecure_dev=settings.insecure_dev)
     app.include_router(build_v2_api(app.state.v2))
     app.include_router(build_console_api(ctx, settings))
@@ -141,4 +142,6 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
         app, settings, ctx.database, failures=failures, on_throttle=_counter(metrics), requests=requests
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    # last, so outermost: whatever escapes the app or a middleware is a 500 OperationOutcome
+    app.add_middleware(ExceptionGuard, oauth_paths=frozenset({TOKEN_PATH}))
     return app

@@ -32,7 +32,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
         }
-        for key in ("method", "route", "status", "duration_ms", "event"):
+        for key in ("method", "route", "status", "duration_ms", "event", "frames"):
             if hasattr(record, key):
                 line[key] = getattr(record, key)
         if record.exc_info:
@@ -165,6 +165,7 @@ class RequestContextMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if re.fullmatch(r"[A-Za-z0-9\-_.]{1,64}", incoming or "") else uuid.uuid4().hex
         token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid  # for the guard outside (api/guard.py)
         status_holder = {"status": 500}
         start = time.perf_counter()
 

@@ -31,6 +31,11 @@ class Settings:
     max_v2_message_bytes: int = 1024 * 1024  # POST /v2 and the MLLP listener
     max_v2_segments: int = 200  # segments per v2 message (AR above; checked before parsing); 0 = off
     max_v2_repetitions: int = 50  # repetitions per v2 field (AR above; checked before parsing); 0 = off
+    # searches (URL, form body, If-None-Exist, Bundle entry urls): more is 400 too-costly, checked
+    # before any database work (0: no cap)
+    max_search_or_values: int = 100  # comma-separated values in one parameter (`_id=a,b,…`)
+    max_search_values: int = 500  # values over all parameters of one search
+    max_query_parameters: int = 50  # parameters in one query string (search or not)
     rate_limit_per_second: float = 200  # per client id (source address when unauthenticated); 0 = off
     rate_limit_burst: int = 400  # bucket size (0: twice the rate)
     # failed authentications per source address (bucket: twice the rate); 0 = off, and off with

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -17,6 +17,7 @@ from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.api.router import Router, error_response
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, information, operation_outcome
+from fhir_gateway.fhir.search import parse_query
 from fhir_gateway.security import audit
 from fhir_gateway.store.repository import Stored, new_id
 from fhir_gateway.workflow.resources import ResourceService
@@ -29,6 +30,10 @@ _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "
 class BundleProcessor:
     def __init__(self, router: Router) -> None:
         self.router = router
+
+    @property
+    def _max_parameters(self) -> int:
+        return self.router.ctx.settings.max_query_parameters
 
     def __call__(self, req: FhirRequest, _svc: ResourceService | None, _args: dict[str, str]) -> FhirResponse:
         bundle = check_shell(req.body)
@@ -55,8 +60,12 @@ class BundleProcessor:
     # -- batch ---------------------------------------------------------------------------------
     def batch(self, req: FhirRequest, entries: list[dict[str, Any]]) -> FhirResponse:
         responses = []
-        for entry in entries:
-            sub = _entry_request(req, entry)
+        for i, entry in enumerate(entries):
+            try:
+                sub = _entry_request(req, entry, self._max_parameters)
+            except FhirError as exc:  # this entry's url is refused; the others still run
+                responses.append(_response_entry(error_response(_located(exc, [i], {}, entries))))
+                continue
             responses.append(_response_entry(self.router.handle(sub)))
         return FhirResponse(200, {"resourceType": "Bundle", "type": "batch-response", "entry": responses})
 
@@ -85,7 +94,7 @@ class BundleProcessor:
                         stored = svc.read(*mapping.ids[entry["fullUrl"]].split("/"))
                         response = self.router.resource_response(req, stored, 200, svc)
                     else:
-                        sub = _entry_request(req, entry)
+                        sub = _entry_request(req, entry, self._max_parameters)
                         response = self._dispatch(sub, svc, entry, mapping)
                     if response.status >= 400:
                         raise FhirError(response.status, _issues_of(response, i, entries))
@@ -375,9 +384,10 @@ def _entry_parts(base_url: str, url: str) -> list[str]:
     return [p for p in _entry_url(base_url, url)[0].split("/") if p]
 
 
-def _entry_request(parent: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
+def _entry_request(parent: FhirRequest, entry: dict[str, Any], max_parameters: int = 50) -> FhirRequest:
     request = entry["request"]
     path, query = _entry_url(parent.base_url, request["url"])
+    params = parse_query(query, max_parameters=max_parameters, where="request.url", keep_blank_values=False)
     headers = {k: v for k, v in parent.headers.items() if k in ("prefer",)}
     for field, header in (
         ("ifMatch", "if-match"),
@@ -393,7 +403,7 @@ def _entry_request(parent: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
     return FhirRequest(
         method=request["method"],
         path=path,
-        params=parse_qsl(query),
+        params=params,
         body=body,
         headers=headers,
         principal=parent.principal,

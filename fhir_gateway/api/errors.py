@@ -9,6 +9,7 @@ endpoint, whose clients expect RFC 6749 errors (`GET /auth/token`: 405 `invalid_
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_gateway.api.auth import TOKEN_PATH, oauth_error_response
 from fhir_gateway.api.http import fhir_response
-from fhir_gateway.api.router import error_response, unavailable_error
+from fhir_gateway.api.router import data_error, error_response, unavailable_error
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.security.authn import OAuthError
 from fhir_gateway.store.database import DatabaseUnavailable
@@ -28,6 +29,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(DatabaseUnavailable, _unavailable)
+    app.add_exception_handler(sa.exc.DataError, _refused_value)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -57,3 +59,8 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> R
 async def _unavailable(_request: Request, exc: Exception) -> Response:
     """A store that refuses (down, full, read-only) outside the router: 503 too, never a bare 500."""
     return fhir_response(error_response(unavailable_error(exc)))
+
+
+async def _refused_value(_request: Request, exc: Exception) -> Response:
+    """A value the database refused (console filters, outbox admin): 400, as on /fhir."""
+    return fhir_response(error_response(data_error(exc)))

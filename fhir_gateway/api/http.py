@@ -6,7 +6,6 @@ Content negotiation lives here (JSON only); everything else is the router's job.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Request
@@ -18,6 +17,7 @@ from fhir_gateway.api.router import Router, error_response
 from fhir_gateway.fhir import jsonlimits
 from fhir_gateway.fhir.jsonlimits import JsonLimits
 from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.fhir.search import parse_query
 from fhir_gateway.security.principal import Principal
 
 FHIR_JSON = "application/fhir+json"
@@ -32,12 +32,12 @@ def fhir_response(resp: FhirResponse) -> Response:
     return Response(content=body, status_code=resp.status, headers=resp.headers, media_type=media)
 
 
-def build_fhir_api(router: Router, limits: JsonLimits) -> APIRouter:
+def build_fhir_api(router: Router, limits: JsonLimits, max_parameters: int = 50) -> APIRouter:
     api = APIRouter()
 
     def serve(request: Request, raw: bytes, path: str) -> Response:
         try:
-            req = to_fhir_request(request, raw, path, limits)
+            req = to_fhir_request(request, raw, path, limits, max_parameters)
         except FhirError as exc:
             return fhir_response(error_response(exc))
         return fhir_response(router.handle(req))
@@ -55,12 +55,14 @@ def build_fhir_api(router: Router, limits: JsonLimits) -> APIRouter:
     return api
 
 
-def to_fhir_request(request: Request, raw: bytes, path: str, limits: JsonLimits) -> FhirRequest:
-    params = list(parse_qsl(request.url.query, keep_blank_values=True))
+def to_fhir_request(
+    request: Request, raw: bytes, path: str, limits: JsonLimits, max_parameters: int = 50
+) -> FhirRequest:
+    params = parse_query(query_string(request), max_parameters=max_parameters)
     _negotiate(request, params)
     body: Any = None
     if raw and request.method in ("POST", "PUT", "PATCH"):
-        body = _parse_body(request, raw, path, limits)
+        body = _parse_body(request, raw, path, limits, max_parameters)
     base_url = getattr(request.app.state, "base_url", "") or str(request.base_url).rstrip("/") + "/fhir"
     principal = getattr(request.state, "principal", None) or Principal.unauthenticated()
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -74,6 +76,28 @@ def to_fhir_request(request: Request, raw: bytes, path: str, limits: JsonLimits)
         base_url=base_url,
         client_address=request.client.host if request.client else None,
     )
+
+
+def query_string(request: Request) -> str:
+    """The raw query string as text: 400 when its bytes are not UTF-8 (`request.url` would
+    raise UnicodeDecodeError on them: a 500)."""
+    raw: bytes = request.scope.get("query_string", b"")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        bad = next((p for p in raw.split(b"&") if not _is_utf8(p)), b"")
+        name = bad.partition(b"=")[0].decode("utf-8", "replace")[:100]
+        raise FhirError(
+            400, [error("value", f"Parameter '{name}' is not valid UTF-8", name or None)]
+        ) from None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _negotiate(request: Request, params: list[tuple[str, str]]) -> None:
@@ -105,10 +129,14 @@ def _negotiate(request: Request, params: list[tuple[str, str]]) -> None:
             )
 
 
-def _parse_body(request: Request, raw: bytes, path: str, limits: JsonLimits) -> Any:
+def _parse_body(request: Request, raw: bytes, path: str, limits: JsonLimits, max_parameters: int) -> Any:
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if path.rstrip("/").endswith("/_search") and content_type == "application/x-www-form-urlencoded":
-        return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+        try:
+            form = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FhirError(400, [error("value", "The form body is not valid UTF-8")]) from None
+        return parse_query(form, max_parameters=max_parameters, where="the form body")
     if request.method == "PATCH":
         if content_type not in ("application/json-patch+json", *_JSON_TYPES):
             raise FhirError(

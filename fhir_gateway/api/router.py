@@ -20,13 +20,21 @@ import sqlalchemy as sa
 from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.fhir.models import is_known_type, rest_types
 from fhir_gateway.fhir.outcome import FhirError, error, operation_outcome
-from fhir_gateway.fhir.search import encode_cursor, parse_search
+from fhir_gateway.fhir.search import (
+    MAX_DB_INTEGER,
+    MAX_VERSION_ID,
+    SearchQuery,
+    ascii_int,
+    check_text,
+    encode_cursor,
+    parse_search,
+)
 from fhir_gateway.fhir.searchparams import parse_date_range
 from fhir_gateway.security import audit
 from fhir_gateway.store.database import DatabaseUnavailable, refusal
 from fhir_gateway.store.repository import SearchPage, Stored
 from fhir_gateway.workflow.context import GatewayContext
-from fhir_gateway.workflow.resources import ResourceService
+from fhir_gateway.workflow.resources import ResourceService, conditional_query
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +90,12 @@ class Router:
             return error_response(exc)
         except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             return error_response(unavailable_error(exc))
+        except sa.exc.DataError as exc:  # a value the database refused that no check caught
+            return error_response(data_error(exc))
 
     def _handle(self, req: FhirRequest) -> FhirResponse:
         route, args = self.match(req)
+        self._precheck(req, route, args)
         if route.handler == self._bundle or self._own_transaction(args):
             return route.handler(req, None, args)  # type: ignore[arg-type]  # manages its own transactions
         service: ResourceService | None = None
@@ -102,6 +113,15 @@ class Router:
         if service is not None and service.audit.needed:
             self.write_audit(req, service.audit, response.status)
         return response
+
+    def _precheck(self, req: FhirRequest, route: Route, args: dict[str, str]) -> None:
+        """Search strings are parsed (and refused: too costly, bytes the store cannot compare)
+        before a connection is taken; parsing is pure and costs microseconds, so the handler
+        simply parses again."""
+        if route.handler == self._search:
+            self.search_query(req, args)
+        elif route.handler == self._create and req.header("if-none-exist"):
+            conditional_query(args["type"], req.header("if-none-exist") or "", self.ctx.settings)
 
     def write_audit(self, req: FhirRequest, trail: audit.AuditTrail, status: int) -> None:
         """Reads (and failed writes) are logged in a transaction of their own."""
@@ -147,6 +167,9 @@ class Router:
                     raise FhirError(
                         404, [error("not-supported", f"Resource type '{args['type']}' is {known}")]
                     )
+                for name in ("id", "vid"):
+                    if name in args:  # the id reaches the database: PostgreSQL refuses U+0000
+                        check_text(args[name], name)
                 return route, args
         if path_matched:
             raise FhirError(405, [error("not-supported", f"{req.method} is not allowed on '/{req.path}'")])
@@ -192,21 +215,27 @@ class Router:
         return FhirResponse(204, None, headers)
 
     def _search(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
+        query = self.search_query(req, args)
+        page = svc.search(query)
+        return FhirResponse(200, self.search_bundle(req, args["type"], query, page, svc))
+
+    def search_query(self, req: FhirRequest, args: dict[str, str]) -> SearchQuery:
         params = list(req.params)
         if req.method == "POST" and isinstance(req.body, list):  # form body parsed by the HTTP layer
             params.extend(req.body)
         strict = req.prefer.get("handling") == "strict"
         settings = self.ctx.settings
-        query = parse_search(
+        return parse_search(
             args["type"],
             params,
             strict=strict,
             default_count=settings.default_page_size,
             max_count=settings.max_page_size,
             base_url=req.base_url,
+            max_or_values=settings.max_search_or_values,
+            max_parameters=settings.max_query_parameters,
+            max_values=settings.max_search_values,
         )
-        page = svc.search(query)
-        return FhirResponse(200, self.search_bundle(req, args["type"], query, page, svc))
 
     def _history(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         params = dict(req.params)
@@ -324,15 +353,29 @@ def if_match(req: FhirRequest) -> int | None:
 
 
 def _version(raw: str, where: str) -> int:
-    if not raw.isdigit():
-        raise FhirError(400, [error("invalid", f"'{raw}' is not a version id", where)])
-    return int(raw)
+    version = ascii_int(raw)
+    if version is None:
+        raise FhirError(400, [error("invalid", f"'{raw[:100]}' is not a version id", where)])
+    if version > MAX_VERSION_ID:
+        raise FhirError(400, [error("value", f"Version id {raw[:30]} is out of range", where)])
+    return version
 
 
-def _int_param(raw: str, name: str) -> int:
-    if not raw.isdigit():
+def _int_param(raw: str, name: str, maximum: int = MAX_DB_INTEGER) -> int:
+    """A non-negative integer in ASCII digits; larger than `maximum` is clamped to it."""
+    value = ascii_int(raw)
+    if value is None:
         raise FhirError(400, [error("invalid", f"{name} must be a non-negative integer", name)])
-    return int(raw)
+    return min(value, maximum)
+
+
+def data_error(exc: Exception) -> FhirError:
+    """400 for a value the database refused (class 22, data exception). Only the type is logged:
+    the driver's message quotes the statement's parameters."""
+    log.warning("database refused a value: %s", type(getattr(exc, "orig", exc)).__name__)
+    return FhirError(
+        400, [error("value", "A value in this request cannot be stored or compared by the database")]
+    )
 
 
 def _http_date(moment: datetime) -> str:

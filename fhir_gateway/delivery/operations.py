@@ -10,6 +10,7 @@ from typing import Any
 
 from fhir_gateway.delivery import subscriptions as subs
 from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.fhir.search import MAX_DB_INTEGER, ascii_int
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
 from fhir_gateway.store.repository import new_id
 
@@ -100,6 +101,7 @@ def subscription_events(req: Any, svc: Any, resource_type: str | None, rid: str 
 def _number(raw: str | None, name: str) -> int | None:
     if raw in (None, ""):
         return None
-    if not str(raw).isdigit():
+    number = ascii_int(str(raw))
+    if number is None:
         raise FhirError(400, [error("invalid", f"{name} must be a positive integer", name)])
-    return int(str(raw))
+    return min(number, MAX_DB_INTEGER)

@@ -7,10 +7,12 @@ Repeated parameters are AND, comma-separated values OR. Unknown parameters becom
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
+from urllib.parse import unquote
 
 import orjson
 
@@ -38,6 +40,11 @@ CONTROL_PARAMS = {
     "_elements",
 }
 SORTS = {"_lastUpdated": False, "-_lastUpdated": True, "_id": False, "-_id": True}
+# What no search value may hold: C0 controls but tab, LF, CR (PostgreSQL refuses U+0000 in text and
+# jsonb; the rest never occurs in FHIR strings) and lone surrogates (not encodable as UTF-8)
+FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+MAX_DB_INTEGER = 2**63 - 1  # a bigint; larger numbers sent by a client are out of range
+MAX_VERSION_ID = 2**31 - 1  # versions are an integer column
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,92 @@ def _bad(diagnostics: str, name: str) -> FhirError:
     return FhirError(400, [error("invalid", diagnostics, name)])
 
 
+def _too_costly(diagnostics: str, name: str | None) -> FhirError:
+    return FhirError(400, [error("too-costly", diagnostics, name)])
+
+
+def ascii_int(raw: str) -> int | None:
+    """A non-negative integer written in ASCII digits, else None. `str.isdigit` and `int()` also
+    take other scripts' digits (`²`, `٣`: one passes the check and fails int(), a 500), and int()
+    refuses more than 4300 digits: a number too large for the database comes back as
+    MAX_DB_INTEGER + 1, so callers need only one range check."""
+    if not raw or not raw.isascii() or not raw.isdigit():
+        return None
+    digits = raw.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else MAX_DB_INTEGER + 1
+
+
+def check_text(text: str, name: str, origin: str = "") -> str:
+    """400 `value` (naming the parameter) for a character no store can hold or compare;
+    `origin` says where the parameter came from (" in If-None-Exist")."""
+    found = FORBIDDEN_CHARACTERS.search(text)
+    if found is not None:
+        raise FhirError(
+            400,
+            [
+                error(
+                    "value",
+                    f"Parameter '{_printable(name)}'{origin} holds the character "
+                    f"U+{ord(found.group()):04X}; "
+                    "no id or search value may contain it",
+                    _printable(name),
+                )
+            ],
+        )
+    return text
+
+
+def _printable(name: str) -> str:
+    return FORBIDDEN_CHARACTERS.sub("?", name)[:100]
+
+
+def parse_query(
+    query: str,
+    *,
+    max_parameters: int,
+    where: str | None = None,
+    keep_blank_values: bool = True,
+) -> list[tuple[str, str]]:
+    """A query string (`a=1&b=x%2Cy`) as (name, value) pairs, strictly: more than
+    `max_parameters` parameters is 400 `too-costly` before anything is decoded; a percent-escape
+    that is not UTF-8 (`%FF`, an encoded surrogate `%ED%A0%80`) or decodes to a control character
+    (`%00`) is 400 `value` naming the parameter. `urllib.parse.parse_qsl` would put U+FFFD in
+    place of the bad bytes and let U+0000 through (PostgreSQL refuses it: a 500).
+    `where`: the header or element the query came from (If-None-Exist, Bundle.entry.request.url),
+    for the messages."""
+    parts = [p for p in query.split("&") if p]
+    origin = f" in {where}" if where else ""
+    if max_parameters > 0 and len(parts) > max_parameters:
+        over = _printable(unquote(parts[max_parameters].partition("=")[0], errors="replace"))
+        raise _too_costly(
+            f"{len(parts)} query parameters{origin}, from '{over}' on over the limit: at most "
+            f"{max_parameters} are accepted (GATEWAY_MAX_QUERY_PARAMETERS)",
+            over,
+        )
+    pairs: list[tuple[str, str]] = []
+    for part in parts:
+        raw_name, eq, raw_value = part.partition("=")
+        if not eq and not keep_blank_values:
+            continue
+        name = _unquote(raw_name, raw_name, origin)
+        value = _unquote(raw_value, name, origin)
+        if not value and not keep_blank_values:
+            continue
+        pairs.append((check_text(name, name, origin), check_text(value, name, origin)))
+    return pairs
+
+
+def _unquote(text: str, name: str, origin: str) -> str:
+    try:
+        return unquote(text.replace("+", " "), errors="strict")
+    except UnicodeDecodeError:
+        shown = _printable(unquote(name.replace("+", " "), errors="replace"))
+        raise FhirError(
+            400,
+            [error("value", f"Parameter '{shown}'{origin} is not valid percent-encoded UTF-8", shown)],
+        ) from None
+
+
 def parse_search(
     resource_type: str,
     params: list[tuple[str, str]],
@@ -99,14 +192,46 @@ def parse_search(
     default_count: int = 50,
     max_count: int = 1000,
     base_url: str = "",
+    max_or_values: int = 100,
+    max_parameters: int = 50,
+    max_values: int = 500,
 ) -> SearchQuery:
+    """Checked before any database work (400 `too-costly`, each 0: no cap): at most
+    `max_parameters` parameters, `max_or_values` comma-separated values in one, `max_values`
+    values over all search parameters together; and no value with a character the store cannot
+    compare (400 `value`). Each condition is a subquery, each value a comparison in it: on
+    PostgreSQL 1,100 conditions took minutes and gigabytes to plan."""
+    if max_parameters > 0 and len(params) > max_parameters:
+        over = _printable(params[max_parameters][0])
+        raise _too_costly(
+            f"{len(params)} search parameters, from '{over}' on over the limit: at most "
+            f"{max_parameters} are accepted (GATEWAY_MAX_QUERY_PARAMETERS)",
+            over,
+        )
     definitions = load_search_params().get(resource_type, {})
     query = SearchQuery(resource_type=resource_type, count=default_count)
+    total_values = 0
     for raw_name, raw_value in params:
+        check_text(raw_name, raw_name)
+        check_text(raw_value, raw_name)
         name, _, modifier = raw_name.partition(":")
         if name in CONTROL_PARAMS:
             _control(query, name, modifier, raw_value, definitions, max_count)
             continue
+        values = _count_or_values(raw_value, max_or_values)
+        if max_or_values > 0 and values > max_or_values:
+            raise _too_costly(
+                f"Parameter '{raw_name}' has {values} comma-separated values; at most "
+                f"{max_or_values} are accepted (GATEWAY_MAX_SEARCH_OR_VALUES): split the search",
+                raw_name,
+            )
+        total_values += values
+        if max_values > 0 and total_values > max_values:
+            raise _too_costly(
+                f"The search holds {total_values} values by parameter '{raw_name}'; at most "
+                f"{max_values} are accepted over all parameters (GATEWAY_MAX_SEARCH_VALUES)",
+                raw_name,
+            )
         if name == "_id":
             values = tuple(v for v in raw_value.split(",") if v)
             query.conditions.append(Condition("_id", "id", None, values))
@@ -126,7 +251,18 @@ def parse_search(
             query.warnings.append(issue)
             continue
         query.echo.append((raw_name, raw_value))
+    if query.cursor is not None and query.sort_by == "_lastUpdated":
+        _cursor_moment(query.cursor[0])
     return query
+
+
+def _count_or_values(value: str, limit: int) -> int:
+    """How many comma-separated values `value` holds; the escapes are read only when the
+    commas alone (an upper bound) pass `limit`."""
+    commas = value.count(",")
+    if commas < limit:
+        return commas + 1
+    return sum(1 for _ in _separators(value, ",")) + 1
 
 
 def _control(
@@ -138,10 +274,11 @@ def _control(
     max_count: int,
 ) -> None:
     if name == "_count":
-        if not value.isdigit():
-            raise _bad(f"_count must be a non-negative integer, got '{value}'", "_count")
-        query.count = min(int(value), max_count)
-        if int(value) > max_count:
+        count = ascii_int(value)
+        if count is None:
+            raise _bad(f"_count must be a non-negative integer, got '{value[:100]}'", "_count")
+        query.count = min(count, max_count)
+        if count > max_count:
             query.warnings.append(
                 warning("too-costly", f"_count reduced to the maximum {max_count}", "_count")
             )
@@ -288,11 +425,23 @@ def decode_cursor(token: str) -> tuple[str, int]:
     try:
         padded = token + "=" * (-len(token) % 4)
         sort_value, pk = orjson.loads(base64.urlsafe_b64decode(padded))
-        if not isinstance(pk, int):
+        if not isinstance(pk, int) or not 0 <= pk <= MAX_DB_INTEGER or not isinstance(sort_value, str):
             raise ValueError
-        return str(sort_value), pk
+        if FORBIDDEN_CHARACTERS.search(sort_value):
+            raise ValueError
+        return sort_value, pk
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise _bad("_cursor is not a paging token issued by this server", "_cursor") from None
+
+
+def _cursor_moment(value: str) -> None:
+    """A `_lastUpdated` cursor holds an instant the store compares as a timestamp."""
+    try:
+        naive = datetime.fromisoformat(value).tzinfo is None
+    except ValueError:
+        naive = False
+    if not naive:
+        raise _bad("_cursor is not a paging token issued by this server", "_cursor")
 
 
 def cursor_value(moment: datetime) -> str:

@@ -156,7 +156,8 @@ def strings(value: Any) -> Iterator[StringValue]:
 
 
 _DATE_RE = re.compile(
-    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$",
+    re.ASCII,  # \d is [0-9]: int() would read other scripts' digits (fullwidth, Arabic-Indic)
 )
 
 

@@ -8,13 +8,12 @@ rule added here holds everywhere.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 import jsonpatch
 
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, NotFound, error
-from fhir_gateway.fhir.search import SearchQuery, parse_search
+from fhir_gateway.fhir.search import SearchQuery, parse_query, parse_search
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
 from fhir_gateway.observability import request_id_var
 from fhir_gateway.security.audit import AuditTrail
@@ -30,6 +29,7 @@ from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.security.writes import WriteCheck
+from fhir_gateway.settings import Settings
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
 from fhir_gateway.workflow import consents, feedback, referrals, tasks
 from fhir_gateway.workflow.context import GatewayContext
@@ -174,19 +174,7 @@ class ResourceService:
         may already see, None if none; 412 if several. Another organisation's record is no match:
         the caller makes its own, and learns nothing of the other. Holds a lock on the criteria
         (per organisation) until commit, so two racing conditional creates cannot both miss."""
-        params = _query_params(criteria)
-        if not params:
-            raise FhirError(
-                400,
-                [
-                    error(
-                        "invalid",
-                        "If-None-Exist needs search criteria, e.g. identifier=system|value",
-                        "If-None-Exist",
-                    )
-                ],
-            )
-        query = parse_search(resource_type, params, strict=True)
+        query = conditional_query(resource_type, criteria, self.ctx.settings)
         self._check_searchable(query)
         query.compartment = organization_filter(self.principal, resource_type)
         self.repo.lock(f"{query.compartment or '*'} {resource_type}?{criteria}")
@@ -232,12 +220,15 @@ class ResourceService:
     def patch(self, resource_type: str, rid: str, operations: Any, *, if_match: int | None = None) -> Stored:
         self._allow(resource_type, "patch")
         current = self._visible(self.repo.read(resource_type, rid))
-        if not isinstance(operations, list):
-            raise Invalid([error("structure", "A JSON Patch body is an array of operations")])
+        check_patch(operations)
         try:
             patched = jsonpatch.apply_patch(current.content, operations)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise FhirError(422, [error("processing", f"JSON Patch test failed: {exc}")]) from None
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
             raise FhirError(422, [error("processing", f"JSON Patch could not be applied: {exc}")]) from None
+        if not isinstance(patched, dict):  # check_patch refuses the ways there; kept as a net
+            raise FhirError(422, [error("processing", "JSON Patch must leave a resource (an object)")])
         if patched.get("resourceType") != resource_type or patched.get("id") != rid:
             raise FhirError(422, [error("processing", "JSON Patch may not change resourceType or id")])
         data = self.validate(patched, resource_type)
@@ -397,5 +388,83 @@ def _with_owner(subscription: dict[str, Any], organization: str) -> dict[str, An
     return {**subscription, "extension": extensions}
 
 
-def _query_params(criteria: str) -> list[tuple[str, str]]:
-    return parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
+def conditional_query(resource_type: str, criteria: str, settings: Settings) -> SearchQuery:
+    """The search an If-None-Exist header (or a Bundle entry's ifNoneExist) asks for: strict, and
+    capped like any search (400 before the store is asked)."""
+    params = parse_query(
+        criteria.lstrip("?"),
+        max_parameters=settings.max_query_parameters,
+        where="If-None-Exist",
+        keep_blank_values=False,
+    )
+    if not params:
+        raise FhirError(
+            400,
+            [
+                error(
+                    "invalid",
+                    "If-None-Exist needs search criteria, e.g. identifier=system|value",
+                    "If-None-Exist",
+                )
+            ],
+        )
+    return parse_search(
+        resource_type,
+        params,
+        strict=True,
+        max_or_values=settings.max_search_or_values,
+        max_parameters=settings.max_query_parameters,
+        max_values=settings.max_search_values,
+    )
+
+
+MAX_PATCH_OPERATIONS = 1000
+# what a JSON Patch may not change: the document itself (use PUT), what names the resource, and
+# what the server keeps (the store sets versionId and lastUpdated anyway: refusing says so)
+_PROTECTED_PATHS = ("", "/resourceType", "/id", "/meta/versionId", "/meta/lastUpdated")
+_MUTATING = {
+    "add": ("path",),
+    "remove": ("path",),
+    "replace": ("path",),
+    "move": ("path", "from"),
+    "copy": ("path",),
+}
+
+
+def check_patch(operations: Any) -> None:
+    """The JSON Patch's shape, before it is applied: an array of at most MAX_PATCH_OPERATIONS
+    (413 `too-costly`), and no operation that changes the whole document, resourceType, id or the
+    server's meta (422 `processing`, `Patch[i]`). `test` may read anything; everything else
+    (unknown op, bad pointer, missing value, failed test) jsonpatch refuses: 422 too."""
+    if not isinstance(operations, list):
+        raise Invalid([error("structure", "A JSON Patch body is an array of operations")])
+    if len(operations) > MAX_PATCH_OPERATIONS:
+        raise FhirError(
+            413,
+            [
+                error(
+                    "too-costly",
+                    f"A JSON Patch of {len(operations)} operations; at most {MAX_PATCH_OPERATIONS} "
+                    "are accepted (send a PUT instead)",
+                )
+            ],
+        )
+    for i, op in enumerate(operations):
+        if not isinstance(op, dict):
+            raise FhirError(
+                422, [error("processing", f"JSON Patch operation {i} is not an object", f"Patch[{i}]")]
+            )
+        for member in _MUTATING.get(op.get("op"), ()) if isinstance(op.get("op"), str) else ():
+            pointer = op.get(member)
+            if isinstance(pointer, str) and pointer in _PROTECTED_PATHS:
+                target = "the whole resource (use PUT)" if pointer == "" else f"'{pointer}'"
+                raise FhirError(
+                    422,
+                    [
+                        error(
+                            "processing",
+                            f"JSON Patch operation {i} ({op['op']}) may not change {target}",
+                            f"Patch[{i}].{member}",
+                        )
+                    ],
+                )

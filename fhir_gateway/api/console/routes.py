@@ -27,6 +27,7 @@ from fhir_gateway.api.console.charts import report_charts
 from fhir_gateway.api.console.html import Safe, esc, href, join, layout, options, render
 from fhir_gateway.api.request import FhirRequest
 from fhir_gateway.delivery import outbox
+from fhir_gateway.fhir.search import ascii_int
 from fhir_gateway.observability import request_id_var
 from fhir_gateway.security import audit
 from fhir_gateway.security.login_throttle import LoginThrottle
@@ -439,11 +440,10 @@ def _too_many(seconds: int) -> str:
 
 
 def _int(raw: str | None) -> int | None:
-    try:
-        value = int(raw) if raw not in (None, "") else None
-    except ValueError:
-        return None
-    return value if value is None or value >= 0 else None
+    """A non-negative filter or page number in ASCII digits (else None), at most 100 000: an
+    age in days past year 1 (OverflowError) or a number past int()'s 4300 digits was a 500."""
+    value = ascii_int(raw or "")
+    return None if value is None else min(value, 100_000)
 
 
 def _fhir_base(request: Request) -> str:
