@@ -249,7 +249,7 @@ class UniqueReferralRouter:
 
 def check_task_for(router: Any, sr_ref: str) -> None:
     """A stored ServiceRequest has its Task (the referral is really there for the welfare org)."""
-    from fhir_gateway.api.request import FhirRequest
+    from fhir_gateway.rest.request import FhirRequest
     from fhir_gateway.security.principal import Principal
 
     system = Principal.system("fuzz-check")
@@ -296,7 +296,7 @@ def answered_referrals(entries: list[Any], answers: list[Any]) -> dict[int, str]
 def acknowledged_referrals(router: Any, entries: list[Any], answers: list[Any]) -> dict[int, str]:
     """Every referral entry answered 2xx names a stored ServiceRequest with its Task, carrying the
     identifiers that were sent (unless a conditional create matched something else on purpose)."""
-    from fhir_gateway.api.request import FhirRequest
+    from fhir_gateway.rest.request import FhirRequest
     from fhir_gateway.security.principal import Principal
 
     found = answered_referrals(entries, answers)
@@ -682,10 +682,10 @@ def json_dictionary(docs: list[Any]) -> list[bytes]:
 
 def make_fhir_json_target() -> Target:
     """bytes → jsonlimits.loads → check_resource → (Bundle shell) → Validator: only FhirError escapes."""
-    from fhir_gateway.api.bundles import check_shell
     from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
     from fhir_gateway.fhir.models import check_resource
     from fhir_gateway.fhir.outcome import FhirError, Issue
+    from fhir_gateway.rest.bundles import check_shell
     from fhir_gateway.validation.validator import Validator
 
     limits = JsonLimits()
@@ -736,9 +736,9 @@ def make_bundle_target(folder: Path | None = None) -> Target:
     """A POST of a (mutated) referral Bundle through router.handle, as the HTTP layer sends it."""
     import orjson
 
-    from fhir_gateway.api.request import FhirRequest
     from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
     from fhir_gateway.fhir.outcome import FhirError
+    from fhir_gateway.rest.request import FhirRequest
 
     app = build_gateway(folder or Path(tempfile.mkdtemp(prefix="fuzz-bundle-")))
     router = app.state.router

@@ -35,9 +35,9 @@ def _rows(stats: pstats.Stats, key: str, n: int) -> list[tuple[str, int, float, 
 def profile(referrals: int = 100) -> dict[str, Any]:
     import orjson
 
-    from fhir_gateway.api.request import FhirRequest
     from fhir_gateway.app import create_app
     from fhir_gateway.loading import load_files
+    from fhir_gateway.rest.request import FhirRequest
     from fhir_gateway.security.principal import Principal
     from fhir_gateway.security.tokens import generate_gateway_key
     from fhir_gateway.settings import Settings

@@ -528,8 +528,8 @@ DB_RUNS = 50
 
 def explain(url: str, token_key: str) -> dict[str, str]:
     """Run each worklist search in-process, capture the page query the repository sends, EXPLAIN it."""
-    from fhir_gateway.api.request import FhirRequest
     from fhir_gateway.app import create_app
+    from fhir_gateway.rest.request import FhirRequest
     from fhir_gateway.security.principal import Principal
     from fhir_gateway.settings import Settings
 

@@ -10,46 +10,25 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from fhir_gateway import __version__
-from fhir_gateway.api import operations
 from fhir_gateway.api.admin_outbox import build_admin_outbox_api
 from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, NO_STORE, TOKEN_PATH, install_auth, oauth_too_large
-from fhir_gateway.api.bundles import BundleProcessor
-from fhir_gateway.api.capability import capability_statement
 from fhir_gateway.api.console import build_console_api
 from fhir_gateway.api.errors import install_error_handlers
 from fhir_gateway.api.guard import ExceptionGuard
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.limits import BodyLimit, BodyLimitMiddleware
-from fhir_gateway.api.messages import MessageProcessor
 from fhir_gateway.api.openapi import install_openapi
 from fhir_gateway.api.ops import build_ops_api
 from fhir_gateway.api.ratelimit import RateLimitMiddleware, TokenBuckets
-from fhir_gateway.api.router import Router
 from fhir_gateway.api.v2_http import build_v2_api, too_large_ack
 from fhir_gateway.delivery import events as delivery_events
-from fhir_gateway.delivery.operations import register_operations
 from fhir_gateway.delivery.worker import Worker
 from fhir_gateway.fhir.jsonlimits import JsonLimits
 from fhir_gateway.observability import Metrics, RequestContextMiddleware
-from fhir_gateway.reports import wor_report
+from fhir_gateway.rest import build_router
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.service import V2Service
 from fhir_gateway.workflow.context import GatewayContext
-
-
-def build_router(ctx: GatewayContext) -> Router:
-    """The FHIR router with Bundle processing, the CapabilityStatement and the operations."""
-    router = Router(ctx)
-    bundles = BundleProcessor(router)
-    router.bundle_handler = bundles
-    router.capability = lambda req: capability_statement(
-        req.base_url, router.operations, ctx.validator.profiles.default_profiles
-    )
-    router.operations[(None, "$validate")] = operations.validate
-    router.operations[(None, "$process-message")] = MessageProcessor(bundles)
-    router.operations[(None, "$wor-report")] = wor_report
-    register_operations(router)
-    return router
 
 
 def _start_worker(ctx: GatewayContext) -> tuple[threading.Event, threading.Thread]:

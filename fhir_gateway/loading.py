@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from fhir_gateway.api.request import FhirRequest
-from fhir_gateway.api.router import Router
+from fhir_gateway.rest.request import FhirRequest
+from fhir_gateway.rest.router import Router
 from fhir_gateway.security.principal import Principal
 
 

@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_gateway.api.auth import TOKEN_PATH, oauth_error_response
 from fhir_gateway.api.http import fhir_response
-from fhir_gateway.api.router import data_error, error_response, unavailable_error
 from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.rest.router import data_error, error_response, unavailable_error
 from fhir_gateway.security.authn import OAuthError
 from fhir_gateway.store.database import DatabaseUnavailable
 

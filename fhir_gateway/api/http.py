@@ -12,12 +12,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from fhir_gateway.api.request import FhirRequest, FhirResponse
-from fhir_gateway.api.router import Router, error_response
 from fhir_gateway.fhir import jsonlimits
 from fhir_gateway.fhir.jsonlimits import JsonLimits
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.search import parse_query
+from fhir_gateway.rest.request import FhirRequest, FhirResponse
+from fhir_gateway.rest.router import Router, error_response
 from fhir_gateway.security.principal import Principal
 
 FHIR_JSON = "application/fhir+json"

@@ -2,6 +2,5 @@
 
 from fhir_gateway.reports.measure import MIN_CELL, to_csv
 from fhir_gateway.reports.municipality import MEASURE, Period, build_report, parse_period
-from fhir_gateway.reports.operation import wor_report
 
-__all__ = ["MEASURE", "MIN_CELL", "Period", "build_report", "parse_period", "to_csv", "wor_report"]
+__all__ = ["MEASURE", "MIN_CELL", "Period", "build_report", "parse_period", "to_csv"]

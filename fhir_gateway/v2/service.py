@@ -23,8 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.observability import request_id_var
+from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.security import audit
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.database import DatabaseUnavailable

@@ -7,6 +7,7 @@ ServiceRequest, Task, CarePlan and Provenance are committed together or not at a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,77 @@ def receive(
     ctx.metrics.referrals.labels("accepted").inc()
     log.info("referral routed", extra={"event": "referral.routed"})
     return Referral(sr, task, care_plan, created=True)
+
+
+def resent(
+    entries: list[dict[str, Any]], find: Callable[[dict[str, Any]], Stored | None]
+) -> dict[int, Stored] | None:
+    """The original referral of each ServiceRequest entry when the Bundle is a resend, None when
+    it holds no known referral (`find`: the caller's referral under an identifier).
+
+    Only a Bundle whose every referral is known is a resend: a known one next to a new one
+    used to answer the whole Bundle from the store, so the new referral got "200 OK, not
+    stored again" and was never stored (an acknowledged referral lost). That mix is a 409."""
+    originals: dict[int, Stored] = {}
+    new: list[int] = []
+    for i, entry in enumerate(entries):
+        resource = entry.get("resource") or {}
+        if entry["request"]["method"] != "POST" or resource.get("resourceType") != "ServiceRequest":
+            continue
+        original = find(resource)
+        if original is None:
+            new.append(i)
+        else:
+            originals[i] = original
+    if not originals:
+        return None
+    if new:
+        known = next(iter(originals))
+        raise FhirError(
+            409,
+            [
+                error(
+                    "conflict",
+                    f"Bundle.entry[{new[0]}] is a new referral but Bundle.entry[{known}] was received "
+                    f"before ({originals[known].reference}): send the new referral in a Bundle of its own",
+                    f"Bundle.entry[{new[0]}].resource.identifier",
+                )
+            ],
+        )
+    return originals
+
+
+def resent_answers(
+    repo: Repository, entries: list[dict[str, Any]], originals: dict[int, Stored]
+) -> list[Stored | None]:
+    """Per entry of a resent Bundle, what the original referral stored for it (None: nothing),
+    found through the fullUrls and the references the original referral holds."""
+    answers: dict[str, str] = {}  # fullUrl or reference in the resent Bundle -> stored reference
+    for i, original in originals.items():
+        full_url = entries[i].get("fullUrl")
+        if full_url:
+            answers[full_url] = original.reference
+        answers.update(_paired_references(entries[i]["resource"], original.content))
+    found: list[Stored | None] = []
+    for i, entry in enumerate(entries):
+        full_url = entry.get("fullUrl")
+        ref = originals[i].reference if i in originals else answers.get(full_url) if full_url else None
+        found.append(repo.find(*ref.split("/", 1)) if ref and "/" in ref else None)
+    return found
+
+
+def _paired_references(new: Any, original: Any) -> dict[str, str]:
+    """References at the same place in two versions of a resource: new value → original value."""
+    pairs: dict[str, str] = {}
+    if isinstance(new, dict) and isinstance(original, dict):
+        if isinstance(new.get("reference"), str) and isinstance(original.get("reference"), str):
+            pairs[new["reference"]] = original["reference"]
+        for key, value in new.items():
+            pairs.update(_paired_references(value, original.get(key)))
+    elif isinstance(new, list) and isinstance(original, list):
+        for a, b in zip(new, original, strict=False):
+            pairs.update(_paired_references(a, b))
+    return pairs
 
 
 def resend_criteria(system: str, value: str) -> str:

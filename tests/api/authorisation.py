@@ -55,6 +55,9 @@ MATRIX: dict[str, Cells] = {
     "metadata": {
         "-":                    ("200", "200", "200", "200", "200"),
     },
+    "operation-definition": {
+        "-":                    ("200", "200", "200", "200", "200"),
+    },
     "read": {
         "Patient":              ("200", "200", "404", "200", "404"),
         "Consent":              ("200", "200", "404", "403", "403"),
@@ -472,6 +475,9 @@ def probe_subscription_events(loop: Loop, rtype: str) -> str:
 Probe = Callable[[Loop, str], str]
 PROBES: dict[str, Probe] = {
     "metadata": lambda loop, _rtype: _status(loop.client.get("/fhir/metadata")),
+    "operation-definition": lambda loop, _rtype: _status(
+        loop.client.get("/fhir/OperationDefinition/wor-report")
+    ),
     "read": probe_read,
     "vread": probe_vread,
     "history-instance": probe_history_instance,
@@ -518,6 +524,7 @@ def probe_delete(loop: Loop, rtype: str) -> str:
 # Which matrix rows test each handler of the FHIR router (fhir_gateway/api/router.py).
 ROUTE_CELLS: dict[str, tuple[str, ...]] = {
     "_metadata": ("metadata",),
+    "_operation_definition": ("operation-definition",),
     "_bundle": ("transaction", "batch"),
     "_history": ("history-system", "history-type", "history-instance"),
     "_search": ("search", "search-post", "include", "revinclude", "chain-has"),

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from fhir_gateway.api.openapi import install_openapi
 from fhir_gateway.fhir.searchparams import load_search_params
-from fhir_gateway.reports import wor_report
+from fhir_gateway.rest.operations.wor_report import wor_report
 from tests.conftest import make_client
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_gateway.api.request import FhirRequest
+from fhir_gateway.rest.request import FhirRequest
 from fhir_gateway.security.clients import RegistrationError, get_client, save_client, validate_registration
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.v2.inbound import parse

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fhir_gateway.delivery import events
-from fhir_gateway.delivery.operations import register_operations
 from fhir_gateway.delivery.worker import RetryPolicy, Worker
+from fhir_gateway.rest.operations import register_operations
 from tests.conftest import make_client
 from tests.delivery.receivers import Receiver
 from tests.wor import FHIR_JSON, load_directory

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fhir_gateway.api.request import FhirRequest
 from fhir_gateway.app import create_app
 from fhir_gateway.loading import load_files
+from fhir_gateway.rest.request import FhirRequest
 from fhir_gateway.security.clients import (
     get_client,
     load_client_registrations,

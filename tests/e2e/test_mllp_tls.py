@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from fhir_gateway.api.request import FhirRequest
 from fhir_gateway.app import create_app
 from fhir_gateway.loading import load_files
+from fhir_gateway.rest.request import FhirRequest
 from fhir_gateway.security.clients import load_client_registrations, read_registrations
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.settings import Settings

@@ -25,10 +25,10 @@ from fhir_gateway.api.console import data
 from fhir_gateway.api.console import session as sessions
 from fhir_gateway.api.console.charts import report_charts
 from fhir_gateway.api.console.html import Safe, esc, href, join, layout, options, render
-from fhir_gateway.api.request import FhirRequest
 from fhir_gateway.delivery import outbox
 from fhir_gateway.fhir.search import ascii_int
 from fhir_gateway.observability import request_id_var
+from fhir_gateway.rest.request import FhirRequest
 from fhir_gateway.security import audit
 from fhir_gateway.security.login_throttle import LoginThrottle
 from fhir_gateway.workflow.context import GatewayContext

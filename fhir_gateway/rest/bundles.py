@@ -13,13 +13,14 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from fhir_gateway.api.request import FhirRequest, FhirResponse
-from fhir_gateway.api.router import Router, error_response
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, information, operation_outcome
 from fhir_gateway.fhir.search import parse_query
+from fhir_gateway.rest.request import FhirRequest, FhirResponse
+from fhir_gateway.rest.router import Router, error_response
 from fhir_gateway.security import audit
-from fhir_gateway.store.repository import Stored, new_id
+from fhir_gateway.store.repository import new_id
+from fhir_gateway.workflow import referrals
 from fhir_gateway.workflow.resources import ResourceService
 
 # FHIR's processing order for transactions: deletes, creates, updates, reads.
@@ -120,49 +121,13 @@ class BundleProcessor:
     def _replayed_referral(
         self, req: FhirRequest, svc: ResourceService, entries: list[dict[str, Any]]
     ) -> dict[int, dict[str, Any]] | None:
-        """A resent referral Bundle (its ServiceRequest.identifier is known) writes nothing: each
-        entry is answered with the resource the original referral stored for it.
-
-        Only a Bundle whose every referral is known is a resend: a known one next to a new one
-        used to answer the whole Bundle from the store, so the new referral got "200 OK, not
-        stored again" and was never stored (an acknowledged referral lost). That mix is a 409."""
-        originals: dict[int, Stored] = {}
-        new: list[int] = []
-        for i, entry in enumerate(entries):
-            resource = entry.get("resource") or {}
-            if entry["request"]["method"] != "POST" or resource.get("resourceType") != "ServiceRequest":
-                continue
-            original = svc.find_referral(resource)
-            if original is None:
-                new.append(i)
-            else:
-                originals[i] = original
-        if not originals:
+        """A resent referral Bundle writes nothing: each entry is answered with the resource the
+        original referral stored for it (`referrals.resent` decides what is a resend)."""
+        originals = referrals.resent(entries, svc.find_referral)
+        if originals is None:
             return None
-        if new:
-            known = next(iter(originals))
-            raise FhirError(
-                409,
-                [
-                    error(
-                        "conflict",
-                        f"Bundle.entry[{new[0]}] is a new referral but Bundle.entry[{known}] was received "
-                        f"before ({originals[known].reference}): send the new referral in a Bundle of its own",
-                        f"Bundle.entry[{new[0]}].resource.identifier",
-                    )
-                ],
-            )
-        answers: dict[str, str] = {}  # fullUrl or reference in the resent Bundle -> stored reference
-        for i, original in originals.items():
-            full_url = entries[i].get("fullUrl")
-            if full_url:
-                answers[full_url] = original.reference
-            answers.update(_paired_references(entries[i]["resource"], original.content))
         results: dict[int, dict[str, Any]] = {}
-        for i, other in enumerate(entries):
-            full_url = other.get("fullUrl")
-            ref = originals[i].reference if i in originals else answers.get(full_url) if full_url else None
-            stored = svc.repo.find(*ref.split("/", 1)) if ref and "/" in ref else None
+        for i, stored in enumerate(referrals.resent_answers(svc.repo, entries, originals)):
             if stored is not None:
                 results[i] = _response_entry(self.router.resource_response(req, stored, 200, svc))
             else:
@@ -223,20 +188,6 @@ class BundleProcessor:
                 ):
                     mapping.ids[full_url] = f"{resource['resourceType']}/{resource['id']}"
         return mapping
-
-
-def _paired_references(new: Any, original: Any) -> dict[str, str]:
-    """References at the same place in two versions of a resource: new value → original value."""
-    pairs: dict[str, str] = {}
-    if isinstance(new, dict) and isinstance(original, dict):
-        if isinstance(new.get("reference"), str) and isinstance(original.get("reference"), str):
-            pairs[new["reference"]] = original["reference"]
-        for key, value in new.items():
-            pairs.update(_paired_references(value, original.get(key)))
-    elif isinstance(new, list) and isinstance(original, list):
-        for a, b in zip(new, original, strict=False):
-            pairs.update(_paired_references(a, b))
-    return pairs
 
 
 def check_shell(body: Any) -> dict[str, Any]:

@@ -11,11 +11,44 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from fhir_gateway.api.bundles import BundleProcessor, check_shell
-from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.fhir.outcome import FhirError, Invalid, error
 from fhir_gateway.fhir.search import search_escape
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
+from fhir_gateway.rest.bundles import BundleProcessor, check_shell
+from fhir_gateway.rest.request import FhirRequest, FhirResponse
+
+DEFINITION: dict[str, Any] = {
+    "resourceType": "OperationDefinition",
+    "id": "process-message",
+    "url": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
+    "name": "ProcessMessage",
+    "title": "Process a referral message",
+    "status": "active",
+    "kind": "operation",
+    "code": "process-message",
+    "system": True,
+    "type": False,
+    "instance": False,
+    "parameter": [
+        {
+            "name": "content",
+            "use": "in",
+            "min": 1,
+            "max": "1",
+            "type": "Bundle",
+            "documentation": "A message Bundle: MessageHeader (event referral), Patient, Consent, ServiceRequest",
+        },
+        {
+            "name": "return",
+            "use": "out",
+            "min": 0,
+            "max": "1",
+            "type": "Bundle",
+            "documentation": "The response message",
+        },
+    ],
+}
+
 
 MATCH_ON = {  # resource type → identifier system an existing resource is matched on
     "Patient": "http://fhir.nl/fhir/NamingSystem/bsn",

@@ -8,9 +8,43 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.reports.municipality import REPORT_ROLES, build_report, parse_period
+from fhir_gateway.rest.request import FhirRequest, FhirResponse
+
+DEFINITION: dict[str, Any] = {
+    "resourceType": "OperationDefinition",
+    "id": "wor-report",
+    "url": "https://wor.example.nl/fhir/OperationDefinition/wor-report",
+    "name": "WorReport",
+    "title": "Welzijn op Recept municipality report",
+    "status": "active",
+    "kind": "operation",
+    "code": "wor-report",
+    "affectsState": False,
+    "system": True,
+    "type": False,
+    "instance": False,
+    "parameter": [
+        {"name": "municipality", "use": "in", "min": 1, "max": "1", "type": "string"},
+        {
+            "name": "period",
+            "use": "in",
+            "min": 1,
+            "max": "1",
+            "type": "string",
+            "documentation": "A year (2026), a quarter (2026-Q3) or a month (2026-09)",
+        },
+        {
+            "name": "return",
+            "use": "out",
+            "min": 1,
+            "max": "1",
+            "type": "MeasureReport",
+            "documentation": "Summary MeasureReport; every number below 5 suppressed",
+        },
+    ],
+}
 
 
 def require_report_access(principal: Any) -> None:

@@ -1,8 +1,7 @@
-"""FHIR operations on Subscriptions (Backport IG, R4): `$status` and `$events`.
+"""`Subscription/{id}/$events` (Subscriptions Backport IG, R4): replay notifications.
 
-`$events` replays from the durable event log (`subscription_events`), so a subscriber that was
-down, or whose notifications were dead-lettered or purged, can catch up by event number.
-"""
+Replays from the durable event log (`subscription_events`), so a subscriber that was down, or
+whose notifications were dead-lettered or purged, can catch up by event number."""
 
 from __future__ import annotations
 
@@ -12,52 +11,43 @@ from fhir_gateway.delivery import subscriptions as subs
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.search import MAX_DB_INTEGER, ascii_int
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
+from fhir_gateway.rest.operations.subscription_status import subscription_of
+from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.store.repository import new_id
 
 MAX_EVENTS = 1000
+DEFINITION: dict[str, Any] = {
+    "resourceType": "OperationDefinition",
+    "id": "subscription-events",
+    "url": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events",
+    "name": "SubscriptionEvents",
+    "title": "Subscription events",
+    "status": "active",
+    "kind": "operation",
+    "code": "events",
+    "resource": ["Subscription"],
+    "system": False,
+    "type": False,
+    "instance": True,
+    "parameter": [
+        {"name": "eventsSinceNumber", "use": "in", "min": 0, "max": "1", "type": "string"},
+        {"name": "eventsUntilNumber", "use": "in", "min": 0, "max": "1", "type": "string"},
+        {
+            "name": "return",
+            "use": "out",
+            "min": 1,
+            "max": "1",
+            "type": "Bundle",
+            "documentation": "A subscription-notification Bundle holding the events asked for",
+        },
+    ],
+}
 
 
-def register_operations(router: Any) -> None:
-    """Add `Subscription/{id}/$status` and `Subscription/{id}/$events` to the FHIR router."""
-    router.operations[("Subscription", "$status")] = subscription_status
-    router.operations[("Subscription", "$events")] = subscription_events
-
-
-def _subscription(svc: Any, rid: str | None) -> subs.SubscriptionInfo:
-    if not rid:
-        raise FhirError(400, [error("required", "Call this on one Subscription: Subscription/{id}/$status")])
-    stored = svc.read("Subscription", rid)  # the service applies the caller's compartment (404)
-    sub = subs.info(stored.content)
-    if sub is None:
-        raise FhirError(422, [error("not-supported", f"Subscription/{rid} has no usable criteria")])
-    return sub
-
-
-def subscription_status(req: Any, svc: Any, resource_type: str | None, rid: str | None) -> Any:
-    from fhir_gateway.api.request import FhirResponse
-
-    sub = _subscription(svc, rid)
-    conn = svc.repo.session
-    status = subs.status_parameters(
-        req.base_url,
-        sub,
-        kind="query-status",
-        events_since_start=subs.events_since_start(conn, sub.id),
-        error=subs.state_error(conn, sub.id),
-    )
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": 1,
-        "entry": [{"fullUrl": f"urn:uuid:{new_id()}", "resource": status, "search": {"mode": "match"}}],
-    }
-    return FhirResponse(200, bundle)
-
-
-def subscription_events(req: Any, svc: Any, resource_type: str | None, rid: str | None) -> Any:
-    from fhir_gateway.api.request import FhirResponse
-
-    sub = _subscription(svc, rid)
+def subscription_events(
+    req: FhirRequest, svc: Any, resource_type: str | None, rid: str | None
+) -> FhirResponse:
+    sub = subscription_of(svc, rid)
     params = dict(req.params)
     if isinstance(req.body, dict) and req.body.get("resourceType") == "Parameters":
         for p in req.body.get("parameter", []):

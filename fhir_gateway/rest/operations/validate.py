@@ -4,8 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.fhir.outcome import FhirError, error, information, operation_outcome
+from fhir_gateway.rest.request import FhirRequest, FhirResponse
+
+DEFINITION: dict[str, Any] = {
+    "resourceType": "OperationDefinition",
+    "id": "validate",
+    "url": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "name": "Validate",
+    "title": "Validate a resource",
+    "status": "active",
+    "kind": "operation",
+    "code": "validate",
+    "resource": ["Resource"],
+    "system": False,
+    "type": True,
+    "instance": False,
+    "parameter": [
+        {"name": "resource", "use": "in", "min": 0, "max": "1", "type": "Resource"},
+        {
+            "name": "return",
+            "use": "out",
+            "min": 1,
+            "max": "1",
+            "type": "OperationOutcome",
+            "documentation": "Base specification and WoR profile issues; nothing is stored",
+        },
+    ],
+}
 
 
 def validate(req: FhirRequest, svc: Any, resource_type: str | None, rid: str | None) -> FhirResponse:

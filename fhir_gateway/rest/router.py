@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
-from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.fhir.models import is_known_type, rest_types
 from fhir_gateway.fhir.outcome import FhirError, error, operation_outcome
 from fhir_gateway.fhir.search import (
@@ -30,6 +29,7 @@ from fhir_gateway.fhir.search import (
     parse_search,
 )
 from fhir_gateway.fhir.searchparams import parse_date_range
+from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.security import audit
 from fhir_gateway.store.database import DatabaseUnavailable, refusal
 from fhir_gateway.store.repository import SearchPage, Stored
@@ -54,6 +54,7 @@ class Router:
     def __init__(self, ctx: GatewayContext) -> None:
         self.ctx = ctx
         self.operations: dict[tuple[str | None, str], Operation] = {}
+        self.operation_definitions: dict[tuple[str | None, str], dict[str, Any]] = {}
         self.bundle_handler: Handler | None = None
         self.capability: Callable[[FhirRequest], dict[str, Any]] | None = None
         self.routes = [
@@ -64,6 +65,7 @@ class Router:
             Route("POST", ("{type}", "_search"), self._search, False),
             Route("POST", ("{type}",), self._create, True),
             Route("GET", ("{type}", "_history"), self._history, False),
+            Route("GET", ("OperationDefinition", "{id}"), self._operation_definition, False),
             Route("POST", ("{type}", "{op}"), self._operation, True),
             Route("GET", ("{type}", "{op}"), self._operation, False),
             Route("GET", ("{type}", "{id}"), self._read, False),
@@ -179,6 +181,15 @@ class Router:
     def _metadata(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         assert self.capability is not None
         return FhirResponse(200, self.capability(req))
+
+    def _operation_definition(
+        self, req: FhirRequest, svc: ResourceService, args: dict[str, str]
+    ) -> FhirResponse:
+        """The definition of an operation the gateway offers (public, like the CapabilityStatement)."""
+        for definition in self.operation_definitions.values():
+            if definition["id"] == args["id"]:
+                return FhirResponse(200, definition)
+        raise FhirError(404, [error("not-found", f"OperationDefinition/{args['id'][:64]} is not known")])
 
     def _bundle(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         if self.bundle_handler is None:

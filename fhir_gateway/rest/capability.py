@@ -26,9 +26,21 @@ _INTERACTIONS = [
 ]
 
 
+def _operations(definitions: dict[tuple[str | None, str], dict[str, Any]], rtype: str | None) -> list[Any]:
+    """CapabilityStatement operations at one level: each named by its definition's canonical url."""
+    return [
+        {"name": name.lstrip("$"), "definition": definition["url"]}
+        for (t, name), definition in sorted(definitions.items(), key=lambda item: item[0][1])
+        if t == rtype
+    ]
+
+
 def capability_statement(
-    base_url: str, operations: dict[tuple[str | None, str], Any], profiles: dict[str, str] | None = None
+    base_url: str,
+    operations: dict[tuple[str | None, str], dict[str, Any]],
+    profiles: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`operations`: (resource type or None, $name) → OperationDefinition."""
     resources = []
     for rtype, params in sorted(load_search_params().items()):
         entry: dict[str, Any] = {
@@ -52,19 +64,11 @@ def capability_statement(
         }
         if profiles and rtype in profiles:
             entry["profile"] = profiles[rtype]
-        ops = [
-            {"name": name.lstrip("$"), "definition": f"{base_url}/OperationDefinition/{name.lstrip('$')}"}
-            for (t, name) in operations
-            if t == rtype
-        ]
+        ops = _operations(operations, rtype)
         if ops:
             entry["operation"] = ops
         resources.append(entry)
-    system_ops = [
-        {"name": name.lstrip("$"), "definition": f"{base_url}/OperationDefinition/{name.lstrip('$')}"}
-        for (t, name) in operations
-        if t is None
-    ]
+    system_ops = _operations(operations, None)
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": "Welzijn op Recept referral gateway: GP practices refer, welfare organisations "
