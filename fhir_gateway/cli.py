@@ -284,14 +284,14 @@ def map_command(
     )
 
 
-from fhir_gateway.delivery.cli import outbox_group as _outbox  # noqa: E402
-from fhir_gateway.delivery.cli import worker_command as _worker  # noqa: E402
+from fhir_gateway.commands.clients import clients as _clients  # noqa: E402
+from fhir_gateway.commands.clients import token as _token  # noqa: E402
+from fhir_gateway.commands.outbox import outbox_group as _outbox  # noqa: E402
+from fhir_gateway.commands.outbox import worker_command as _worker  # noqa: E402
+from fhir_gateway.commands.report import report as _report  # noqa: E402
+from fhir_gateway.commands.v2 import mllp as _mllp  # noqa: E402
+from fhir_gateway.commands.v2 import v2 as _v2  # noqa: E402
 from fhir_gateway.demo import demo as _demo  # noqa: E402
-from fhir_gateway.reports.cli import report as _report  # noqa: E402
-from fhir_gateway.security.cli import clients as _clients  # noqa: E402
-from fhir_gateway.security.cli import token as _token  # noqa: E402
-from fhir_gateway.v2.cli import mllp as _mllp  # noqa: E402
-from fhir_gateway.v2.cli import v2 as _v2  # noqa: E402
 
 main.add_command(_demo)
 main.add_command(_report)

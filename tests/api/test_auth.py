@@ -22,11 +22,11 @@ from joserfc.jwk import ECKey, OctKey, RSAKey
 from fhir_gateway.api.auth import install_auth, is_public
 from fhir_gateway.api.http import fhir_response
 from fhir_gateway.app import create_app
+from fhir_gateway.commands.clients import clients as clients_cli
+from fhir_gateway.commands.clients import token as token_cli
 from fhir_gateway.fhir.outcome import FhirError
 from fhir_gateway.rest.router import error_response
 from fhir_gateway.security.authn import JWT_BEARER, make_client_assertion
-from fhir_gateway.security.cli import clients as clients_cli
-from fhir_gateway.security.cli import token as token_cli
 from fhir_gateway.security.clients import load_client_registrations, set_client_active
 from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.security.tokens import GatewayKeys, TokenService, generate_gateway_key
