@@ -681,10 +681,10 @@ def json_dictionary(docs: list[Any]) -> list[bytes]:
 
 
 def make_fhir_json_target() -> Target:
-    """bytes → jsonlimits.loads → check_resource → (Bundle shell) → Validator: only FhirError escapes."""
-    from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
+    """bytes → strict_json.loads → check_resource → (Bundle shell) → Validator: only FhirError escapes."""
     from fhir_gateway.fhir.models import check_resource
     from fhir_gateway.fhir.outcome import FhirError, Issue
+    from fhir_gateway.fhir.strict_json import JsonLimits, loads
     from fhir_gateway.rest.bundles import check_shell
     from fhir_gateway.validation.validator import Validator
 
@@ -736,8 +736,8 @@ def make_bundle_target(folder: Path | None = None) -> Target:
     """A POST of a (mutated) referral Bundle through router.handle, as the HTTP layer sends it."""
     import orjson
 
-    from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
     from fhir_gateway.fhir.outcome import FhirError
+    from fhir_gateway.fhir.strict_json import JsonLimits, loads
     from fhir_gateway.rest.request import FhirRequest
 
     app = build_gateway(folder or Path(tempfile.mkdtemp(prefix="fuzz-bundle-")))

@@ -12,18 +12,18 @@ from fastapi import FastAPI
 from fhir_gateway import __version__
 from fhir_gateway.api.admin_outbox import build_admin_outbox_api
 from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, NO_STORE, TOKEN_PATH, install_auth, oauth_too_large
+from fhir_gateway.api.body_limit import BodyLimit, BodyLimitMiddleware
 from fhir_gateway.api.console import build_console_api
 from fhir_gateway.api.errors import install_error_handlers
 from fhir_gateway.api.guard import ExceptionGuard
 from fhir_gateway.api.http import build_fhir_api
-from fhir_gateway.api.limits import BodyLimit, BodyLimitMiddleware
+from fhir_gateway.api.monitoring import build_ops_api
 from fhir_gateway.api.openapi import install_openapi
-from fhir_gateway.api.ops import build_ops_api
-from fhir_gateway.api.ratelimit import RateLimitMiddleware, TokenBuckets
+from fhir_gateway.api.rate_limit import RateLimitMiddleware, TokenBuckets
 from fhir_gateway.api.v2_http import build_v2_api, too_large_ack
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.delivery.worker import Worker
-from fhir_gateway.fhir.jsonlimits import JsonLimits
+from fhir_gateway.fhir.strict_json import JsonLimits
 from fhir_gateway.observability import Metrics, RequestContextMiddleware
 from fhir_gateway.rest import build_router
 from fhir_gateway.settings import Settings

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fhir_gateway.api.ratelimit import TokenBuckets, address_key, send_throttled, throttled_answer
+from fhir_gateway.api.rate_limit import TokenBuckets, address_key, send_throttled, throttled_answer
 from fhir_gateway.fhir.outcome import error, operation_outcome
 from fhir_gateway.rest.router import unavailable_error
 from fhir_gateway.security.authn import (

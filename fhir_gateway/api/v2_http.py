@@ -3,7 +3,7 @@
 Same service as the MLLP listener; the answer is always HTTP 200 with the ACK (AE/AR inside it),
 because the ACK is the v2 outcome. Only a missing or invalid access token (401, from the bearer
 middleware, as on /fhir), a wrong content type (415) and a message over
-`GATEWAY_MAX_V2_MESSAGE_BYTES` (413, refused by `api.limits` while it streams, with an AR ACK)
+`GATEWAY_MAX_V2_MESSAGE_BYTES` (413, refused by `api.body_limit` while it streams, with an AR ACK)
 are HTTP-level errors.
 
 The sender is the token's client: MSH-4 must be one of its registered `v2_facilities`, the AGB
@@ -29,7 +29,7 @@ ER7_TYPES = ("x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-
 
 
 def too_large_ack(limit: int, prefix: bytes) -> tuple[str, bytes]:
-    """The 413 body for `api.limits`: an AR ACK (MSA-2 from the message's MSH when readable)."""
+    """The 413 body for `api.body_limit`: an AR ACK (MSA-2 from the message's MSH when readable)."""
     error = AckError(SEGMENT_SEQUENCE_ERROR, f"Message exceeds {limit} bytes; not processed")
     return ER7_TYPES[0], build_ack(header_guess(prefix), "AR", [error]).encode("utf-8")
 
@@ -46,7 +46,7 @@ def build_v2_api(v2_service: V2Service) -> APIRouter:
                 status_code=415,
                 media_type="text/plain",
             )
-        body = await request.body()  # bounded while it streams: api.limits.BodyLimitMiddleware
+        body = await request.body()  # bounded while it streams: api.body_limit.BodyLimitMiddleware
         principal = getattr(request.state, "principal", None) or Principal.unauthenticated()
         address = request.client.host if request.client else None
         sender: SenderSource = None  # insecure dev, no token: MSH-4 decides (the service warns)

@@ -43,7 +43,9 @@ Operation = Callable[[FhirRequest, ResourceService, str | None, str | None], Fhi
 
 
 @dataclass(frozen=True)
-class Route:
+class RestRoute:
+    """One row of the FHIR route table (not `routing.Route`, which says where a referral goes)."""
+
     method: str
     pattern: tuple[str, ...]  # literals, or {type} {id} {vid} {op}
     handler: Handler
@@ -58,26 +60,26 @@ class Router:
         self.bundle_handler: Handler | None = None
         self.capability: Callable[[FhirRequest], dict[str, Any]] | None = None
         self.routes = [
-            Route("GET", ("metadata",), self._metadata, False),
-            Route("POST", (), self._bundle, True),
-            Route("GET", ("_history",), self._history, False),
-            Route("GET", ("{type}",), self._search, False),
-            Route("POST", ("{type}", "_search"), self._search, False),
-            Route("POST", ("{type}",), self._create, True),
-            Route("GET", ("{type}", "_history"), self._history, False),
-            Route("GET", ("OperationDefinition", "{id}"), self._operation_definition, False),
-            Route("POST", ("{type}", "{op}"), self._operation, True),
-            Route("GET", ("{type}", "{op}"), self._operation, False),
-            Route("GET", ("{type}", "{id}"), self._read, False),
-            Route("PUT", ("{type}", "{id}"), self._update, True),
-            Route("PATCH", ("{type}", "{id}"), self._patch, True),
-            Route("DELETE", ("{type}", "{id}"), self._delete, True),
-            Route("GET", ("{type}", "{id}", "_history"), self._history, False),
-            Route("GET", ("{type}", "{id}", "_history", "{vid}"), self._vread, False),
-            Route("POST", ("{type}", "{id}", "{op}"), self._operation, True),
-            Route("GET", ("{type}", "{id}", "{op}"), self._operation, False),
-            Route("POST", ("{op}",), self._operation, True),
-            Route("GET", ("{op}",), self._operation, False),
+            RestRoute("GET", ("metadata",), self._metadata, False),
+            RestRoute("POST", (), self._bundle, True),
+            RestRoute("GET", ("_history",), self._history, False),
+            RestRoute("GET", ("{type}",), self._search, False),
+            RestRoute("POST", ("{type}", "_search"), self._search, False),
+            RestRoute("POST", ("{type}",), self._create, True),
+            RestRoute("GET", ("{type}", "_history"), self._history, False),
+            RestRoute("GET", ("OperationDefinition", "{id}"), self._operation_definition, False),
+            RestRoute("POST", ("{type}", "{op}"), self._operation, True),
+            RestRoute("GET", ("{type}", "{op}"), self._operation, False),
+            RestRoute("GET", ("{type}", "{id}"), self._read, False),
+            RestRoute("PUT", ("{type}", "{id}"), self._update, True),
+            RestRoute("PATCH", ("{type}", "{id}"), self._patch, True),
+            RestRoute("DELETE", ("{type}", "{id}"), self._delete, True),
+            RestRoute("GET", ("{type}", "{id}", "_history"), self._history, False),
+            RestRoute("GET", ("{type}", "{id}", "_history", "{vid}"), self._vread, False),
+            RestRoute("POST", ("{type}", "{id}", "{op}"), self._operation, True),
+            RestRoute("GET", ("{type}", "{id}", "{op}"), self._operation, False),
+            RestRoute("POST", ("{op}",), self._operation, True),
+            RestRoute("GET", ("{op}",), self._operation, False),
         ]
 
     # -- entry points --------------------------------------------------------------------------
@@ -116,7 +118,7 @@ class Router:
             self.write_audit(req, service.audit, response.status)
         return response
 
-    def _precheck(self, req: FhirRequest, route: Route, args: dict[str, str]) -> None:
+    def _precheck(self, req: FhirRequest, route: RestRoute, args: dict[str, str]) -> None:
         """Search strings are parsed (and refused: too costly, bytes the store cannot compare)
         before a connection is taken; parsing is pure and costs microseconds, so the handler
         simply parses again."""
@@ -151,7 +153,7 @@ class Router:
         service.audit.channel = req.channel
         return service
 
-    def match(self, req: FhirRequest) -> tuple[Route, dict[str, str]]:
+    def match(self, req: FhirRequest) -> tuple[RestRoute, dict[str, str]]:
         parts = req.parts
         path_matched = False
         for route in self.routes:

@@ -1,6 +1,6 @@
 """Hostile input: a corpus of malformed bodies and v2 messages, each answered with a clear 4xx
 OperationOutcome (v2: an AE/AR ACK with ERR), never a 500; body size, JSON nesting and duplicate
-keys refused in one place (`api.limits`, `fhir.jsonlimits`); per-client rate limiting; and a real
+keys refused in one place (`api.body_limit`, `fhir.strict_json`); per-client rate limiting; and a real
 uvicorn server whose memory stays bounded through the whole corpus."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_gateway.api.ratelimit import MAX_BUCKETS, TokenBuckets
-from fhir_gateway.fhir.jsonlimits import JsonLimits, count_keys, loads
+from fhir_gateway.api.rate_limit import MAX_BUCKETS, TokenBuckets
 from fhir_gateway.fhir.outcome import FhirError
+from fhir_gateway.fhir.strict_json import JsonLimits, count_keys, loads
 from fhir_gateway.loading import load_files
 from fhir_gateway.security.clients import get_client, save_client
 from fhir_gateway.security.tokens import GatewayKeys, TokenService, generate_gateway_key
@@ -383,7 +383,7 @@ def test_nesting_at_the_limit_passes_the_depth_check(sqlite_url: str) -> None:
     assert "8 levels" in issue(over)["diagnostics"]  # type: ignore[arg-type]
 
 
-# -- fhir.jsonlimits on its own ------------------------------------------------------------------------
+# -- fhir.strict_json on its own ------------------------------------------------------------------------
 def test_the_duplicate_check_has_no_false_alarm_and_misses_no_spaced_key() -> None:
     limits = JsonLimits()
     assert loads(b'{"text":"a \\":\\" b","x":{"y":1}}', limits) == {"text": 'a ":" b', "x": {"y": 1}}

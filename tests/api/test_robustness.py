@@ -162,7 +162,7 @@ def test_an_unhandled_exception_on_the_token_endpoint_stays_an_oauth_error(
     """The token endpoint's clients expect RFC 6749 JSON, also from the guard."""
     with make_client(sqlite_url, client_id=None) as client:
         app: FastAPI = client.app  # type: ignore[assignment]
-        monkeypatch.setattr("fhir_gateway.api.limits.BodyLimitMiddleware.limit_for", _raise)
+        monkeypatch.setattr("fhir_gateway.api.body_limit.BodyLimitMiddleware.limit_for", _raise)
         crash = TestClient(app, base_url="http://gateway.test", raise_server_exceptions=False)
         resp = crash.post("/auth/token", data={"grant_type": "client_credentials"})
         assert resp.status_code == 500, resp.text

@@ -11,11 +11,11 @@ from datetime import datetime
 import orjson
 import pytest
 
-from fhir_gateway.fhir.jsonlimits import JsonLimits, loads
 from fhir_gateway.fhir.models import check_resource
 from fhir_gateway.fhir.outcome import Invalid
 from fhir_gateway.fhir.search import TokenValue, _token, parse_search, search_escape
 from fhir_gateway.fhir.searchparams import DateRange, parse_date_range
+from fhir_gateway.fhir.strict_json import JsonLimits, loads
 from fhir_gateway.v2.ack import AckError, build_ack
 from fhir_gateway.v2.inbound import parse
 
