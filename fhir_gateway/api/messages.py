@@ -16,11 +16,12 @@ from fhir_gateway.api.request import FhirRequest, FhirResponse
 from fhir_gateway.fhir.outcome import FhirError, Invalid, error
 from fhir_gateway.fhir.search import search_escape
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
+from fhir_gateway.vocabulary import AGB, BSN, MESSAGE_EVENTS, MessageEvent
 
 MATCH_ON = {  # resource type → identifier system an existing resource is matched on
-    "Patient": "http://fhir.nl/fhir/NamingSystem/bsn",
-    "Practitioner": "http://fhir.nl/fhir/NamingSystem/agb-z",
-    "Organization": "http://fhir.nl/fhir/NamingSystem/agb-z",
+    "Patient": BSN,
+    "Practitioner": AGB,
+    "Organization": AGB,
 }
 
 
@@ -62,7 +63,7 @@ class MessageProcessor:
         reply_header: dict[str, Any] = {
             "resourceType": "MessageHeader",
             "id": str(uuid.uuid4()),
-            "eventCoding": header.get("eventCoding") or {"system": "urn:wor", "code": "referral"},
+            "eventCoding": header.get("eventCoding") or {"system": MESSAGE_EVENTS, "code": MessageEvent.REFERRAL},
             "source": {"name": "fhir-gateway", "endpoint": req.base_url or "urn:fhir-gateway"},
             "response": {"identifier": bundle.get("id") or header.get("id") or "unknown", "code": "ok"},
         }

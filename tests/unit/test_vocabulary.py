@@ -94,7 +94,6 @@ def _string_literals(tree: ast.AST) -> list[tuple[int, str]]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="the literals move to vocabulary.py in the next commits")
 def test_no_code_system_url_outside_the_vocabulary() -> None:
     found = [
         f"{path.relative_to(ROOT)}:{line}: {text!r}"
