@@ -42,7 +42,7 @@ from rich.progress import (
 from rich.table import Table
 
 from fhir_gateway.security.authn import make_client_assertion
-from fhir_gateway.settings import REPO_ROOT
+from fhir_gateway.settings import Settings
 
 GP_CLIENT = "praktijk-de-geinoord-his"
 WELFARE_CLIENT = "welzijn-de-brug-cms"
@@ -595,9 +595,11 @@ def demo(base_url: str | None, port: int | None, examples_dir: Path | None) -> N
 
 
 def _examples_dir() -> Path:
+    """The CLI's `examples_dir` setting; outside the CLI the default of `Settings`."""
     ctx = click.get_current_context(silent=True)
-    settings = ctx.find_object(dict).get("settings") if ctx and ctx.find_object(dict) else None
-    return Path(getattr(settings, "examples_dir", None) or REPO_ROOT / "examples")
+    obj = ctx.find_object(dict) if ctx else None
+    settings: Settings | None = obj.get("settings") if obj else None
+    return (settings or Settings()).examples_dir
 
 
 def _run(root: str, examples: Path, console: Console, unique: str | None) -> list[Step]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from fhir_gateway.vocabulary import FEEDBACK_COMMUNICATION_PROFILE
 from fhir_gateway.workflow.tasks import FINAL, FORWARD, NEEDS_REASON
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,7 +243,7 @@ class Guide:
             f"{mapping.get('description', '')}. Built by `mappings/milestone-to-communication.yaml` "
             "(FHIRPath `=expressions` over the Task and the named inputs) when a Task change earns feedback "
             "under the region's table (`mappings/regions/`). The result conforms to "
-            + self.link("https://wor.example.nl/fhir/StructureDefinition/WorFeedbackCommunication")
+            + self.link(FEEDBACK_COMMUNICATION_PROFILE)
             + ".\n",
             "## Inputs\n",
             _table(("input", "use"), ((k, v) for k, v in mapping.get("inputs", {}).items())),

@@ -31,6 +31,7 @@ from fhir_gateway.security.authn import (
 from fhir_gateway.security.clients import ASSERTION_ALGORITHMS, get_client
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.tokens import TokenService
+from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,11 @@ SCOPES_SUPPORTED = [
 ]
 
 
-def token_endpoint_url(request: Request, settings: Any) -> str:
+def token_endpoint_url(request: Request, settings: Settings) -> str:
     """The URL clients must put in their assertion's `aud`. From `GATEWAY_BASE_URL` when set
     (its trailing `/fhir` replaced by `/auth/token`) — set it in production: a URL derived from
     the request's Host header is only as trustworthy as that header."""
-    base = str(getattr(settings, "base_url", "") or "").rstrip("/")
+    base = settings.base_url.rstrip("/")
     if base:
         root = base[: -len("/fhir")] if base.endswith("/fhir") else base
         return root + TOKEN_PATH
@@ -114,7 +115,7 @@ def oauth_too_large(limit: int, _prefix: bytes) -> tuple[str, bytes]:
 def build_auth_api(
     database: Database,
     tokens: TokenService,
-    settings: Any,
+    settings: Settings,
     *,
     failures: TokenBuckets | None = None,
     requests: TokenBuckets | None = None,
@@ -262,7 +263,7 @@ class BearerAuthMiddleware:
 
 def install_auth(
     app: FastAPI,
-    settings: Any,
+    settings: Settings,
     database: Database,
     tokens: TokenService | None = None,
     failures: TokenBuckets | None = None,
@@ -274,7 +275,7 @@ def install_auth(
     `failures`: the budget of failed authentications per source address (None: unlimited);
     `requests`: the per-client buckets the token endpoint charges (None: unlimited)."""
     tokens = tokens or TokenService.from_settings(settings)
-    insecure_dev = bool(getattr(settings, "insecure_dev", False))
+    insecure_dev = settings.insecure_dev
     if insecure_dev:
         log.warning(
             "!!! INSECURE_DEV IS ON: requests without a token act as an ADMIN with every scope. "

@@ -26,13 +26,13 @@ from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.repository import Repository, Stored, new_id
 from fhir_gateway.store.tables import ResourceRow
+from fhir_gateway.vocabulary import FEEDBACK_KINDS, REMINDER_KINDS
 from fhir_gateway.workflow import timers
 from fhir_gateway.workflow.context import GatewayContext
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_KINDS = "https://wor.example.nl/fhir/CodeSystem/wor-feedback-kinds"
-PUSHED_CATEGORIES = (FEEDBACK_KINDS, timers.REMINDER_KINDS)
+PUSHED_CATEGORIES = (FEEDBACK_KINDS, REMINDER_KINDS)
 _CACHE_ATTR = "_delivery_subscriptions"
 _SUBSCRIPTIONS = Prepared(
     sa.select(ResourceRow.content).where(

@@ -16,15 +16,14 @@ import sqlalchemy as sa
 
 from fhir_gateway.fhir.searchparams import format_instant
 from fhir_gateway.store.delivery_tables import SubscriptionEventRow, SubscriptionStateRow
+from fhir_gateway.vocabulary import BACKPORT_HEARTBEAT_PERIOD as HEARTBEAT_URL
+from fhir_gateway.vocabulary import BACKPORT_PAYLOAD_CONTENT as PAYLOAD_CONTENT_URL
+from fhir_gateway.vocabulary import BACKPORT_SUBSCRIPTION_STATUS as STATUS_PROFILE
+from fhir_gateway.vocabulary import BACKPORT_TIMEOUT as TIMEOUT_URL
+from fhir_gateway.vocabulary import SUBSCRIPTION_OWNER as OWNER_URL
 
 log = logging.getLogger(__name__)
 
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-PAYLOAD_CONTENT_URL = BACKPORT + "backport-payload-content"
-HEARTBEAT_URL = BACKPORT + "backport-heartbeat-period"
-TIMEOUT_URL = BACKPORT + "backport-timeout"
-STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
-OWNER_URL = "https://wor.example.nl/fhir/StructureDefinition/subscription-owner"
 CONTENT_MODES = ("empty", "id-only", "full-resource")
 
 STATE = SubscriptionStateRow.__table__

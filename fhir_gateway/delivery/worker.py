@@ -48,18 +48,14 @@ class Transient(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 10
-    base: float = 2.0  # seconds before the 2nd attempt; doubles per attempt
-    cap: float = 3600.0
+    max_attempts: int
+    base: float  # seconds before the 2nd attempt; doubles per attempt
+    cap: float
 
     def delay(self, attempts: int) -> float:
         """Exponential backoff with jitter (half fixed, half random: no thundering herd)."""
         raw = min(self.cap, self.base * 2 ** max(0, attempts - 1))
         return raw / 2 + random.uniform(0, raw / 2)
-
-
-def _setting(ctx: GatewayContext, name: str, default: Any) -> Any:
-    return getattr(ctx.settings, name, default)
 
 
 class Worker:
@@ -77,13 +73,13 @@ class Worker:
         run_timers: bool = True,
     ) -> None:
         self.ctx = ctx
-        self.batch = batch or int(_setting(ctx, "outbox_batch", 50))
-        self.lease = lease or float(_setting(ctx, "outbox_lease_seconds", 60))
-        self.timeout = timeout or float(_setting(ctx, "outbox_timeout_seconds", 10))
+        self.batch = batch or ctx.settings.outbox_batch
+        self.lease = lease or float(ctx.settings.outbox_lease_seconds)
+        self.timeout = timeout or float(ctx.settings.outbox_timeout_seconds)
         self.retry = retry or RetryPolicy(
-            max_attempts=int(_setting(ctx, "outbox_max_attempts", 10)),
-            base=float(_setting(ctx, "outbox_backoff_seconds", 2)),
-            cap=float(_setting(ctx, "outbox_backoff_max_seconds", 3600)),
+            max_attempts=ctx.settings.outbox_max_attempts,
+            base=float(ctx.settings.outbox_backoff_seconds),
+            cap=float(ctx.settings.outbox_backoff_max_seconds),
         )
         self.run_timers = run_timers
         self._own_client = http_client is None

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from fhir_gateway.fhir.outcome import FhirError, error
+from fhir_gateway.settings import Settings
 
 _BLANKS = b" \t\r\n"  # JSON whitespace; deleted, every key ends in '":' (strings may add a false alarm)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls except tab, LF, CR
@@ -31,8 +32,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls except tab
 class JsonLimits:
     """What one request body may contain (settings: `GATEWAY_MAX_JSON_DEPTH`, `_MAX_BUNDLE_ENTRIES`)."""
 
-    max_depth: int = 64
-    max_bundle_entries: int = 1000
+    max_depth: int = Settings.max_json_depth
+    max_bundle_entries: int = Settings.max_bundle_entries
 
 
 def loads(raw: bytes, limits: JsonLimits) -> Any:

@@ -15,10 +15,7 @@ from typing import Any
 from fhir_gateway.mapping.dates import add_months, fhir_datetime, parse_datetime, working_days_after
 from fhir_gateway.mapping.engine import MappingError
 from fhir_gateway.mapping.loader import load_mappings
-
-WOR_BASE = "https://wor.example.nl/fhir/"
-FEEDBACK_KINDS = WOR_BASE + "CodeSystem/wor-feedback-kinds"
-MILESTONES = WOR_BASE + "CodeSystem/wor-milestones"
+from fhir_gateway.vocabulary import FEEDBACK_KINDS, MILESTONES
 
 
 def _route_dict(route: Any) -> dict[str, Any]:

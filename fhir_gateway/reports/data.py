@@ -16,13 +16,13 @@ import orjson
 import sqlalchemy as sa
 
 from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow
+from fhir_gateway.vocabulary import FEEDBACK_KINDS, Milestone
 
 R = ResourceRow.__table__
 H = HistoryRow.__table__
 IX = SearchIndexRow.__table__
 OUT = OutboxRow.__table__
 
-FEEDBACK_KINDS = "https://wor.example.nl/fhir/CodeSystem/wor-feedback-kinds"
 # A Task that reached one of these was accepted by the welfare organisation at some point.
 ACCEPTED_STATES = ("accepted", "in-progress", "on-hold", "completed", "failed")
 _CHUNK = 500
@@ -103,7 +103,7 @@ def add_history(session: sa.Connection, referrals: dict[str, Referral]) -> None:
         return
     status = H.c.content["status"].as_string()
     business = H.c.content["businessStatus"].as_string()  # the CodeableConcept as JSON text
-    intake = sa.func.min(sa.case((business.like('%"intake-held"%'), H.c.last_updated), else_=None))
+    intake = sa.func.min(sa.case((business.like(f'%"{Milestone.INTAKE_HELD}"%'), H.c.last_updated), else_=None))
     accepted = sa.func.max(sa.case((status.in_(ACCEPTED_STATES), 1), else_=0))
     by_task = {r.task_id: r for r in referrals.values()}
     for chunk in _chunks(sorted(by_task)):  # index lookups on (resource_type, id, version_id)

@@ -14,12 +14,10 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_gateway.vocabulary import DATA_ABSENT_REASON, MEASURE_POPULATION, REPORT_MEASURES, UCUM
+
 MIN_CELL = 5
-DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
-POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
-MEASURES = "https://wor.example.nl/fhir/CodeSystem/wor-report-measures"
-UCUM = "http://unitsofmeasure.org"
-MASKED = {"extension": [{"url": DATA_ABSENT, "valueCode": "masked"}]}
+MASKED = {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": "masked"}]}
 
 
 @dataclass
@@ -68,7 +66,7 @@ def suppress_strata(cells: list[Cell], code: str) -> None:
 
 
 def _population(code: str, n: int, masked: bool) -> dict[str, Any]:
-    pop: dict[str, Any] = {"code": {"coding": [{"system": POPULATION, "code": code}]}}
+    pop: dict[str, Any] = {"code": {"coding": [{"system": MEASURE_POPULATION, "code": code}]}}
     if masked or n < MIN_CELL:
         pop["_count"] = MASKED
     else:
@@ -113,7 +111,7 @@ def concept(system: str | None, code: str, display: str | None = None) -> dict[s
 def group(
     code: str, display: str, cell: Cell, stratifiers: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"code": concept(MEASURES, code, display), **render_cell(cell)}
+    out: dict[str, Any] = {"code": concept(REPORT_MEASURES, code, display), **render_cell(cell)}
     if stratifiers:
         out["stratifier"] = list(stratifiers)
     return out

@@ -25,7 +25,6 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -36,18 +35,22 @@ from fhir_gateway.reports import data
 from fhir_gateway.reports.measure import Cell, concept, count, group, rate, stratifier
 from fhir_gateway.routing import Directory
 from fhir_gateway.store.repository import Repository
+from fhir_gateway.vocabulary import (
+    ACTIVITY_CATEGORIES,
+    AMSTERDAM,
+    FEEDBACK_KINDS,
+    ICPC,
+    MEASURE_IMPROVEMENT_NOTATION,
+    MILESTONES,
+    MUNICIPALITY_REPORT_MEASURE,
+    POSITIVE_HEALTH_DIMENSIONS,
+    REPORT_MUNICIPALITY,
+    Milestone,
+)
 from fhir_gateway.workflow.feedback import PH_DIMENSIONS, PH_OUTPUT_CODES
 
-MEASURE = "https://wor.example.nl/fhir/Measure/wor-municipality-report"
-MUNICIPALITY_EXT = "https://wor.example.nl/fhir/StructureDefinition/wor-report-municipality"
-WOR = "https://wor.example.nl/fhir"
-ICPC = "http://hl7.org/fhir/sid/icpc-1-nl"
-ACTIVITY_CATEGORIES = f"{WOR}/CodeSystem/wor-activity-categories"
-MILESTONES = f"{WOR}/CodeSystem/wor-milestones"
-FEEDBACK_KINDS = f"{WOR}/CodeSystem/wor-feedback-kinds"
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 FINISHED = ("completed", "cancelled", "failed", "rejected")
-DROP_OUT_MILESTONES = ("client-declined", "no-show")
+DROP_OUT_MILESTONES = (Milestone.CLIENT_DECLINED, Milestone.NO_SHOW)
 PH_DISPLAY = {
     "lichaamsfuncties": "Lichaamsfuncties",
     "mentaalWelbevinden": "Mentaal welbevinden",
@@ -340,17 +343,17 @@ def build_report(
             "status": "generated",
             "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{_xml(text)}</p></div>',
         },
-        "extension": [{"url": MUNICIPALITY_EXT, "valueString": municipality}],
+        "extension": [{"url": REPORT_MUNICIPALITY, "valueString": municipality}],
         "status": "complete",
         "type": "summary",
-        "measure": MEASURE,
+        "measure": MUNICIPALITY_REPORT_MEASURE,
         "date": format_instant(now.astimezone(UTC).replace(tzinfo=None)),
         "reporter": {"display": f"fhir-gateway {__version__} (Welzijn op Recept gateway)"},
         "period": {"start": period.start.isoformat(), "end": period.end.isoformat()},
         "improvementNotation": {
             "coding": [
                 {
-                    "system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
+                    "system": MEASURE_IMPROVEMENT_NOTATION,
                     "code": "increase",
                 }
             ]
@@ -434,7 +437,7 @@ def _outcome_groups(referrals: Any) -> list[dict[str, Any]]:
     finished = sum(outcomes.values())
     completed = outcomes["completed"]
     dropped = finished - completed
-    reasons = [k for k in ("rejected", "cancelled", "failed", "client-declined", "no-show") if outcomes[k]]
+    reasons = [k for k in ("rejected", "cancelled", "failed", *DROP_OUT_MILESTONES) if outcomes[k]]
     return [
         group("completion", "Afgeronde trajecten (van de beëindigde)", rate(completed, finished)),
         group(
@@ -499,7 +502,7 @@ def _positive_health_group(referrals: Any, questionnaires: dict[str, dict[str, A
         mean = round(statistics.fmean(values), 2) if values else None
         strata.append(
             (
-                concept(f"{WOR}/positive-health-dimension", d, PH_DISPLAY[d]),
+                concept(POSITIVE_HEALTH_DIMENSIONS, d, PH_DISPLAY[d]),
                 Cell({"measure-population": len(values)}, mean, "{score}", score_n=len(values)),
             )
         )

@@ -14,27 +14,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_gateway.fhir.outcome import fail
+from fhir_gateway.vocabulary import (
+    CATEGORY,
+    COVERAGE_URL,
+    DIRECTORY_TYPES,
+    ENDPOINT_CONNECTION_TYPE,
+    ORGANIZATION_TYPE_NL,
+    REGION_URL,
+    Category,
+)
 
-WOR_BASE = "https://wor.example.nl/fhir/"
-COVERAGE_URL = WOR_BASE + "StructureDefinition/wor-coverage"
-REGION_URL = WOR_BASE + "StructureDefinition/wor-region"
-WOR_CATEGORY_SYSTEM = WOR_BASE + "CodeSystem/wor-category"
-WOR_CATEGORY_CODE = "social-prescribing"
 DEFAULT_REGION = "default"
 
 # A GP practice is recognised by the Dutch organisation type (RoleCodeNL) "Z3 Huisartspraktijk".
-ORGANIZATION_TYPE_NL = "http://nictiz.nl/fhir/NamingSystem/organization-type"
 GP_PRACTICE_CODE = "Z3"
 
-ENDPOINT_CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 FHIR_REST = "hl7-fhir-rest"
 HL7V2_MLLP = "hl7v2-mllp"
-
-HOUSE_NUMBER_URL = "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-houseNumber"
-
-DIRECTORY_TYPES = frozenset(
-    {"Organization", "HealthcareService", "Location", "Endpoint", "PractitionerRole", "Practitioner"}
-)
 
 _PC4 = re.compile(r"^[1-9][0-9]{3}$")
 _PC6 = re.compile(r"^[1-9][0-9]{3}[A-Z]{2}$")
@@ -246,7 +242,7 @@ class Directory:
         return (
             service.get("resourceType") == "HealthcareService"
             and service.get("active", True) is not False
-            and has_coding(service.get("category"), WOR_CATEGORY_SYSTEM, WOR_CATEGORY_CODE)
+            and has_coding(service.get("category"), CATEGORY, Category.SOCIAL_PRESCRIBING)
         )
 
     @staticmethod

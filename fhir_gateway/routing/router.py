@@ -14,12 +14,12 @@ from typing import Any
 
 from fhir_gateway.fhir.outcome import fail
 from fhir_gateway.routing.directory import (
-    HOUSE_NUMBER_URL,
     Directory,
     house_number,
     normalise_postcode,
     split_reference,
 )
+from fhir_gateway.vocabulary import HOUSE_NUMBER_URL
 
 PERFORMER = "ServiceRequest.performer[0]"
 

@@ -13,6 +13,19 @@ from typing import Any
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
+from fhir_gateway.vocabulary import (
+    AUDIT_ENTITY_TYPE,
+    AUDIT_EVENT_TYPE,
+    CHANNEL,
+    CLIENT_ID,
+    DATA_OPERATION,
+    DCM,
+    OBJECT_ROLE,
+    PARTICIPATION_TYPE,
+    PROVENANCE_PARTICIPANT_TYPE,
+    RESTFUL_INTERACTION,
+    SECURITY_SOURCE_TYPE,
+)
 
 PERSONAL_TYPES = frozenset(
     {"Patient", "ServiceRequest", "Task", "CarePlan", "Communication", "Consent", "QuestionnaireResponse"}
@@ -29,7 +42,6 @@ ACTIONS = {
     "operation": "E",
 }
 PATIENT_FIELDS = ("subject", "for", "patient")
-CHANNEL_SYSTEM = "https://wor.example.nl/fhir/CodeSystem/channel"  # an extra subtype: "hl7v2"
 
 
 @dataclass
@@ -95,14 +107,14 @@ class AuditTrail:
                 "type": {
                     "coding": [
                         {
-                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "system": PARTICIPATION_TYPE,
                             "code": "IRCP" if self.interaction in ("read", "vread", "search-type") else "AUT",
                         }
                     ]
                 },
                 "who": {
                     "identifier": {
-                        "system": "https://wor.example.nl/fhir/NamingSystem/client-id",
+                        "system": CLIENT_ID,
                         "value": self.principal.client_id,
                     }
                 },
@@ -124,7 +136,7 @@ class AuditTrail:
         entities: list[dict[str, Any]] = [
             {
                 "what": {"reference": ref},
-                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+                "type": {"system": AUDIT_ENTITY_TYPE, "code": "2"},
             }
             for ref in self.entities
             if ref not in self.patients
@@ -132,8 +144,8 @@ class AuditTrail:
         entities += [
             {
                 "what": {"reference": ref},
-                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
-                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"},
+                "type": {"system": AUDIT_ENTITY_TYPE, "code": "1"},
+                "role": {"system": OBJECT_ROLE, "code": "1"},
             }
             for ref in self.patients
         ]
@@ -141,19 +153,19 @@ class AuditTrail:
             entities.append(
                 {
                     "type": {
-                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "system": AUDIT_ENTITY_TYPE,
                         "code": "2",
                     },
-                    "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"},
+                    "role": {"system": OBJECT_ROLE, "code": "24"},
                     "description": f"search {self.query[:200]}",
                 }
             )
         event: dict[str, Any] = {
             "resourceType": "AuditEvent",
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+            "type": {"system": AUDIT_EVENT_TYPE, "code": "rest"},
             "subtype": [
-                {"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction or "read"},
-                *([{"system": CHANNEL_SYSTEM, "code": self.channel}] if self.channel else []),
+                {"system": RESTFUL_INTERACTION, "code": self.interaction or "read"},
+                *([{"system": CHANNEL, "code": self.channel}] if self.channel else []),
             ],
             "action": ACTIONS.get(self.interaction, "E"),
             "recorded": format_instant(utc_now()),
@@ -163,7 +175,7 @@ class AuditTrail:
             "source": {
                 "observer": {"display": "fhir-gateway"},
                 "type": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}
+                    {"system": SECURITY_SOURCE_TYPE, "code": "4"}
                 ],
             },
         }
@@ -171,10 +183,10 @@ class AuditTrail:
             entities.append(
                 {
                     "type": {
-                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "system": AUDIT_ENTITY_TYPE,
                         "code": "2",
                     },
-                    "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4"},
+                    "role": {"system": OBJECT_ROLE, "code": "4"},
                     "description": self.description[:500],
                 }
             )
@@ -182,7 +194,7 @@ class AuditTrail:
             entities.append(
                 {
                     "type": {
-                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "system": AUDIT_ENTITY_TYPE,
                         "code": "4",
                     },
                     "description": "request",
@@ -199,14 +211,14 @@ class AuditTrail:
             "type": {
                 "coding": [
                     {
-                        "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                        "system": PROVENANCE_PARTICIPANT_TYPE,
                         "code": "author",
                     }
                 ]
             },
             "who": {
                 "identifier": {
-                    "system": "https://wor.example.nl/fhir/NamingSystem/client-id",
+                    "system": CLIENT_ID,
                     "value": self.principal.client_id,
                 }
             },
@@ -222,7 +234,7 @@ class AuditTrail:
             "recorded": format_instant(utc_now()),
             "activity": {
                 "coding": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": activity}
+                    {"system": DATA_OPERATION, "code": activity}
                 ]
             },
             "agent": [agent],
@@ -234,9 +246,6 @@ def write(repo: Repository, trail: AuditTrail, status: int) -> None:
     if trail.changed and status < 400:
         repo.create(trail.provenance())
     repo.create(trail.event(status))
-
-
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
 
 
 def login_event(
@@ -255,11 +264,11 @@ def login_event(
     agent: dict[str, Any] = {
         "type": {
             "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "AUT"}
+                {"system": PARTICIPATION_TYPE, "code": "AUT"}
             ]
         },
         "who": {
-            "identifier": {"system": "https://wor.example.nl/fhir/NamingSystem/client-id", "value": account}
+            "identifier": {"system": CLIENT_ID, "value": account}
         },
         "name": account if verified or succeeded else f"{account} (claimed)",
         "role": [{"text": "console sign-in"}],
@@ -278,13 +287,13 @@ def login_event(
         "agent": [agent],
         "source": {
             "observer": {"display": application},
-            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
+            "type": [{"system": SECURITY_SOURCE_TYPE, "code": "4"}],
         },
     }
     if request_id:
         event["entity"] = [
             {
-                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "4"},
+                "type": {"system": AUDIT_ENTITY_TYPE, "code": "4"},
                 "description": "request",
                 "detail": [{"type": "X-Request-Id", "valueString": request_id}],
             }

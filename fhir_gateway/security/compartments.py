@@ -12,12 +12,11 @@ from typing import Any
 
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.routing import Directory
-from fhir_gateway.routing.directory import DIRECTORY_TYPES
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
+from fhir_gateway.vocabulary import DIRECTORY_TYPES, SUBSCRIPTION_OWNER
 
 ADMIN_ONLY_TYPES = frozenset({"AuditEvent", "Provenance"})
-SUBSCRIPTION_OWNER = "https://wor.example.nl/fhir/StructureDefinition/subscription-owner"
 
 
 def sees_everything(principal: Principal) -> bool:

@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
-CONSENT_SCOPE = "https://wor.example.nl/fhir/CodeSystem/wor-consent-scope"
+from fhir_gateway.vocabulary import CONSENT_SCOPE, OBSERVATION_VALUE
+
 REDACTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "system": OBSERVATION_VALUE,
     "code": "REDACTED",
     "display": "redacted",
 }

@@ -35,6 +35,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from fhir_gateway.security.clients import ROLES, ClientRegistration
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import ScopeError, format_scopes, parse_scopes
+from fhir_gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,10 @@ def generate_gateway_key() -> ECKey:
     return ECKey.generate_key("P-256", {"use": "sig", "alg": "ES256"}, private=True, auto_kid=True)
 
 
-def dev_key_path(settings: Any) -> Path:
+def dev_key_path(settings: Settings) -> Path:
     """Beside the SQLite database when there is one (tests and `serve` then keep their own key),
     else `./var/`."""
-    url = str(getattr(settings, "database_url", ""))
+    url = settings.database_url
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
@@ -133,7 +134,7 @@ def dev_key_path(settings: Any) -> Path:
     return Path("var").resolve() / DEV_KEY_NAME
 
 
-def load_gateway_keys(settings: Any) -> GatewayKeys:
+def load_gateway_keys(settings: Settings) -> GatewayKeys:
     """`token_key` (inline) wins over `token_key_file`; with neither, the development key."""
     inline = str(settings.token_key or "")
     if inline.strip():
@@ -145,7 +146,7 @@ def load_gateway_keys(settings: Any) -> GatewayKeys:
             raise KeyConfigError(f"GATEWAY_TOKEN_KEY_FILE {path} does not exist")
         return GatewayKeys.from_document(path.read_text(), str(path))
     path = dev_key_path(settings)
-    if not str(getattr(settings, "database_url", "sqlite")).startswith("sqlite"):
+    if not settings.is_sqlite:
         log.warning(
             "no GATEWAY_TOKEN_KEY / GATEWAY_TOKEN_KEY_FILE: using the development key %s; replicas on "
             "other hosts will refuse this replica's tokens — configure a shared key",
@@ -206,9 +207,9 @@ class TokenService:
         self._verified_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> TokenService:
-        issuer = str(getattr(settings, "base_url", "") or "").rstrip("/") or DEFAULT_ISSUER
-        lifetime = int(getattr(settings, "access_token_lifetime", MAX_ACCESS_TOKEN_LIFETIME))
+    def from_settings(cls, settings: Settings) -> TokenService:
+        issuer = settings.base_url.rstrip("/") or DEFAULT_ISSUER
+        lifetime = settings.access_token_lifetime
         return cls(load_gateway_keys(settings), issuer, lifetime)
 
     def issue(

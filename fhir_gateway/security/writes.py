@@ -16,9 +16,9 @@ from typing import Any
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.routing import Directory
-from fhir_gateway.routing.directory import DIRECTORY_TYPES
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
+from fhir_gateway.vocabulary import DIRECTORY_TYPES
 
 # The elements that say who wrote a resource, per type: they must be the caller (or its people).
 AUTHORSHIP: dict[str, tuple[str, ...]] = {

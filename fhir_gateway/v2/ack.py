@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from fhir_gateway.v2.mapping import AMSTERDAM, Loc
+from fhir_gateway.v2.mapping import Loc
 from fhir_gateway.v2.message import STANDARD, Message, Segment, decode_bytes, encode_field, escape, parse_er7
+from fhir_gateway.vocabulary import AMSTERDAM, ISSUE_TYPE
 
 AckCode = Literal["AA", "AE", "AR"]
 
@@ -197,7 +198,7 @@ def _err_segment(err: AckError, version: str) -> str:
     fields[3] = f"{err.code}^{e(code_text)}^HL70357"
     fields[4] = err.severity
     if err.application_code:
-        fields[5] = f"{e(err.application_code)}^^http://hl7.org/fhir/issue-type"
+        fields[5] = f"{e(err.application_code)}^^{ISSUE_TYPE}"
     fields[8] = e(err.text[:250])
     while fields and fields[-1] == "":
         fields.pop()

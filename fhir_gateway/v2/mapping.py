@@ -19,14 +19,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import yaml
 
 from fhir_gateway.fhir.search import search_escape
 from fhir_gateway.v2.message import Message, Repetition, Segment
+from fhir_gateway.vocabulary import AMSTERDAM
 
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 _URN_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f8e-9a57-0f1f2b7c9e11")
 
 

@@ -18,12 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from fhir_gateway.v2.ack import Header, build_msh, new_control_id, reply_version
-from fhir_gateway.v2.mapping import AMSTERDAM
 from fhir_gateway.v2.message import escape
-
-BSN_SYSTEM = "http://fhir.nl/fhir/NamingSystem/bsn"
-AGB_SYSTEM = "http://fhir.nl/fhir/NamingSystem/agb-z"
-MILESTONES = "https://wor.example.nl/fhir/CodeSystem/wor-milestones"
+from fhir_gateway.vocabulary import AGB, AMSTERDAM, BSN
 
 # Task.status → RF1-1 (HL7 table 0283: A accepted, P pending, R rejected, E expired)
 _RF1_STATUS = {
@@ -146,7 +142,7 @@ def rri_for(
     prd = [""] * 8
     prd[1] = "RP^Referring provider^HL70286"
     prd[2] = _xpn(requester)
-    agb = _identifier(requester, AGB_SYSTEM)
+    agb = _identifier(requester, AGB)
     if agb:
         prd[7] = f"{escape(agb)}^AGB"
     segments = [msh, msa, rf1_text, "PRD|" + "|".join(prd[1:]).rstrip("|")]
@@ -156,7 +152,7 @@ def rri_for(
 
     pid = [""] * 9
     pid[1] = "1"
-    bsn = _identifier(patient, BSN_SYSTEM)
+    bsn = _identifier(patient, BSN)
     if bsn:
         pid[3] = f"{escape(bsn)}^^^NLMINBIZA^NNNLD"
     pid[5] = _xpn(patient)

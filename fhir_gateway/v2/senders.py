@@ -34,10 +34,10 @@ from fhir_gateway.v2.ack import REQUIRED_FIELD_MISSING, UNKNOWN_KEY_IDENTIFIER, 
 from fhir_gateway.v2.mapping import Loc
 from fhir_gateway.v2.message import Message
 from fhir_gateway.v2.mllp import Peer
+from fhir_gateway.vocabulary import AGB
 
 log = logging.getLogger(__name__)
 
-AGB = "http://fhir.nl/fhir/NamingSystem/agb-z"
 V2_SCOPES = (
     "system/ServiceRequest.cr",
     "system/Patient.cr",

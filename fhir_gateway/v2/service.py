@@ -101,8 +101,8 @@ class V2Service:
         self.insecure_dev = insecure_dev
         self.stale_after = stale_after
         settings = router.ctx.settings
-        self.max_segments = int(getattr(settings, "max_v2_segments", 200))
-        self.max_repetitions = int(getattr(settings, "max_v2_repetitions", 50))
+        self.max_segments = settings.max_v2_segments
+        self.max_repetitions = settings.max_v2_repetitions
 
     # -- entry points --------------------------------------------------------------------------
     def handle(self, data: bytes | str, sender: SenderSource = None) -> bytes:

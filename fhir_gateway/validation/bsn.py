@@ -6,8 +6,6 @@ another person), so the validator rejects it wherever an identifier carries the 
 
 from __future__ import annotations
 
-BSN_SYSTEM = "http://fhir.nl/fhir/NamingSystem/bsn"
-
 _WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
 
 

@@ -15,13 +15,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from fhir_gateway.vocabulary import AGB, BIG, CONSENT_SCOPE, URA, UZI, ConsentScope
+
 Resource = dict[str, Any]
 
-_AGB = "http://fhir.nl/fhir/NamingSystem/agb-z"
-_URA = "http://fhir.nl/fhir/NamingSystem/ura"
-_UZI = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers"
-_BIG = "http://fhir.nl/fhir/NamingSystem/big"
-_CONSENT_SCOPE = "https://wor.example.nl/fhir/CodeSystem/wor-consent-scope"
 _NL_POSTCODE = re.compile(r"^[1-9][0-9]{3} ?[A-Za-z]{2}$")
 
 
@@ -68,7 +65,7 @@ def _consent_permits_contact(res: Resource) -> bool:
     if not isinstance(provision, dict) or provision.get("type") != "permit":
         return False
     return any(
-        isinstance(c, dict) and c.get("system") == _CONSENT_SCOPE and c.get("code") == "contact-details"
+        isinstance(c, dict) and c.get("system") == CONSENT_SCOPE and c.get("code") == ConsentScope.CONTACT_DETAILS
         for cc in _list(provision.get("code"))
         if isinstance(cc, dict)
         for c in _list(cc.get("coding"))
@@ -101,7 +98,7 @@ FAST_PATHS: dict[tuple[str, str], Callable[[Resource], bool]] = {
     (
         "wor-con-1",
         "provision.type = 'permit' and provision.code.coding.where(system = "
-        f"'{_CONSENT_SCOPE}' and code = 'contact-details').exists()",
+        f"'{CONSENT_SCOPE}' and code = '{ConsentScope.CONTACT_DETAILS}').exists()",
     ): _consent_permits_contact,
     (
         "wor-pat-1",
@@ -110,9 +107,9 @@ FAST_PATHS: dict[tuple[str, str], Callable[[Resource], bool]] = {
     ): _dutch_postcodes,
     (
         "wor-prac-1",
-        f"identifier.where(system = '{_AGB}' or system = '{_UZI}' or system = '{_BIG}').exists()",
-    ): _has_identifier(_AGB, _UZI, _BIG),
-    ("wor-org-1", f"identifier.where(system = '{_AGB}' or system = '{_URA}').exists()"): _has_identifier(
-        _AGB, _URA
+        f"identifier.where(system = '{AGB}' or system = '{UZI}' or system = '{BIG}').exists()",
+    ): _has_identifier(AGB, UZI, BIG),
+    ("wor-org-1", f"identifier.where(system = '{AGB}' or system = '{URA}').exists()"): _has_identifier(
+        AGB, URA
     ),
 }

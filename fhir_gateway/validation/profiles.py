@@ -30,11 +30,10 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from fhir_gateway.validation.fastpaths import FAST_PATHS
-
-CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
+from fhir_gateway.vocabulary import CORE_STRUCTURE_DEFINITION, ICPC
 
 # External code systems whose hierarchy is written in the code itself: "Z12.01" is a child of "Z12".
-DOTTED_HIERARCHY_SYSTEMS = frozenset({"http://hl7.org/fhir/sid/icpc-1-nl"})
+DOTTED_HIERARCHY_SYSTEMS = frozenset({ICPC})
 
 _FHIRPATH_MODEL = models["r4"]
 
@@ -365,8 +364,8 @@ class _ProfileBuilder:
         for t in types:
             for tp in t.get("targetProfile", []):
                 tp = canonical(tp)
-                if tp.startswith(CORE_SD):
-                    targets.add(tp[len(CORE_SD) :])
+                if tp.startswith(CORE_STRUCTURE_DEFINITION):
+                    targets.add(tp[len(CORE_STRUCTURE_DEFINITION) :])
                 elif tp in self.profile_types:
                     targets.add(self.profile_types[tp])
                 else:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_gateway.fhir.outcome import Invalid, Issue, error, warning
-from fhir_gateway.validation.bsn import BSN_SYSTEM, is_valid_bsn
+from fhir_gateway.validation.bsn import is_valid_bsn
 from fhir_gateway.validation.profiles import (
     ElementRule,
     Profile,
@@ -32,10 +32,9 @@ from fhir_gateway.validation.profiles import (
     canonical,
     pattern_matches,
 )
+from fhir_gateway.vocabulary import AGB, BSN, CORE_VALUE_SET
 
-AGB_SYSTEM = "http://fhir.nl/fhir/NamingSystem/agb-z"
 CORE_BINDINGS_FILE = Path(__file__).with_name("core_bindings.json")
-_CORE_VS = "http://hl7.org/fhir/ValueSet/"
 
 
 def default_profiles_dir() -> Path:
@@ -391,7 +390,7 @@ class Validator:
                 issues.append(
                     error(
                         "code-invalid",
-                        f"{rtype}.{'.'.join(binding.steps)} has a required binding to {_CORE_VS}"
+                        f"{rtype}.{'.'.join(binding.steps)} has a required binding to {CORE_VALUE_SET}"
                         f"{binding.valueset}; '{item}' is not one of: {', '.join(sorted(binding.codes))}",
                         iexpr,
                     )
@@ -406,7 +405,7 @@ class Validator:
             return
         system = node.get("system")
         if type(system) is str:
-            if system in (BSN_SYSTEM, AGB_SYSTEM):
+            if system in (BSN, AGB):
                 self._check_identifier(system, node.get("value"), f"{expr}.value", issues)
             elif system in self._local_codes:
                 code = node.get("code")
@@ -460,7 +459,7 @@ class Validator:
     def _check_identifier(system: str, value: Any, expr: str, issues: list[Issue]) -> None:
         if not isinstance(value, str):
             return
-        if system == BSN_SYSTEM:
+        if system == BSN:
             if not is_valid_bsn(value):
                 issues.append(
                     error("value", f"'{value}' is not a valid BSN (9 digits passing the 11-test)", expr)

@@ -14,14 +14,15 @@ from typing import Any
 from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
 from fhir_gateway.store.repository import Repository, Stored
+from fhir_gateway.vocabulary import REJECTION_REASONS, RejectionReason
 from fhir_gateway.workflow import feedback, tasks
 from fhir_gateway.workflow.context import GatewayContext
 
 WITHDRAWN = {
     "coding": [
         {
-            "system": "https://wor.example.nl/fhir/CodeSystem/wor-rejection-reasons",
-            "code": "consent-withdrawn",
+            "system": REJECTION_REASONS,
+            "code": RejectionReason.CONSENT_WITHDRAWN,
             "display": "Toestemming ingetrokken",
         }
     ],

@@ -22,15 +22,7 @@ from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.repository import Repository, Stored, WriteListener
 from fhir_gateway.store.tables import ResourceRow
 from fhir_gateway.validation import ProfileSet, Validator
-
-DIRECTORY_TYPES = (
-    "Organization",
-    "HealthcareService",
-    "Location",
-    "Endpoint",
-    "Practitioner",
-    "PractitionerRole",
-)
+from fhir_gateway.vocabulary import DIRECTORY_TYPES
 
 # The directory's cache key (count and newest change per type), asked once per transaction.
 _DIRECTORY_KEY = Prepared(

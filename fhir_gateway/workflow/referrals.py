@@ -20,11 +20,10 @@ from fhir_gateway.security.compartments import organization_filter
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored, new_id
+from fhir_gateway.vocabulary import DATA_OPERATION, PROVENANCE_PARTICIPANT_TYPE
 from fhir_gateway.workflow.context import GatewayContext
 
 log = logging.getLogger(__name__)
-
-PROVENANCE_ACTIVITY = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 
 
 @dataclass
@@ -273,7 +272,7 @@ def _provenance(
             "type": {
                 "coding": [
                     {
-                        "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                        "system": PROVENANCE_PARTICIPANT_TYPE,
                         "code": "author",
                     }
                 ]
@@ -288,7 +287,7 @@ def _provenance(
             "type": {
                 "coding": [
                     {
-                        "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                        "system": PROVENANCE_PARTICIPANT_TYPE,
                         "code": "assembler",
                     }
                 ]
@@ -305,7 +304,7 @@ def _provenance(
                 {"reference": care_plan.reference},
             ],
             "recorded": now,
-            "activity": {"coding": [{"system": PROVENANCE_ACTIVITY, "code": "CREATE"}]},
+            "activity": {"coding": [{"system": DATA_OPERATION, "code": "CREATE"}]},
             "reason": [
                 {"text": f"Welzijn op Recept referral routed by {chosen.reason} to {chosen.organization}"}
             ],

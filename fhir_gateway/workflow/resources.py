@@ -19,8 +19,6 @@ from fhir_gateway.observability import request_id_var
 from fhir_gateway.security.audit import AuditTrail
 from fhir_gateway.security.compartments import (
     ADMIN_ONLY_TYPES,
-    DIRECTORY_TYPES,
-    SUBSCRIPTION_OWNER,
     can_see,
     organization_filter,
     sees_everything,
@@ -31,6 +29,7 @@ from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.security.writes import WriteCheck
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
+from fhir_gateway.vocabulary import DIRECTORY_TYPES, SUBSCRIPTION_OWNER
 from fhir_gateway.workflow import consents, feedback, referrals, tasks
 from fhir_gateway.workflow.context import GatewayContext
 

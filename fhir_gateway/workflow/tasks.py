@@ -14,7 +14,11 @@ from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
+from fhir_gateway.vocabulary import ACTIVITY_CATEGORIES, MILESTONES, WOR
 
+# Codings are recognised by the path of their system, whatever the canonical base.
+_MILESTONES_PATH = MILESTONES.removeprefix(WOR)
+_ACTIVITY_CATEGORIES_PATH = ACTIVITY_CATEGORIES.removeprefix(WOR)
 FINAL = frozenset({"rejected", "completed", "cancelled", "failed"})
 FORWARD: dict[str, frozenset[str]] = {  # moves the owner (welfare organisation) makes
     "requested": frozenset({"received", "accepted", "rejected"}),
@@ -153,7 +157,7 @@ def _roles(principal: Principal, owner: str, requester_org: str | None) -> tuple
 
 def milestone_of(task: dict[str, Any]) -> str | None:
     for coding in (task.get("businessStatus") or {}).get("coding", []):
-        if coding.get("system", "").endswith("/CodeSystem/wor-milestones"):
+        if coding.get("system", "").endswith(_MILESTONES_PATH):
             return coding.get("code")
     return None
 
@@ -189,7 +193,7 @@ def _with_activities(plan: dict[str, Any], task: dict[str, Any]) -> dict[str, An
         (o, coding)
         for o in task.get("output", [])
         for coding in (o.get("type") or {}).get("coding", [])
-        if coding.get("system", "").endswith("/CodeSystem/wor-activity-categories")
+        if coding.get("system", "").endswith(_ACTIVITY_CATEGORIES_PATH)
     ]
     if not found:
         return plan

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -30,20 +29,25 @@ from fhir_gateway.mapping import feedback_for
 from fhir_gateway.store.delivery_tables import TimerRow
 from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.repository import Repository, Stored
+from fhir_gateway.vocabulary import (
+    AMSTERDAM,
+    MILESTONES,
+    REMINDER_KINDS,
+    FeedbackKind,
+    Milestone,
+    ReminderKind,
+)
 from fhir_gateway.workflow.context import GatewayContext
 
 log = logging.getLogger(__name__)
 
 T = TimerRow.__table__
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
-REMINDER_KINDS = "https://wor.example.nl/fhir/CodeSystem/wor-reminder-kinds"
-MILESTONES = "https://wor.example.nl/fhir/CodeSystem/wor-milestones"
 WAITING = frozenset({"requested", "received"})
 RUNNING = frozenset({"in-progress", "on-hold"})
 MAX_ATTEMPTS = 10
 REMINDER_TEXT = {
-    "intake-overdue": "De intaketermijn van deze Welzijn op Recept-verwijzing is verstreken zonder intake.",
-    "trajectory-overdue": "Het traject Welzijn op Recept is over de geplande einddatum heen en nog niet afgesloten.",
+    ReminderKind.INTAKE_OVERDUE: "De intaketermijn van deze Welzijn op Recept-verwijzing is verstreken zonder intake.",
+    ReminderKind.TRAJECTORY_OVERDUE: "Het traject Welzijn op Recept is over de geplande einddatum heen en nog niet afgesloten.",
 }
 
 
@@ -209,8 +213,8 @@ def _intake_overdue(ctx: GatewayContext, repo: Repository, row: Any, now: dateti
     region, settings = _settings(ctx, repo, task.content)
     if not (settings.get("reminders") or {}).get("intake_overdue", True):
         return "skipped", None
-    _reminder(repo, task, "intake-overdue", now)
-    _feedback(ctx, repo, task, region, settings, "no-intake-yet")
+    _reminder(repo, task, ReminderKind.INTAKE_OVERDUE, now)
+    _feedback(ctx, repo, task, region, settings, FeedbackKind.NO_INTAKE_YET)
     return "fired", None
 
 
@@ -219,7 +223,7 @@ def _trajectory_end(ctx: GatewayContext, repo: Repository, row: Any, now: dateti
     if task is None or task.content.get("status") not in RUNNING:
         return "obsolete", None
     _, settings = _settings(ctx, repo, task.content)
-    _reminder(repo, task, "trajectory-overdue", now)
+    _reminder(repo, task, ReminderKind.TRAJECTORY_OVERDUE, now)
     auto = settings.get("auto_close") or {}
     if auto.get("enabled"):
         add(
@@ -247,7 +251,7 @@ def _auto_close(
         return "skipped", None
     if task.content.get("status") == "on-hold":  # the state machine closes from in-progress only
         return "pending", now + timedelta(days=1)
-    code = str(auto.get("milestone") or "closed-other")
+    code = str(auto.get("milestone") or Milestone.CLOSED_OTHER)
     display = ((settings.get("feedback") or {}).get("on_milestone") or {}).get(code) or {}
     coding = {"system": MILESTONES, "code": code}
     if isinstance(display, dict) and display.get("display"):

@@ -285,7 +285,8 @@ def test_referral_page_view_is_audited(played: tuple[TestClient, dict[str, Any]]
 
 
 def test_report_charts_draw_bars_and_suppressed_stubs() -> None:
-    from fhir_gateway.api.console.charts import DATA_ABSENT, report_charts
+    from fhir_gateway.api.console.charts import report_charts
+    from fhir_gateway.vocabulary import DATA_ABSENT_REASON as DATA_ABSENT
 
     masked = {"extension": [{"url": DATA_ABSENT, "valueCode": "masked"}]}
     report = {

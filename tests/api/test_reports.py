@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.measurereport import MeasureReport
 
-from fhir_gateway.delivery import events
 from fhir_gateway.commands.report import report as report_command
-from fhir_gateway.reports.measure import DATA_ABSENT
+from fhir_gateway.delivery import events
 from fhir_gateway.rest.operations.wor_report import wor_report
 from fhir_gateway.settings import Settings
+from fhir_gateway.vocabulary import DATA_ABSENT_REASON as DATA_ABSENT
 from tests.conftest import authorize, make_client
 from tests.wor import (
     FHIR_JSON,

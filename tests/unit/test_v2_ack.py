@@ -11,9 +11,10 @@ from hl7apy.parser import parse_message
 
 from fhir_gateway.v2.ack import AckError, ack_code_of, build_ack, header_guess
 from fhir_gateway.v2.inbound import parse
-from fhir_gateway.v2.mapping import AMSTERDAM, Loc
+from fhir_gateway.v2.mapping import Loc
 from fhir_gateway.v2.mllp import FrameReader, frame
 from fhir_gateway.v2.outbound import rri_for
+from fhir_gateway.vocabulary import AMSTERDAM
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "v2"
 NOW = datetime(2026, 11, 5, 10, 31, tzinfo=AMSTERDAM)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_gateway.api.console.html import Safe, join, render
+from fhir_gateway.vocabulary import DATA_ABSENT_REASON
 
-DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 WIDTH = 680
 LABEL_W = 250
 VALUE_W = 90
@@ -30,7 +30,7 @@ class Bar:
 
 
 def _masked(element: dict[str, Any] | None) -> bool:
-    return any(e.get("url") == DATA_ABSENT for e in (element or {}).get("extension", []))
+    return any(e.get("url") == DATA_ABSENT_REASON for e in (element or {}).get("extension", []))
 
 
 def _title(concept: dict[str, Any] | None) -> str:

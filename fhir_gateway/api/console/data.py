@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from fhir_gateway.delivery import outbox
 from fhir_gateway.routing import Directory
 from fhir_gateway.routing.directory import house_number
-from fhir_gateway.security.audit import CHANNEL_SYSTEM
 from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow, V2MessageRow
+from fhir_gateway.vocabulary import ACTIVITY_CATEGORIES, FEEDBACK_KINDS, MILESTONES, Milestone
+from fhir_gateway.vocabulary import CHANNEL as CHANNEL_SYSTEM
 
 R = ResourceRow.__table__
 H = HistoryRow.__table__
@@ -27,10 +28,6 @@ IX = SearchIndexRow.__table__
 OUT = OutboxRow.__table__
 V2 = V2MessageRow.__table__
 
-WOR = "https://wor.example.nl/fhir"
-MILESTONES = f"{WOR}/CodeSystem/wor-milestones"
-FEEDBACK_KINDS = f"{WOR}/CodeSystem/wor-feedback-kinds"
-ACTIVITY_CATEGORIES = f"{WOR}/CodeSystem/wor-activity-categories"
 STAGES = ("received", "routed", "accepted", "intake", "activity", "closed")
 STAGE_LABELS = {
     "received": "ontvangen",
@@ -50,7 +47,7 @@ STAGE_STATUSES = {
     "activity": ("in-progress", "on-hold"),
     "closed": FINAL,
 }
-INTAKE_CODES = frozenset({"intake-held", "activity-found"})
+INTAKE_CODES = frozenset({Milestone.INTAKE_HELD, Milestone.ACTIVITY_FOUND})
 _CHUNK = 500
 
 
@@ -157,7 +154,7 @@ def stage_of(task: dict[str, Any]) -> str:
     business = set(codes(task.get("businessStatus"), MILESTONES))
     if status in FINAL:
         return "closed"
-    if "activity-found" in business or _has_activity(task):
+    if Milestone.ACTIVITY_FOUND in business or _has_activity(task):
         return "activity"
     if business & INTAKE_CODES or status in ("in-progress", "on-hold"):
         return "intake"
@@ -382,7 +379,7 @@ def _timeline(versions: list[tuple[datetime, dict[str, Any]]]) -> dict[str, date
             "routed": i == 0,
             "accepted": status in ("accepted", "in-progress", "on-hold", "completed"),
             "intake": bool(business & INTAKE_CODES),
-            "activity": "activity-found" in business or _has_activity(task),
+            "activity": Milestone.ACTIVITY_FOUND in business or _has_activity(task),
             "closed": status in FINAL,
         }
         for stage, hit in hits.items():

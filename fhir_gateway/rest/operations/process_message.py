@@ -16,6 +16,7 @@ from fhir_gateway.fhir.search import search_escape
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
 from fhir_gateway.rest.bundles import BundleProcessor, check_shell
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
+from fhir_gateway.vocabulary import AGB, BSN, MESSAGE_EVENTS, MessageEvent
 
 DEFINITION: dict[str, Any] = {
     "resourceType": "OperationDefinition",
@@ -51,9 +52,9 @@ DEFINITION: dict[str, Any] = {
 
 
 MATCH_ON = {  # resource type → identifier system an existing resource is matched on
-    "Patient": "http://fhir.nl/fhir/NamingSystem/bsn",
-    "Practitioner": "http://fhir.nl/fhir/NamingSystem/agb-z",
-    "Organization": "http://fhir.nl/fhir/NamingSystem/agb-z",
+    "Patient": BSN,
+    "Practitioner": AGB,
+    "Organization": AGB,
 }
 
 
@@ -95,7 +96,8 @@ class MessageProcessor:
         reply_header: dict[str, Any] = {
             "resourceType": "MessageHeader",
             "id": str(uuid.uuid4()),
-            "eventCoding": header.get("eventCoding") or {"system": "urn:wor", "code": "referral"},
+            "eventCoding": header.get("eventCoding")
+            or {"system": MESSAGE_EVENTS, "code": MessageEvent.REFERRAL},
             "source": {"name": "fhir-gateway", "endpoint": req.base_url or "urn:fhir-gateway"},
             "response": {"identifier": bundle.get("id") or header.get("id") or "unknown", "code": "ok"},
         }

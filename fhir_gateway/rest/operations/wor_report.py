@@ -11,11 +11,12 @@ from typing import Any
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.reports.municipality import REPORT_ROLES, build_report, parse_period
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
+from fhir_gateway.vocabulary import WOR_REPORT_OPERATION
 
 DEFINITION: dict[str, Any] = {
     "resourceType": "OperationDefinition",
     "id": "wor-report",
-    "url": "https://wor.example.nl/fhir/OperationDefinition/wor-report",
+    "url": WOR_REPORT_OPERATION,
     "name": "WorReport",
     "title": "Welzijn op Recept municipality report",
     "status": "active",
