@@ -89,7 +89,34 @@ class AuditTrail:
         )
 
     def event(self, status: int) -> dict[str, Any]:
+        """The AuditEvent of this request: who (agents), what (entities), and the outcome."""
         outcome = "0" if status < 400 else ("4" if status < 500 else "8")
+        entities = self._entities()
+        event: dict[str, Any] = {
+            "resourceType": "AuditEvent",
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+            "subtype": [
+                {"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction or "read"},
+                *([{"system": CHANNEL_SYSTEM, "code": self.channel}] if self.channel else []),
+            ],
+            "action": ACTIONS.get(self.interaction, "E"),
+            "recorded": format_instant(utc_now()),
+            "outcome": outcome,
+            **({"outcomeDesc": self.outcome_text[:500]} if self.outcome_text else {}),
+            "agent": self._agents(),
+            "source": {
+                "observer": {"display": "fhir-gateway"},
+                "type": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}
+                ],
+            },
+        }
+        if entities:
+            event["entity"] = entities
+        return event
+
+    def _agents(self) -> list[dict[str, Any]]:
+        """The client (with its address), then the organisation it acted for, if any."""
         agents: list[dict[str, Any]] = [
             {
                 "type": {
@@ -121,6 +148,10 @@ class AuditTrail:
                     "role": [{"text": "on behalf of"}],
                 }
             )
+        return agents
+
+    def _entities(self) -> list[dict[str, Any]]:
+        """Resources touched, then patients (NEN 7513 looks them up), then query, text, request id."""
         entities: list[dict[str, Any]] = [
             {
                 "what": {"reference": ref},
@@ -148,25 +179,6 @@ class AuditTrail:
                     "description": f"search {self.query[:200]}",
                 }
             )
-        event: dict[str, Any] = {
-            "resourceType": "AuditEvent",
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
-            "subtype": [
-                {"system": "http://hl7.org/fhir/restful-interaction", "code": self.interaction or "read"},
-                *([{"system": CHANNEL_SYSTEM, "code": self.channel}] if self.channel else []),
-            ],
-            "action": ACTIONS.get(self.interaction, "E"),
-            "recorded": format_instant(utc_now()),
-            "outcome": outcome,
-            **({"outcomeDesc": self.outcome_text[:500]} if self.outcome_text else {}),
-            "agent": agents,
-            "source": {
-                "observer": {"display": "fhir-gateway"},
-                "type": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}
-                ],
-            },
-        }
         if self.description:
             entities.append(
                 {
@@ -189,9 +201,7 @@ class AuditTrail:
                     "detail": [{"type": "X-Request-Id", "valueString": self.request_id}],
                 }
             )
-        if entities:
-            event["entity"] = entities
-        return event
+        return entities
 
     def provenance(self) -> dict[str, Any]:
         """Who changed what, on whose behalf: one Provenance per changing request."""
