@@ -98,6 +98,7 @@ def _check_credential(console: Console, request: Request, token: str, given: str
 def _held_back_page(
     console: Console, request: Request, next_url: str, account: str, address: str, wait: int
 ) -> Response:
+    """429 with Retry-After, before any credential check; counted so operators see guessing."""
     console.ctx.metrics.throttled.labels("console").inc()
     log.warning(
         "console sign-in held back: %s from %s for %d s", account, address, wait, extra={"event": "auth"}
