@@ -111,10 +111,14 @@ def load_examples(folder: Path = SCENARIOS) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _type_paths(rtype: str, params: dict[str, Any], examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    base = f"/fhir/{rtype}"
-    tag = [rtype]
-    search_params = [
+READ_ERRORS = ("401", "403", "404", "410")
+WRITE_ERRORS = ("400", "401", "403", "404", "409", "412", "415", "422")
+IF_MATCH = 'W/"<versionId>" you last read (required for Task)'
+
+
+def _search_parameters(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The result parameters every type takes, then the type's own search parameters by name."""
+    return [
         {"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
         for n, d in RESULT_PARAMS.items()
     ] + [
@@ -127,72 +131,27 @@ def _type_paths(rtype: str, params: dict[str, Any], examples: dict[str, dict[str
         }
         for p in sorted(params.values(), key=lambda p: p.name)
     ]
-    rid = _path_param("id", f"Logical id of the {rtype}")
-    read_errors = ("401", "403", "404", "410")
-    write_errors = ("400", "401", "403", "404", "409", "412", "415", "422")
+
+
+def _type_paths(rtype: str, params: dict[str, Any], examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every interaction on one resource type, by path: type level first, then instance level."""
+    search_params = _search_parameters(params)
+    return {**_type_level_paths(rtype, search_params, examples), **_instance_paths(rtype, examples)}
+
+
+def _type_level_paths(
+    rtype: str, search_params: list[dict[str, Any]], examples: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Search, create, type history and `$validate` under `/fhir/{rtype}`."""
+    base = f"/fhir/{rtype}"
+    tag = [rtype]
     create_examples = examples.get(rtype)
-    update: dict[str, Any] = {
-        "tags": tag,
-        "summary": f"update {rtype} (creates it under this id when new)",
-        "operationId": f"update-{rtype}",
-        "parameters": [rid, _header("If-Match", 'W/"<versionId>" you last read (required for Task)')],
-        "requestBody": {"required": True, "content": _fhir_body()},
-        "responses": _responses("200", "Updated", (*write_errors, "428")),
-    }
-    update["responses"]["201"] = {"description": "Created", "content": _fhir_body()}
-    patch_body: dict[str, Any] = {
-        "schema": {"type": "array", "items": _ref("JsonPatchOperation")},
-    }
-    if rtype == "Task" and examples.get("patch"):
-        patch_body["examples"] = examples["patch"]
     return {
         base: {
-            "get": {
-                "tags": tag,
-                "summary": f"search {rtype}",
-                "description": "Confined to the caller's compartment before paging. Unknown parameters are "
-                "a warning in the Bundle (400 with `Prefer: handling=strict`).",
-                "operationId": f"search-{rtype}",
-                "parameters": search_params,
-                "responses": _responses("200", "searchset Bundle", ("400", "401", "403"), "Bundle"),
-            },
-            "post": {
-                "tags": tag,
-                "summary": f"create {rtype}",
-                "operationId": f"create-{rtype}",
-                "parameters": [
-                    _header(
-                        "If-None-Exist", "Conditional create: a search query, e.g. identifier=system|value"
-                    )
-                ],
-                "requestBody": {"required": True, "content": _fhir_body(examples=create_examples)},
-                "responses": {
-                    **_responses("201", "Created (Location header names the version)", write_errors),
-                    "200": {
-                        "description": "Already there (If-None-Exist / duplicate referral)",
-                        "content": _fhir_body(),
-                    },
-                },
-            },
+            "get": _search_operation(rtype, search_params),
+            "post": _create_operation(rtype, create_examples),
         },
-        f"{base}/_search": {
-            "post": {
-                "tags": tag,
-                "summary": f"search {rtype} (form body)",
-                "operationId": f"search-post-{rtype}",
-                "requestBody": {
-                    "content": {
-                        "application/x-www-form-urlencoded": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {p["name"]: {"type": "string"} for p in search_params},
-                            }
-                        }
-                    }
-                },
-                "responses": _responses("200", "searchset Bundle", ("400", "401", "403"), "Bundle"),
-            }
-        },
+        f"{base}/_search": {"post": _search_form_operation(rtype, search_params)},
         f"{base}/_history": {
             "get": {
                 "tags": tag,
@@ -213,6 +172,66 @@ def _type_paths(rtype: str, params: dict[str, Any], examples: dict[str, dict[str
                 ),
             }
         },
+    }
+
+
+def _search_operation(rtype: str, search_params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "tags": [rtype],
+        "summary": f"search {rtype}",
+        "description": "Confined to the caller's compartment before paging. Unknown parameters are "
+        "a warning in the Bundle (400 with `Prefer: handling=strict`).",
+        "operationId": f"search-{rtype}",
+        "parameters": search_params,
+        "responses": _responses("200", "searchset Bundle", ("400", "401", "403"), "Bundle"),
+    }
+
+
+def _search_form_operation(rtype: str, search_params: list[dict[str, Any]]) -> dict[str, Any]:
+    """`POST _search`: the same parameters as a form body."""
+    return {
+        "tags": [rtype],
+        "summary": f"search {rtype} (form body)",
+        "operationId": f"search-post-{rtype}",
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {p["name"]: {"type": "string"} for p in search_params},
+                    }
+                }
+            }
+        },
+        "responses": _responses("200", "searchset Bundle", ("400", "401", "403"), "Bundle"),
+    }
+
+
+def _create_operation(rtype: str, create_examples: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "tags": [rtype],
+        "summary": f"create {rtype}",
+        "operationId": f"create-{rtype}",
+        "parameters": [
+            _header("If-None-Exist", "Conditional create: a search query, e.g. identifier=system|value")
+        ],
+        "requestBody": {"required": True, "content": _fhir_body(examples=create_examples)},
+        "responses": {
+            **_responses("201", "Created (Location header names the version)", WRITE_ERRORS),
+            "200": {
+                "description": "Already there (If-None-Exist / duplicate referral)",
+                "content": _fhir_body(),
+            },
+        },
+    }
+
+
+def _instance_paths(rtype: str, examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Read, update, patch, delete, instance history and vread under `/fhir/{rtype}/{id}`."""
+    base = f"/fhir/{rtype}"
+    tag = [rtype]
+    rid = _path_param("id", f"Logical id of the {rtype}")
+    return {
         f"{base}/{{id}}": {
             "get": {
                 "tags": tag,
@@ -220,19 +239,12 @@ def _type_paths(rtype: str, params: dict[str, Any], examples: dict[str, dict[str
                 "operationId": f"read-{rtype}",
                 "parameters": [rid, _header("If-None-Match", "ETag; 304 when unchanged")],
                 "responses": {
-                    **_responses("200", "The resource (ETag, Last-Modified)", read_errors),
+                    **_responses("200", "The resource (ETag, Last-Modified)", READ_ERRORS),
                     "304": {"description": "Not modified"},
                 },
             },
-            "put": update,
-            "patch": {
-                "tags": tag,
-                "summary": f"patch {rtype} (JSON Patch)",
-                "operationId": f"patch-{rtype}",
-                "parameters": [rid, _header("If-Match", 'W/"<versionId>" you last read (required for Task)')],
-                "requestBody": {"required": True, "content": {JSON_PATCH: patch_body}},
-                "responses": _responses("200", "Patched", (*write_errors, "428")),
-            },
+            "put": _update_operation(rtype, rid),
+            "patch": _patch_operation(rtype, rid, examples),
             "delete": {
                 "tags": tag,
                 "summary": f"delete {rtype} (soft: history kept, 410 afterwards)",
@@ -247,7 +259,7 @@ def _type_paths(rtype: str, params: dict[str, Any], examples: dict[str, dict[str
                 "summary": f"history of one {rtype}",
                 "operationId": f"history-instance-{rtype}",
                 "parameters": [rid, _query("_since"), _query("_count")],
-                "responses": _responses("200", "history Bundle", read_errors, "Bundle"),
+                "responses": _responses("200", "history Bundle", READ_ERRORS, "Bundle"),
             }
         },
         f"{base}/{{id}}/_history/{{vid}}": {
@@ -256,9 +268,40 @@ def _type_paths(rtype: str, params: dict[str, Any], examples: dict[str, dict[str
                 "summary": f"vread {rtype}",
                 "operationId": f"vread-{rtype}",
                 "parameters": [rid, _path_param("vid", "Version id")],
-                "responses": _responses("200", "That version", read_errors),
+                "responses": _responses("200", "That version", READ_ERRORS),
             }
         },
+    }
+
+
+def _update_operation(rtype: str, rid: dict[str, Any]) -> dict[str, Any]:
+    """PUT: 200 for an update, 201 when the id was new (update as create)."""
+    update: dict[str, Any] = {
+        "tags": [rtype],
+        "summary": f"update {rtype} (creates it under this id when new)",
+        "operationId": f"update-{rtype}",
+        "parameters": [rid, _header("If-Match", IF_MATCH)],
+        "requestBody": {"required": True, "content": _fhir_body()},
+        "responses": _responses("200", "Updated", (*WRITE_ERRORS, "428")),
+    }
+    update["responses"]["201"] = {"description": "Created", "content": _fhir_body()}
+    return update
+
+
+def _patch_operation(rtype: str, rid: dict[str, Any], examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """JSON Patch; the Task patches of the scenarios are its examples."""
+    patch_body: dict[str, Any] = {
+        "schema": {"type": "array", "items": _ref("JsonPatchOperation")},
+    }
+    if rtype == "Task" and examples.get("patch"):
+        patch_body["examples"] = examples["patch"]
+    return {
+        "tags": [rtype],
+        "summary": f"patch {rtype} (JSON Patch)",
+        "operationId": f"patch-{rtype}",
+        "parameters": [rid, _header("If-Match", IF_MATCH)],
+        "requestBody": {"required": True, "content": {JSON_PATCH: patch_body}},
+        "responses": _responses("200", "Patched", (*WRITE_ERRORS, "428")),
     }
 
 
@@ -279,8 +322,16 @@ def _query(name: str, description: str = "", required: bool = False) -> dict[str
 def _system_paths(
     examples: dict[str, dict[str, Any]], operations: Iterable[tuple[str | None, str]]
 ) -> dict[str, Any]:
-    ops = set(operations)
-    paths: dict[str, Any] = {
+    """The routes outside a resource type: whole-system FHIR, auth, v2, and the report if offered."""
+    paths = {**_fhir_system_paths(examples), **_auth_paths(), **_v2_paths()}
+    if (None, "$wor-report") in set(operations):
+        paths.update(_report_paths())
+    return paths
+
+
+def _fhir_system_paths(examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Bundles posted to `/fhir`, the CapabilityStatement and system history."""
+    return {
         "/fhir": {
             "post": {
                 "tags": ["system"],
@@ -314,6 +365,12 @@ def _system_paths(
                 "responses": _responses("200", "history Bundle", ("401", "403"), "Bundle"),
             }
         },
+    }
+
+
+def _auth_paths() -> dict[str, Any]:
+    """SMART Backend Services: the token endpoint (RFC 6749 errors) and its discovery document."""
+    return {
         "/auth/token": {
             "post": {
                 "tags": ["auth"],
@@ -322,29 +379,7 @@ def _system_paths(
                 "security": [],
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        "application/x-www-form-urlencoded": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["grant_type", "client_assertion_type", "client_assertion"],
-                                "properties": {
-                                    "grant_type": {"type": "string", "enum": ["client_credentials"]},
-                                    "scope": {
-                                        "type": "string",
-                                        "example": "system/Task.rus system/Communication.rs",
-                                    },
-                                    "client_assertion_type": {
-                                        "type": "string",
-                                        "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
-                                    },
-                                    "client_assertion": {
-                                        "type": "string",
-                                        "description": "JWT signed RS384/ES384",
-                                    },
-                                },
-                            }
-                        }
-                    },
+                    "content": {"application/x-www-form-urlencoded": {"schema": _token_request_schema()}},
                 },
                 "responses": {
                     "200": {
@@ -375,6 +410,34 @@ def _system_paths(
                 },
             }
         },
+    }
+
+
+def _token_request_schema() -> dict[str, Any]:
+    """The client_credentials form with a private_key_jwt client assertion."""
+    return {
+        "type": "object",
+        "required": ["grant_type", "client_assertion_type", "client_assertion"],
+        "properties": {
+            "grant_type": {"type": "string", "enum": ["client_credentials"]},
+            "scope": {
+                "type": "string",
+                "example": "system/Task.rus system/Communication.rs",
+            },
+            "client_assertion_type": {
+                "type": "string",
+                "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
+            },
+            "client_assertion": {
+                "type": "string",
+                "description": "JWT signed RS384/ES384",
+            },
+        },
+    }
+
+
+def _v2_paths() -> dict[str, Any]:
+    return {
         "/v2": {
             "post": {
                 "tags": ["hl7v2"],
@@ -393,8 +456,11 @@ def _system_paths(
             }
         },
     }
-    if (None, "$wor-report") in ops:
-        paths["/fhir/$wor-report"] = {
+
+
+def _report_paths() -> dict[str, Any]:
+    return {
+        "/fhir/$wor-report": {
             "get": {
                 "tags": ["reports"],
                 "summary": "municipality report (MeasureReport; counts under 5 suppressed); admins only",
@@ -406,7 +472,7 @@ def _system_paths(
                 "responses": _responses("200", "MeasureReport", ("400", "401", "403"), "MeasureReport"),
             }
         }
-    return paths
+    }
 
 
 def _components() -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from fhir_gateway import __version__
 from fhir_gateway.fhir.outcome import FhirError, error
@@ -278,57 +279,73 @@ def build_report(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Compute the MeasureReport for one municipality and period (suppressed, ready to send)."""
-    from fhir_gateway.reports.measure import MIN_CELL
-
     now = now or datetime.now(UTC)
     session = repo.session
     resolver = MunicipalityResolver(directory)
     owners = sorted(resolver.owners_for(municipality))
     start, end = period.bounds()
     referrals = data.cohort(session, start, end, owners)
-
-    # municipality per referral; the patient is read (in bulk) only where the service is ambiguous
-    decided: dict[str, str | bool | None] = {k: resolver.resolve(r.task) for k, r in referrals.items()}
-    undecided = {k for k, v in decided.items() if v is True}
-    if undecided:
-        ids = {
-            (normalise_reference((referrals[k].task.get("for") or {}).get("reference", "")) or "").partition(
-                "/"
-            )[2]
-            for k in undecided
-        }
-        patients = data.resources_by_id(session, "Patient", ids)
-        for k in undecided:
-            pid = (
-                normalise_reference((referrals[k].task.get("for") or {}).get("reference", "")) or ""
-            ).partition("/")[2]
-            decided[k] = resolver.resolve(referrals[k].task, patients.get(pid, {}))
-    wanted = municipality.casefold()
-    referrals = {
-        k: r
-        for k, r in referrals.items()
-        if isinstance(decided[k], str) and decided[k].casefold() == wanted  # type: ignore[union-attr]
-    }
+    referrals = _in_municipality(session, resolver, referrals, municipality)
     data.add_history(session, referrals)
     data.add_feedback(session, referrals)
     pushes = data.outbox_status(session) if referrals else {}
     qr_ids = {i for r in referrals.values() for i in _ph_refs(r.task).values()}
     questionnaires = data.resources_by_id(session, "QuestionnaireResponse", qr_ids)
+    groups = _groups(
+        list(referrals.values()), directory, pushes, questionnaires, profiles_dir or Path("profiles")
+    )
+    return _measure_report(municipality, period, now, groups)
 
-    profiles = profiles_dir or Path("profiles")
-    groups = [
-        _referrals_group(referrals.values(), directory),
-        _accepted_group(referrals.values()),
-        *_intake_groups(referrals.values()),
-        *_outcome_groups(referrals.values()),
-        _activities_group(
-            referrals.values(), _displays(profiles / "CodeSystem-wor-activity-categories.json")
-        ),
-        _positive_health_group(referrals.values(), questionnaires),
-        _feedback_group(
-            referrals.values(), pushes, _displays(profiles / "CodeSystem-wor-feedback-kinds.json")
-        ),
+
+def _patient_id(task: dict[str, Any]) -> str:
+    return (normalise_reference((task.get("for") or {}).get("reference", "")) or "").partition("/")[2]
+
+
+def _in_municipality(
+    session: sa.Connection, resolver: MunicipalityResolver, referrals: dict[str, Any], municipality: str
+) -> dict[str, Any]:
+    """The referrals of this municipality; the patient is read (in bulk) only where the service
+    they went to covers several municipalities and the Task does not say which."""
+    decided: dict[str, str | bool | None] = {k: resolver.resolve(r.task) for k, r in referrals.items()}
+    undecided = {k for k, v in decided.items() if v is True}
+    if undecided:
+        ids = {_patient_id(referrals[k].task) for k in undecided}
+        patients = data.resources_by_id(session, "Patient", ids)
+        for k in undecided:
+            decided[k] = resolver.resolve(referrals[k].task, patients.get(_patient_id(referrals[k].task), {}))
+    wanted = municipality.casefold()
+    return {
+        k: r
+        for k, r in referrals.items()
+        if isinstance(decided[k], str) and decided[k].casefold() == wanted  # type: ignore[union-attr]
+    }
+
+
+def _groups(
+    referrals: list[Any],
+    directory: Directory,
+    pushes: dict[str, Any],
+    questionnaires: dict[str, dict[str, Any]],
+    profiles: Path,
+) -> list[dict[str, Any]]:
+    """The report's groups in their fixed order (code-system displays read from `profiles`)."""
+    return [
+        _referrals_group(referrals, directory),
+        _accepted_group(referrals),
+        *_intake_groups(referrals),
+        *_outcome_groups(referrals),
+        _activities_group(referrals, _displays(profiles / "CodeSystem-wor-activity-categories.json")),
+        _positive_health_group(referrals, questionnaires),
+        _feedback_group(referrals, pushes, _displays(profiles / "CodeSystem-wor-feedback-kinds.json")),
     ]
+
+
+def _measure_report(
+    municipality: str, period: Period, now: datetime, groups: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The MeasureReport around the groups, with the definitions as its narrative."""
+    from fhir_gateway.reports.measure import MIN_CELL
+
     text = NARRATIVE.format(
         municipality=municipality,
         start=period.start.isoformat(),

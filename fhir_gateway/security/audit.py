@@ -101,7 +101,32 @@ class AuditTrail:
         )
 
     def event(self, status: int) -> dict[str, Any]:
+        """The AuditEvent of this request: who (agents), what (entities), and the outcome."""
         outcome = "0" if status < 400 else ("4" if status < 500 else "8")
+        entities = self._entities()
+        event: dict[str, Any] = {
+            "resourceType": "AuditEvent",
+            "type": {"system": AUDIT_EVENT_TYPE, "code": "rest"},
+            "subtype": [
+                {"system": RESTFUL_INTERACTION, "code": self.interaction or "read"},
+                *([{"system": CHANNEL, "code": self.channel}] if self.channel else []),
+            ],
+            "action": ACTIONS.get(self.interaction, "E"),
+            "recorded": format_instant(utc_now()),
+            "outcome": outcome,
+            **({"outcomeDesc": self.outcome_text[:500]} if self.outcome_text else {}),
+            "agent": self._agents(),
+            "source": {
+                "observer": {"display": "fhir-gateway"},
+                "type": [{"system": SECURITY_SOURCE_TYPE, "code": "4"}],
+            },
+        }
+        if entities:
+            event["entity"] = entities
+        return event
+
+    def _agents(self) -> list[dict[str, Any]]:
+        """The client (with its address), then the organisation it acted for, if any."""
         agents: list[dict[str, Any]] = [
             {
                 "type": {
@@ -133,6 +158,10 @@ class AuditTrail:
                     "role": [{"text": "on behalf of"}],
                 }
             )
+        return agents
+
+    def _entities(self) -> list[dict[str, Any]]:
+        """Resources touched, then patients (NEN 7513 looks them up), then query, text, request id."""
         entities: list[dict[str, Any]] = [
             {
                 "what": {"reference": ref},
@@ -160,25 +189,6 @@ class AuditTrail:
                     "description": f"search {self.query[:200]}",
                 }
             )
-        event: dict[str, Any] = {
-            "resourceType": "AuditEvent",
-            "type": {"system": AUDIT_EVENT_TYPE, "code": "rest"},
-            "subtype": [
-                {"system": RESTFUL_INTERACTION, "code": self.interaction or "read"},
-                *([{"system": CHANNEL, "code": self.channel}] if self.channel else []),
-            ],
-            "action": ACTIONS.get(self.interaction, "E"),
-            "recorded": format_instant(utc_now()),
-            "outcome": outcome,
-            **({"outcomeDesc": self.outcome_text[:500]} if self.outcome_text else {}),
-            "agent": agents,
-            "source": {
-                "observer": {"display": "fhir-gateway"},
-                "type": [
-                    {"system": SECURITY_SOURCE_TYPE, "code": "4"}
-                ],
-            },
-        }
         if self.description:
             entities.append(
                 {
@@ -201,9 +211,7 @@ class AuditTrail:
                     "detail": [{"type": "X-Request-Id", "valueString": self.request_id}],
                 }
             )
-        if entities:
-            event["entity"] = entities
-        return event
+        return entities
 
     def provenance(self) -> dict[str, Any]:
         """Who changed what, on whose behalf: one Provenance per changing request."""
@@ -232,11 +240,7 @@ class AuditTrail:
             "resourceType": "Provenance",
             "target": [{"reference": ref} for ref in self.changed],
             "recorded": format_instant(utc_now()),
-            "activity": {
-                "coding": [
-                    {"system": DATA_OPERATION, "code": activity}
-                ]
-            },
+            "activity": {"coding": [{"system": DATA_OPERATION, "code": activity}]},
             "agent": [agent],
         }
 
@@ -262,14 +266,8 @@ def login_event(
     client an access token is for — as *claimed* by the token when it did not verify), from
     which address, the outcome and why. Never the password or the token itself."""
     agent: dict[str, Any] = {
-        "type": {
-            "coding": [
-                {"system": PARTICIPATION_TYPE, "code": "AUT"}
-            ]
-        },
-        "who": {
-            "identifier": {"system": CLIENT_ID, "value": account}
-        },
+        "type": {"coding": [{"system": PARTICIPATION_TYPE, "code": "AUT"}]},
+        "who": {"identifier": {"system": CLIENT_ID, "value": account}},
         "name": account if verified or succeeded else f"{account} (claimed)",
         "role": [{"text": "console sign-in"}],
         "requestor": True,

@@ -105,6 +105,9 @@ def _index_codesystem(res: dict[str, Any]) -> CodeSystemIndex:
     return CodeSystemIndex(canonical(res["url"]), res.get("name", res["id"]), frozenset(codes), descendants)
 
 
+Pairs = set[tuple[str, str]]  # (system, code)
+
+
 def _expand(
     url: str,
     raw: dict[str, dict[str, Any]],
@@ -121,59 +124,10 @@ def _expand(
         raise ProfileError(f"ValueSet {url} is referenced but not in profiles/")
     vs = raw[url]
     compose = vs.get("compose") or {}
-    pairs: set[tuple[str, str]] = set()
-    roots: set[tuple[str, str]] = set()
-
-    def part(inc: dict[str, Any]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-        p: set[tuple[str, str]] = set()
-        r: set[tuple[str, str]] = set()
-        system = inc.get("system")
-        if inc.get("valueSet"):
-            if system:
-                raise ProfileError(f"ValueSet {url}: include with both system and valueSet is not supported")
-            for sub_url in inc["valueSet"]:
-                sub = _expand(canonical(sub_url), raw, codesystems, done, (*busy, url))
-                p |= sub.pairs
-                r |= sub.dotted_roots
-            return p, r
-        if not system:
-            raise ProfileError(f"ValueSet {url}: include without system or valueSet")
-        cs = codesystems.get(system)
-        if inc.get("concept"):
-            if inc.get("filter"):
-                raise ProfileError(f"ValueSet {url}: include with both concept and filter (vsd-3)")
-            for concept in inc["concept"]:
-                if cs is not None and concept["code"] not in cs.codes:
-                    raise ProfileError(
-                        f"ValueSet {url}: code {concept['code']} is not in CodeSystem {system}"
-                    )
-                p.add((system, concept["code"]))
-        elif inc.get("filter"):
-            for flt in inc["filter"]:
-                if flt.get("op") != "is-a" or flt.get("property") != "concept":
-                    raise ProfileError(
-                        f"ValueSet {url}: only 'concept is-a' filters are supported, got {flt}"
-                    )
-                value = flt["value"]
-                if cs is not None:
-                    if value not in cs.codes:
-                        raise ProfileError(f"ValueSet {url}: is-a {value} is not in CodeSystem {system}")
-                    p |= {(system, c) for c in cs.descendants[value]}
-                elif system in DOTTED_HIERARCHY_SYSTEMS:
-                    p.add((system, value))
-                    r.add((system, value))
-                else:
-                    raise ProfileError(f"ValueSet {url}: cannot evaluate is-a on {system} (not held locally)")
-            if len(inc["filter"]) > 1:
-                raise ProfileError(f"ValueSet {url}: use one filter per include (filters would be ANDed)")
-        else:
-            if cs is None:
-                raise ProfileError(f"ValueSet {url}: includes all of {system}, which is not in profiles/")
-            p |= {(system, c) for c in cs.codes}
-        return p, r
-
+    pairs: Pairs = set()
+    roots: Pairs = set()
     for inc in compose.get("include", []):
-        p, r = part(inc)
+        p, r = _include(url, inc, raw, codesystems, done, busy)
         pairs |= p
         roots |= r
     for exc in compose.get("exclude", []):
@@ -190,6 +144,77 @@ def _expand(
     )
     done[url] = index
     return index
+
+
+def _include(
+    url: str,
+    inc: dict[str, Any],
+    raw: dict[str, dict[str, Any]],
+    codesystems: dict[str, CodeSystemIndex],
+    done: dict[str, ValueSetIndex],
+    busy: tuple[str, ...],
+) -> tuple[Pairs, Pairs]:
+    """One compose.include of ValueSet `url`: its (system, code) pairs and its dotted is-a roots."""
+    system = inc.get("system")
+    if inc.get("valueSet"):
+        if system:
+            raise ProfileError(f"ValueSet {url}: include with both system and valueSet is not supported")
+        pairs: Pairs = set()
+        roots: Pairs = set()
+        for sub_url in inc["valueSet"]:
+            sub = _expand(canonical(sub_url), raw, codesystems, done, (*busy, url))
+            pairs |= sub.pairs
+            roots |= sub.dotted_roots
+        return pairs, roots
+    if not system:
+        raise ProfileError(f"ValueSet {url}: include without system or valueSet")
+    cs = codesystems.get(system)
+    if inc.get("concept"):
+        if inc.get("filter"):
+            raise ProfileError(f"ValueSet {url}: include with both concept and filter (vsd-3)")
+        return _include_concepts(url, system, inc["concept"], cs), set()
+    if inc.get("filter"):
+        return _include_filters(url, system, inc["filter"], cs)
+    if cs is None:
+        raise ProfileError(f"ValueSet {url}: includes all of {system}, which is not in profiles/")
+    return {(system, c) for c in cs.codes}, set()
+
+
+def _include_concepts(
+    url: str, system: str, concepts: list[dict[str, Any]], cs: CodeSystemIndex | None
+) -> Pairs:
+    """An enumerated include; every code must be in the CodeSystem when we hold it."""
+    pairs: Pairs = set()
+    for concept in concepts:
+        if cs is not None and concept["code"] not in cs.codes:
+            raise ProfileError(f"ValueSet {url}: code {concept['code']} is not in CodeSystem {system}")
+        pairs.add((system, concept["code"]))
+    return pairs
+
+
+def _include_filters(
+    url: str, system: str, filters: list[dict[str, Any]], cs: CodeSystemIndex | None
+) -> tuple[Pairs, Pairs]:
+    """`concept is-a` filters: descendants from a CodeSystem we hold, else a dotted root (ICPC-style
+    hierarchies checked by prefix); one filter per include, since several would be ANDed."""
+    pairs: Pairs = set()
+    roots: Pairs = set()
+    for flt in filters:
+        if flt.get("op") != "is-a" or flt.get("property") != "concept":
+            raise ProfileError(f"ValueSet {url}: only 'concept is-a' filters are supported, got {flt}")
+        value = flt["value"]
+        if cs is not None:
+            if value not in cs.codes:
+                raise ProfileError(f"ValueSet {url}: is-a {value} is not in CodeSystem {system}")
+            pairs |= {(system, c) for c in cs.descendants[value]}
+        elif system in DOTTED_HIERARCHY_SYSTEMS:
+            pairs.add((system, value))
+            roots.add((system, value))
+        else:
+            raise ProfileError(f"ValueSet {url}: cannot evaluate is-a on {system} (not held locally)")
+    if len(filters) > 1:
+        raise ProfileError(f"ValueSet {url}: use one filter per include (filters would be ANDed)")
+    return pairs, roots
 
 
 # ----------------------------------------------------------------------------- profiles

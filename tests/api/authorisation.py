@@ -521,7 +521,7 @@ def probe_delete(loop: Loop, rtype: str) -> str:
 
 
 # -- coverage -------------------------------------------------------------------------------------
-# Which matrix rows test each handler of the FHIR router (fhir_gateway/api/router.py).
+# Which matrix rows test each handler of the FHIR router (fhir_gateway/rest/router.py).
 ROUTE_CELLS: dict[str, tuple[str, ...]] = {
     "_metadata": ("metadata",),
     "_operation_definition": ("operation-definition",),

@@ -210,6 +210,20 @@ def test_pages_show_the_loop_without_bsn(played: tuple[TestClient, dict[str, Any
     assert "<svg" in pages[2] and "Verwijzingen" in pages[2]
 
 
+def test_patient_data_is_escaped_on_every_page(played: tuple[TestClient, dict[str, Any]]) -> None:
+    """Stored XSS: a name sent by a practice is text in the console, never markup."""
+    client, _ = played
+    authorize(client, "praktijk-de-geinoord-his")
+    bundle = referral_bundle(bsn="999990020")
+    bundle["entry"][0]["resource"]["name"] = [{"family": "<script>alert(1)</script>", "given": ['"><b>x']}]
+    assert client.post("/fhir", json=bundle, headers=FHIR_JSON).status_code == 200
+    client.headers.pop("Authorization")
+    login(client)
+    html = client.get("/console/referrals").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&gt;&lt;b&gt;x" in html
+    assert "<script" not in html and '"><b>' not in html
+
+
 def test_filters(played: tuple[TestClient, dict[str, Any]]) -> None:
     client, ids = played
     login(client)

@@ -339,7 +339,7 @@ def test_ascii_int() -> None:
 
 
 def test_console_numbers_take_ascii_digits_and_stay_in_range() -> None:
-    from fhir_gateway.api.console.routes import _int
+    from fhir_gateway.api.console.pages.referrals import number as _int
 
     assert _int("12") == 12 and _int(None) is None and _int("\u00b2") is None and _int("-3") is None
     assert _int("9" * 5000) == 100_000  # a min_age in days past year 1 was an OverflowError

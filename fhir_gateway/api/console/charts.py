@@ -4,14 +4,17 @@ Reads the MeasureReport generically — every group's populations and score, eve
 as one horizontal bar chart — so new measures appear without a console change. Suppressed
 cells (data-absent-reason `masked`, fewer than 5 people) are drawn as an empty, labelled stub,
 never as zero. Colours are SVG presentation attributes, so the console's strict CSP holds.
+The geometry is worked out here; `templates/charts.html` writes the SVG, escaping every label.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_gateway.api.console.html import Safe, join, render
+from markupsafe import Markup
+
+from fhir_gateway.api.console.templating import render
 from fhir_gateway.vocabulary import DATA_ABSENT_REASON
 
 WIDTH = 680
@@ -27,6 +30,40 @@ class Bar:
     label: str
     value: float | None  # None = suppressed
     text: str
+
+
+@dataclass
+class Row:
+    """One bar as drawn: `fill` empty for a suppressed cell (a dashed stub at the zero line)."""
+
+    label: str
+    short: str
+    text: str
+    x: str
+    y: int
+    width: str
+    fill: str
+    text_y: int
+
+
+@dataclass
+class Chart:
+    title: str
+    height: int
+    zero_x: str
+    rows: list[Row]
+    width: int = WIDTH
+    label_x: int = LABEL_W - 8
+    value_x: int = WIDTH - VALUE_W + 6
+
+
+@dataclass
+class Section:
+    """A MeasureReport group: its population figures and a chart per stratifier."""
+
+    title: str
+    figures: list[tuple[str, object]] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
 
 
 def _masked(element: dict[str, Any] | None) -> bool:
@@ -62,96 +99,50 @@ def _score(element: dict[str, Any]) -> tuple[float | None, str]:
     return None, "-"
 
 
-def bar_chart(title: str, bars: list[Bar]) -> Safe:
-    """Horizontal bars; negative values extend left of the zero line."""
+def bar_chart(title: str, bars: list[Bar]) -> Chart | None:
+    """Horizontal bars; negative values extend left of the zero line. None without bars."""
     if not bars:
-        return Safe("")
+        return None
     values = [b.value for b in bars if b.value is not None]
     low, high = min([0.0, *values]), max([0.0, *values])
     span = (high - low) or 1.0
     plot_w = WIDTH - LABEL_W - VALUE_W
     zero_x = LABEL_W + (0 - low) / span * plot_w
-    height = ROW_H * len(bars) + 8
     rows = []
     for i, bar in enumerate(bars):
         y = 4 + i * ROW_H
+        short = bar.label if len(bar.label) <= 38 else bar.label[:36] + "…"
         if bar.value is None:
-            shape = render(
-                '<rect x="{x}" y="{y}" width="36" height="16" fill="none" stroke="#999" stroke-dasharray="3 2"/>',
-                x=f"{zero_x:.1f}",
-                y=y + 2,
-            )
+            x, width, fill = f"{zero_x:.1f}", "36", ""
         else:
-            x1 = LABEL_W + (min(bar.value, 0) - low) / span * plot_w
-            w = abs(bar.value) / span * plot_w
-            shape = render(
-                '<rect x="{x}" y="{y}" width="{w}" height="16" fill="{fill}"/>',
-                x=f"{x1:.1f}",
-                y=y + 2,
-                w=f"{max(w, 1):.1f}",
-                fill=NEG_COLOUR if bar.value < 0 else BAR_COLOUR,
-            )
-        rows.append(
-            render(
-                "<g><title>{label}: {text}</title>"
-                '<text x="{lx}" y="{ty}" text-anchor="end" font-size="12">{short}</text>{shape}'
-                '<text x="{vx}" y="{ty}" font-size="12">{text}</text></g>',
-                label=bar.label,
-                short=bar.label if len(bar.label) <= 38 else bar.label[:36] + "…",
-                text=bar.text,
-                lx=LABEL_W - 8,
-                ty=y + 15,
-                vx=WIDTH - VALUE_W + 6,
-                shape=shape,
-            )
-        )
-    axis = render(
-        '<line x1="{x}" y1="0" x2="{x}" y2="{h}" stroke="#444" stroke-width="1"/>',
-        x=f"{zero_x:.1f}",
-        h=height,
-    )
-    return render(
-        '<figure class="chart"><figcaption>{title}</figcaption>'
-        '<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{title}" width="{w}" height="{h}" '
-        'viewBox="0 0 {w} {h}" font-family="sans-serif">{axis}{rows}</svg></figure>',
-        title=title,
-        w=WIDTH,
-        h=height,
-        axis=axis,
-        rows=join(rows),
-    )
+            x = f"{LABEL_W + (min(bar.value, 0) - low) / span * plot_w:.1f}"
+            width = f"{max(abs(bar.value) / span * plot_w, 1):.1f}"
+            fill = NEG_COLOUR if bar.value < 0 else BAR_COLOUR
+        rows.append(Row(bar.label, short, bar.text, x, y + 2, width, fill, y + 15))
+    return Chart(title, ROW_H * len(bars) + 8, f"{zero_x:.1f}", rows)
 
 
-def report_charts(report: dict[str, Any]) -> Safe:
+def _figure(pop: dict[str, Any]) -> tuple[str, object]:
+    """(population code, count) — a suppressed count says so, a missing one is "-"."""
+    if "count" in pop:
+        return _population_code(pop), pop["count"]
+    return _population_code(pop), "onderdrukt (<5)" if _masked(pop.get("_count")) else "-"
+
+
+def report_charts(report: dict[str, Any]) -> Markup:
     """One section per MeasureReport group: its figures, then a chart per stratifier."""
     sections = []
     overview = []
     for group in report.get("group", []):
-        title = _title(group.get("code"))
+        section = Section(_title(group.get("code")))
         if "measureScore" not in group and "_measureScore" not in group:  # counts only: one scale
-            overview.append(Bar(title, *_score(group)))
-        figures = join(
-            render(
-                "<li>{code}: {count}</li>",
-                code=_population_code(pop),
-                count=pop["count"]
-                if "count" in pop
-                else ("onderdrukt (<5)" if _masked(pop.get("_count")) else "-"),
-            )
-            for pop in group.get("population", [])
-        )
-        charts = []
+            overview.append(Bar(section.title, *_score(group)))
+        section.figures = [_figure(pop) for pop in group.get("population", [])]
         for strat in group.get("stratifier", []):
             name = ", ".join(_title(c) for c in strat.get("code", [])) or "strata"
             bars = [Bar(_title(s.get("value")), *_score(s)) for s in strat.get("stratum", [])]
-            charts.append(bar_chart(f"{title} — per {name}", bars))
-        sections.append(
-            render(
-                '<section class="measure"><h3>{title}</h3><ul class="figures">{figures}</ul>{charts}</section>',
-                title=title,
-                figures=figures,
-                charts=join(charts),
-            )
-        )
-    head = bar_chart("Overzicht: aantallen", overview)
-    return join([head, *sections])
+            chart = bar_chart(f"{section.title} — per {name}", bars)
+            if chart is not None:
+                section.charts.append(chart)
+        sections.append(section)
+    return render("charts.html", overview=bar_chart("Overzicht: aantallen", overview), sections=sections)
