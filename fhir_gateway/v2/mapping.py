@@ -574,13 +574,14 @@ _OLD_PLACEHOLDER = re.compile(r"\{(?!=)[^{}]+\}")
 
 def _check_strings(name: str, document: dict[str, Any], tables: dict[str, Any]) -> None:
     """Problems no single expression shows: unknown tables, placeholders of the old `{expr}` form."""
-    for text in _strings(document):
-        for table_use in re.findall(r"map:([A-Za-z0-9_]+)", text):
-            if table_use not in tables:
-                raise V2MappingError(f"{name}: filter map:{table_use} names no table under 'tables'")
-        old = _OLD_PLACEHOLDER.search(text)
-        if old:
-            raise V2MappingError(f"{name}: placeholders are written {{=expr}}, not {old.group(0)!r}")
+    for section, content in document.items():
+        for text in _strings(content):
+            for table_use in re.findall(r"map:([A-Za-z0-9_]+)", text):
+                if table_use not in tables:
+                    raise V2MappingError(f"{name}: filter map:{table_use} names no table under 'tables'")
+            old = _OLD_PLACEHOLDER.search(text) if section in ("variables", "entries") else None
+            if old:
+                raise V2MappingError(f"{name}: placeholders are written {{=expr}}, not {old.group(0)!r}")
 
 
 def _static_loc(path: str) -> Loc:
@@ -666,7 +667,7 @@ class V2Mapping:
         for key, node in self.variables.items():
             found = node.values(None, env)
             if found:
-                env.variables[key] = _settle(found[0], "", {})
+                env.variables[key] = str(_settle(found[0], "", {}))
         active = [e for e in self.entries if e.when is None or e.when(None, env)]
         for e in active:
             env.urls[e.name] = f"urn:uuid:{uuid.uuid5(_URN_NAMESPACE, f'{seed}|{e.name}')}"
