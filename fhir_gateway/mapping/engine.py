@@ -1,15 +1,9 @@
-"""Declarative mappings: a FHIR resource template whose values may be FHIRPath expressions.
+"""FHIR → FHIR mappings: the shared template (`mapping.template`) with FHIRPath expressions.
 
-The template language (documented for authors in mappings/README.md):
-
-- a string starting with `=` is a FHIRPath expression over the source resource; as a dict value it
-  gives its first result, inside a list all its results; empty results are left out;
-- a string containing `{=expr}` placeholders is a text template; it is left out when a placeholder
-  is empty;
-- a key ending in `[]` takes all results of its expression as a list;
-- directives on a dict: `$when` (include the dict only if the expression is true) and `$each`
-  (emit the dict once per item, evaluating the dict's own expressions with the item as context);
-- inputs are FHIRPath environment variables (`%route`, `%now`, ...); `%source` is the source.
+The template rules (`=expr`, `{=expr}`, `key[]`, `$when`, `$each`, empties left out) are
+`mapping.template`'s and documented for authors in mappings/README.md. Here: expressions are
+FHIRPath over the source resource; inputs are FHIRPath environment variables (`%route`, `%now`,
+...); `%source` is the source; results become plain JSON values (Decimal → int/float, dates → str).
 
 Every expression is compiled once when the mapping is loaded (fhirpathpy's `evaluate` re-parses
 each call). Plain member paths such as `subject` or `%route.organization` take a dict-walking fast
@@ -21,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from collections.abc import Mapping as MappingABC
 from decimal import Decimal
 from typing import Any
 
@@ -33,20 +26,13 @@ from fhirpathpy.models import models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
-MARK = "="
-LIST_SUFFIX = "[]"
-WHEN = "$when"
-EACH = "$each"
+from fhir_gateway.mapping.template import Evaluate, MappingError, compile_template, is_empty
+
 _MODEL = models["r4"]
-_PLACEHOLDER = re.compile(r"\{=(.+?)\}")
 _KEYWORDS = frozenset(
     {"true", "false", "and", "or", "xor", "implies", "is", "as", "in", "contains", "div", "mod", "not"}
 )
 _MISSING = object()
-
-
-class MappingError(ValueError):
-    """A mapping file or a call to it is wrong (a configuration or programming error, not bad input)."""
 
 
 Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
@@ -223,16 +209,12 @@ def _plain(value: Any) -> Any:
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
         plain = {k: _plain(v) for k, v in value.items()}
-        return {k: v for k, v in plain.items() if not _is_empty(v)}  # inputs may carry None
+        return {k: v for k, v in plain.items() if not is_empty(v)}  # inputs may carry None
     if isinstance(value, list):
-        return [p for p in map(_plain, value) if not _is_empty(p)]
+        return [p for p in map(_plain, value) if not is_empty(p)]
     if isinstance(value, ResourceNode):
         return _plain(value.data)
     return str(value)
-
-
-def _is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {}
 
 
 def _text(value: Any) -> str:
@@ -241,151 +223,42 @@ def _text(value: Any) -> str:
     return str(_plain(value))
 
 
-# ---------------------------------------------------------------------- template nodes
-class _Node:
-    """A compiled template node; `values` returns 0..n output values."""
+# ---------------------------------------------------------------------- the dialect
+class FhirPathDialect:
+    """FHIRPath for `mapping.template`: results become plain JSON values (`_plain`)."""
 
-    many = False  # a list-valued node: its key gets all values as a list
+    error = MappingError
+    kind = "a FHIRPath expression"
 
-    def values(self, ctx: Any, env: dict[str, Any]) -> list[Any]:
-        raise NotImplementedError
+    def value(self, text: str) -> Evaluate:
+        expr = Expression(text)
 
+        def values(ctx: Any, env: dict[str, Any]) -> list[Any]:
+            out = []
+            for v in expr(ctx, env):
+                v = _plain(v)
+                if not is_empty(v):
+                    out.append(v)
+            return out
 
-class _Const(_Node):
-    __slots__ = ("value",)
+        return values
 
-    def __init__(self, value: Any) -> None:
-        self.value = value
+    def placeholder(self, text: str) -> Evaluate:
+        expr = Expression(text)
+        return lambda ctx, env: [v for v in expr(ctx, env) if not is_empty(v)]
 
-    def values(self, ctx: Any, env: dict[str, Any]) -> list[Any]:
-        return [] if _is_empty(self.value) else [self.value]
+    def concat(self, pieces: list[Any]) -> str:
+        return "".join(p if isinstance(p, str) else _text(p) for p in pieces)
 
+    def when(self, text: str) -> Callable[[Any, dict[str, Any]], bool]:
+        expr = Expression(text)
+        return lambda ctx, env: expr(ctx, env) == [True]
 
-class _Expr(_Node):
-    __slots__ = ("expr",)
-
-    def __init__(self, text: str) -> None:
-        self.expr = Expression(text)
-
-    def values(self, ctx: Any, env: dict[str, Any]) -> list[Any]:
-        out = []
-        for v in self.expr(ctx, env):
-            v = _plain(v)
-            if not _is_empty(v):
-                out.append(v)
-        return out
-
-
-class _Text(_Node):
-    __slots__ = ("parts",)
-
-    def __init__(self, text: str) -> None:
-        self.parts: list[str | Expression] = []
-        pos = 0
-        for m in _PLACEHOLDER.finditer(text):
-            self.parts.append(text[pos : m.start()])
-            self.parts.append(Expression(m.group(1)))
-            pos = m.end()
-        self.parts.append(text[pos:])
-
-    def values(self, ctx: Any, env: dict[str, Any]) -> list[Any]:
-        out = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            found = [v for v in part(ctx, env) if not _is_empty(v)]
-            if not found:
-                return []
-            out.append(_text(found[0]))
-        return ["".join(out)]
+    def each(self, text: str) -> Evaluate:
+        return Expression(text, raw=True)
 
 
-class _List(_Node):
-    __slots__ = ("items",)
-    many = True
-
-    def __init__(self, items: list[_Node]) -> None:
-        self.items = items
-
-    def values(self, ctx: Any, env: dict[str, Any]) -> list[Any]:
-        out: list[Any] = []
-        for item in self.items:
-            out.extend(item.values(ctx, env))
-        return out
-
-
-class _Dict(_Node):
-    __slots__ = ("each", "fields", "many", "when")
-
-    def __init__(
-        self, fields: list[tuple[str, _Node, bool]], when: Expression | None, each: Expression | None
-    ):
-        self.fields = fields
-        self.when = when
-        self.each = each
-        self.many = each is not None
-
-    def values(self, ctx: Any, env: dict[str, Any]) -> list[Any]:
-        if self.each is None:
-            one = self._build(ctx, env)
-            return [] if one is None else [one]
-        out = []
-        for item in self.each(ctx, env):
-            one = self._build(item, env)
-            if one is not None:
-                out.append(one)
-        return out
-
-    def _build(self, ctx: Any, env: dict[str, Any]) -> dict[str, Any] | None:
-        if self.when is not None and self.when(ctx, env) != [True]:
-            return None
-        result: dict[str, Any] = {}
-        for key, node, as_list in self.fields:
-            found = node.values(ctx, env)
-            if found:
-                result[key] = found if as_list else found[0]
-        return result or None
-
-
-def compile_template(node: Any, where: str = "template") -> _Node:
-    """Turn the YAML template into nodes, compiling every expression now (errors name the path)."""
-    if isinstance(node, str):
-        try:
-            if node.startswith(MARK):
-                return _Expr(node[len(MARK) :].strip())
-            if "{=" in node:
-                return _Text(node)
-        except MappingError as exc:
-            raise MappingError(f"{where}: {exc}") from exc
-        return _Const(node)
-    if isinstance(node, list):
-        return _List([compile_template(v, f"{where}[{i}]") for i, v in enumerate(node)])
-    if isinstance(node, MappingABC):
-        fields = []
-        for key, value in node.items():
-            if key in (WHEN, EACH) or value is None:
-                continue
-            if key.startswith("$"):
-                raise MappingError(f"{where}: unknown directive {key!r}")
-            as_list = key.endswith(LIST_SUFFIX)
-            name = key[: -len(LIST_SUFFIX)] if as_list else key
-            child = compile_template(value, f"{where}.{name}")
-            fields.append((name, child, as_list or child.many))
-        when = _directive(node.get(WHEN), where, WHEN)
-        return _Dict(fields, when, _directive(node.get(EACH), where, EACH, raw=True))
-    return _Const(node)
-
-
-def _directive(value: Any, where: str, name: str, raw: bool = False) -> Expression | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith(MARK):
-        raise MappingError(f"{where}.{name} must be a FHIRPath expression starting with {MARK!r}")
-    try:
-        return Expression(value[len(MARK) :].strip(), raw=raw)
-    except MappingError as exc:
-        raise MappingError(f"{where}.{name}: {exc}") from exc
+FHIRPATH = FhirPathDialect()
 
 
 class Mapping:
@@ -402,7 +275,7 @@ class Mapping:
         self.optional = tuple(k for k, v in declared.items() if v != "required")
         if not isinstance(document.get("template"), dict) or not self.target_type:
             raise MappingError(f"{name}: 'template' must be a resource with a resourceType")
-        self._root = compile_template(document["template"], name)
+        self._root = compile_template(document["template"], FHIRPATH, name)
 
     def apply(self, source: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         """Map `source` with the named `inputs` (FHIRPath `%name` variables) to the target resource."""

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from fhir_gateway.mapping.engine import Mapping, MappingError
+from fhir_gateway.mapping.template import read_document
 
 DEFAULT_REGION = "default"
 _REGION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -34,16 +34,6 @@ def deep_merge(base: Any, overlay: Any) -> Any:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise MappingError(f"{path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MappingError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def _check_settings(region: str, s: dict[str, Any]) -> None:
@@ -135,11 +125,11 @@ def load_mappings(mappings_dir: Path) -> MappingSet:
     `v2-*.yaml` files map HL7 v2 messages, not FHIR resources: `fhir_gateway.v2` reads those."""
     mappings_dir = Path(mappings_dir)
     base = {
-        p.stem: _read_yaml(p) for p in sorted(mappings_dir.glob("*.yaml")) if not p.stem.startswith("v2-")
+        p.stem: read_document(p) for p in sorted(mappings_dir.glob("*.yaml")) if not p.stem.startswith("v2-")
     }
     regions = {}
     for path in sorted((mappings_dir / "regions").glob("*.yaml")):
         if not _REGION_NAME.match(path.stem):
             raise MappingError(f"{path}: region file names are lower-case letters, digits and hyphens")
-        regions[path.stem] = _read_yaml(path)
+        regions[path.stem] = read_document(path)
     return MappingSet(base, regions)

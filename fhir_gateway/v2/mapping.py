@@ -1,8 +1,9 @@
-"""Declarative v2 → FHIR mappings (`mappings/v2-*.yaml`): v2 field paths in a FHIR template.
+"""HL7 v2 → FHIR mappings (`mappings/v2-*.yaml`): the shared template with v2 path expressions.
 
-Same ideas as `fhir_gateway.mapping.engine` (a template whose `=` values are expressions, `$each`,
-`$when`, `key[]`, `{...}` text placeholders, empty results left out), but the expressions are v2
-paths instead of FHIRPath: FHIRPath cannot address `PID-3[.4='NLMINBIZA'].1`.
+The template rules (`=expr`, `{=expr}`, `key[]`, `$when`, `$each`, empties left out) are
+`mapping.template`'s, the same as for the FHIR mappings; this module adds the expression dialect:
+v2 paths with selectors and filters (`PID-3[.4 = 'NLMINBIZA'].1 | query`), because FHIRPath
+cannot address a v2 field and cannot say where a value came from.
 
 Every value written remembers the v2 field it came from, so an OperationOutcome expression such
 as `Bundle.entry[2].resource.identifier[0].value` maps back to `PID^1^3^1^1` for the ACK's ERR
@@ -20,16 +21,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import yaml
-
 from fhir_gateway.fhir.search import search_escape
+from fhir_gateway.mapping.template import (
+    WHEN,
+    MappingError,
+    Node,
+    compile_template,
+    directive,
+    read_document,
+)
 from fhir_gateway.v2.message import Message, Repetition, Segment
 from fhir_gateway.vocabulary import AMSTERDAM
 
 _URN_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f8e-9a57-0f1f2b7c9e11")
 
 
-class V2MappingError(ValueError):
+class V2MappingError(MappingError):
     """The mapping file is wrong (configuration error, found at load time)."""
 
 
@@ -64,6 +71,9 @@ class Loc:
                 if self.subcomponent is not None:
                     text += f".{self.subcomponent}"
         return text
+
+
+_NOWHERE = Loc("MSH")  # literals, %variables and @entries: no field to point an ERR at
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,13 +219,13 @@ class _Parser:
         kind, word = self.t.take()
         if kind == "str":
             text = bytes(word[1:-1], "utf-8").decode("unicode_escape")
-            return lambda ctx, env: [Hit(text, Loc("MSH"))]
+            return lambda ctx, env: [Hit(text, _NOWHERE)]
         if word.startswith("@"):
             name = word[1:]
-            return lambda ctx, env: [Hit(env.urls[name], Loc("MSH"))] if name in env.urls else []
+            return lambda ctx, env: [Hit(env.urls[name], _NOWHERE)] if name in env.urls else []
         if word.startswith("%"):
             var = word[1:]
-            return lambda ctx, env: [Hit(env.variables[var], Loc("MSH"))] if env.variables.get(var) else []
+            return lambda ctx, env: [Hit(env.variables[var], _NOWHERE)] if env.variables.get(var) else []
         if _path_word(word):
             return self.path(word)
         raise V2MappingError(f"{word!r} is not a v2 path, 'literal', @entry or %variable in {self.t.text!r}")
@@ -490,168 +500,87 @@ def _postcode(text: str) -> str | None:
     return f"{m.group(1)} {m.group(2).upper()}" if m else None
 
 
-# ------------------------------------------------------------------------------ templates
-Sources = list[tuple[str, Loc]]  # (FHIR path relative to the node, v2 location)
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-
-
-class _Node:
-    many = False
-
-    def values(self, ctx: Item | None, env: _Env) -> list[tuple[Any, Sources]]:
-        raise NotImplementedError
-
-
-class _Const(_Node):
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def values(self, ctx: Item | None, env: _Env) -> list[tuple[Any, Sources]]:
-        return [] if self.value in (None, "", [], {}) else [(self.value, [])]
-
-
-class _Expr(_Node):
-    def __init__(self, text: str) -> None:
-        self.text = text
-        p = _Parser(text)
-        self.fn = p.expression()
-        if not p.t.done():
-            raise V2MappingError(f"unexpected {p.t.peek()!r} in {text!r}")
-
-    def values(self, ctx: Item | None, env: _Env) -> list[tuple[Any, Sources]]:
-        return [
-            (h.text, [("", h.loc)] if h.loc.field is not None else []) for h in _values(self.fn(ctx, env))
-        ]
-
-
-class _Text(_Node):
-    def __init__(self, text: str) -> None:
-        self.parts: list[str | _Expr] = []
-        pos = 0
-        for m in _PLACEHOLDER.finditer(text):
-            self.parts.append(text[pos : m.start()])
-            self.parts.append(_Expr(m.group(1).strip()))
-            pos = m.end()
-        self.parts.append(text[pos:])
-
-    def values(self, ctx: Item | None, env: _Env) -> list[tuple[Any, Sources]]:
-        out: list[str] = []
-        sources: Sources = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            found = part.values(ctx, env)
-            if not found:
-                return []
-            out.append(found[0][0])
-            sources.extend(found[0][1])
-        return [("".join(out), sources[:1])]
-
-
-class _List(_Node):
-    many = True
-
-    def __init__(self, items: list[_Node]) -> None:
-        self.items = items
-
-    def values(self, ctx: Item | None, env: _Env) -> list[tuple[Any, Sources]]:
-        out: list[tuple[Any, Sources]] = []
-        for item in self.items:
-            out.extend(item.values(ctx, env))
-        return out
-
-
-class _Dict(_Node):
-    def __init__(self, fields: list[tuple[str, _Node, bool]], when: Test | None, each: Evaluate | None):
-        self.fields = fields
-        self.when = when
-        self.each = each
-        self.many = each is not None
-
-    def values(self, ctx: Item | None, env: _Env) -> list[tuple[Any, Sources]]:
-        if self.each is None:
-            one = self.build(ctx, env)
-            return [] if one is None else [one]
-        out = []
-        for item in self.each(ctx, env):
-            one = self.build(item, env)
-            if one is not None:
-                out.append(one)
-        return out
-
-    def build(self, ctx: Item | None, env: _Env) -> tuple[dict[str, Any], Sources] | None:
-        if self.when is not None and not self.when(ctx, env):
-            return None
-        result: dict[str, Any] = {}
-        sources: Sources = []
-        for key, node, as_list in self.fields:
-            found = node.values(ctx, env)
-            if not found:
-                continue
-            if as_list:
-                result[key] = [v for v, _ in found]
-                for i, (_, src) in enumerate(found):
-                    sources.extend((_join(f"{key}[{i}]", p), loc) for p, loc in src)
-            else:
-                result[key] = found[0][0]
-                sources.extend((_join(key, p), loc) for p, loc in found[0][1])
-        return (result, sources) if result else None
-
-
-def _join(head: str, tail: str) -> str:
-    if not tail:
-        return head
-    return f"{head}{tail}" if tail.startswith("[") else f"{head}.{tail}"
-
-
-def compile_template(node: Any, where: str = "template") -> _Node:
-    try:
-        if isinstance(node, str):
-            if node.startswith("="):
-                return _Expr(node[1:].strip())
-            if _PLACEHOLDER.search(node):
-                return _Text(node)
-            return _Const(node)
-        if isinstance(node, list):
-            return _List([compile_template(v, f"{where}[{i}]") for i, v in enumerate(node)])
-        if isinstance(node, dict):
-            fields = []
-            for key, value in node.items():
-                if key in ("$each", "$when") or value is None:
-                    continue
-                if key.startswith("$"):
-                    raise V2MappingError(f"unknown directive {key!r}")
-                as_list = key.endswith("[]")
-                name = key[:-2] if as_list else key
-                child = compile_template(value, f"{where}.{name}")
-                fields.append((name, child, as_list or child.many))
-            return _Dict(fields, _condition(node.get("$when")), _each(node.get("$each")))
-    except V2MappingError as exc:
-        if str(exc).startswith(where):
-            raise
-        raise V2MappingError(f"{where}: {exc}") from exc
-    return _Const(node)
-
-
-def _condition(text: Any) -> Test | None:
-    if text is None:
-        return None
-    p = _Parser(str(text).removeprefix("="))
-    cond = p.condition()
-    if not p.t.done():
-        raise V2MappingError(f"unexpected {p.t.peek()!r} in condition {text!r}")
-    return cond
-
-
-def _each(text: Any) -> Evaluate | None:
-    if text is None:
-        return None
-    p = _Parser(str(text).removeprefix("="))
-    fn = p.expression()
-    if not p.t.done():
-        raise V2MappingError(f"unexpected {p.t.peek()!r} in $each {text!r}")
+# ------------------------------------------------------------------------------ the dialect
+def _parse(text: str, rule: Callable[[_Parser], Any]) -> Any:
+    parser = _Parser(text)
+    fn = rule(parser)
+    if not parser.t.done():
+        raise V2MappingError(f"unexpected {parser.t.peek()!r} in {text!r}")
     return fn
+
+
+class V2PathDialect:
+    """v2 paths and filters for `mapping.template`.
+
+    Values are `Hit`s (text + the v2 field it came from) while the template is built; `_settle`
+    turns them into text afterwards and keeps each one's FHIR path → v2 location.
+    """
+
+    error = V2MappingError
+    kind = "a v2 expression"
+
+    def value(self, text: str) -> Evaluate:
+        fn: Evaluate = _parse(text, _Parser.expression)
+        return lambda ctx, env: _values(fn(ctx, env))  # type: ignore[return-value]
+
+    placeholder = value
+
+    def concat(self, pieces: list[Any]) -> Hit:
+        """A text template points where its first placeholder from the message points."""
+        text = "".join(p.text if isinstance(p, Hit) else p for p in pieces)
+        loc = next((p.loc for p in pieces if isinstance(p, Hit) and p.loc.field is not None), _NOWHERE)
+        return Hit(text, loc)
+
+    def when(self, text: str) -> Test:
+        return _parse(text, _Parser.condition)
+
+    def each(self, text: str) -> Evaluate:
+        return _parse(text, _Parser.expression)
+
+
+V2_PATHS = V2PathDialect()
+
+
+def _settle(node: Any, path: str, sources: dict[str, Loc]) -> Any:
+    """Replace the Hits in a built template by their text, noting the v2 field of each path."""
+    if isinstance(node, Hit):
+        if node.loc.field is not None:
+            sources.setdefault(path, node.loc)
+        return node.text
+    if isinstance(node, dict):
+        for key, value in node.items():
+            node[key] = _settle(value, f"{path}.{key}" if path else key, sources)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            node[i] = _settle(value, f"{path}[{i}]", sources)
+    return node
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+_OLD_PLACEHOLDER = re.compile(r"\{(?!=)[^{}]+\}")
+
+
+def _check_strings(name: str, document: dict[str, Any], tables: dict[str, Any]) -> None:
+    """Problems no single expression shows: unknown tables, placeholders of the old `{expr}` form."""
+    for section, content in document.items():
+        for text in _strings(content):
+            for table_use in re.findall(r"map:([A-Za-z0-9_]+)", text):
+                if table_use not in tables:
+                    raise V2MappingError(f"{name}: filter map:{table_use} names no table under 'tables'")
+            old = _OLD_PLACEHOLDER.search(text) if section in ("variables", "entries") else None
+            if old:
+                raise V2MappingError(f"{name}: placeholders are written {{=expr}}, not {old.group(0)!r}")
 
 
 def _static_loc(path: str) -> Loc:
@@ -668,8 +597,8 @@ class _Entry:
     name: str
     segment: str
     when: Test | None
-    request: _Node
-    resource: _Node
+    request: Node
+    resource: Node
     errors: dict[str, Loc]
 
 
@@ -713,45 +642,21 @@ class V2Mapping:
             for t, rows in (document.get("tables") or {}).items()
         }
         self.variables = {
-            k: compile_template(v, f"{name}.variables.{k}")
+            k: compile_template(v, V2_PATHS, f"{name}.variables.{k}")
             for k, v in (document.get("variables") or {}).items()
         }
         self.entries: list[_Entry] = []
-        seen: set[str] = set()
         for i, raw in enumerate(document.get("entries") or []):
-            where = f"{name}.entries[{i}]"
-            ename = raw.get("name")
-            if not ename or ename in seen:
-                raise V2MappingError(f"{where}: every entry needs a unique name")
-            seen.add(ename)
-            resource = raw.get("resource")
-            if not isinstance(resource, dict) or "resourceType" not in resource:
-                raise V2MappingError(f"{where}: 'resource' must be a template with a resourceType")
-            self.entries.append(
-                _Entry(
-                    name=ename,
-                    segment=str(raw.get("segment", "MSH")),
-                    when=_condition(raw.get("$when")),
-                    request=compile_template(raw.get("request") or {}, f"{where}.request"),
-                    resource=compile_template(resource, f"{where}.resource"),
-                    errors={k: _static_loc(v) for k, v in (raw.get("errors") or {}).items()},
-                )
-            )
+            if any(e.name == raw.get("name") for e in self.entries):
+                raise V2MappingError(f"{name}.entries[{i}]: every entry needs a unique name")
+            self.entries.append(_entry(raw, f"{name}.entries[{i}]"))
         if not self.entries:
             raise V2MappingError(f"{name}: no entries")
-        for table_use in re.findall(r"map:([A-Za-z0-9_]+)", yaml.safe_dump(document)):
-            if table_use not in self.tables:
-                raise V2MappingError(f"{name}: filter map:{table_use} names no table under 'tables'")
+        _check_strings(name, document, self.tables)
 
     @classmethod
     def load(cls, path: Path) -> V2Mapping:
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise V2MappingError(f"{path}: {exc}") from exc
-        if not isinstance(document, dict):
-            raise V2MappingError(f"{path}: expected a mapping at the top level")
-        return cls(path.stem, document)
+        return cls(path.stem, read_document(path, V2MappingError))
 
     def apply(self, message: Message, variables: dict[str, str] | None = None) -> MappingResult:
         """Build the transaction Bundle; fullUrls are stable per (sender, control id, entry)."""
@@ -761,7 +666,7 @@ class V2Mapping:
         for key, node in self.variables.items():
             found = node.values(None, env)
             if found:
-                env.variables[key] = str(found[0][0])
+                env.variables[key] = str(_settle(found[0], "", {}))
         active = [e for e in self.entries if e.when is None or e.when(None, env)]
         for e in active:
             env.urls[e.name] = f"urn:uuid:{uuid.uuid5(_URN_NAMESPACE, f'{seed}|{e.name}')}"
@@ -771,19 +676,37 @@ class V2Mapping:
             built = e.resource.values(None, env)
             if not built:
                 continue
-            resource, sources = built[0]
-            request = (e.request.values(None, env) or [({}, [])])[0][0]
+            sources: dict[str, Loc] = {}
+            resource = _settle(built[0], "", sources)
+            request = _settle((e.request.values(None, env) or [{}])[0], "", {})
             request.setdefault("method", "POST")
             request.setdefault("url", resource["resourceType"])
             out_entries.append({"fullUrl": env.urls[e.name], "resource": resource, "request": request})
             first = message.segment(e.segment)
             seg_loc = Loc(e.segment, first.sequence if first else 1)
-            src: dict[str, Loc] = {}
-            for p, loc in sources:
-                src.setdefault(p, loc)
-            mapped.append(MappedEntry(e.name, len(mapped), resource["resourceType"], seg_loc, src, e.errors))
+            mapped.append(
+                MappedEntry(e.name, len(mapped), resource["resourceType"], seg_loc, sources, e.errors)
+            )
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": out_entries}
         return MappingResult(bundle, mapped)
+
+
+def _entry(raw: dict[str, Any], where: str) -> _Entry:
+    """One item of `entries:`, compiled."""
+    name = raw.get("name")
+    if not name:
+        raise V2MappingError(f"{where}: every entry needs a unique name")
+    resource = raw.get("resource")
+    if not isinstance(resource, dict) or "resourceType" not in resource:
+        raise V2MappingError(f"{where}: 'resource' must be a template with a resourceType")
+    return _Entry(
+        name=name,
+        segment=str(raw.get("segment", "MSH")),
+        when=directive(raw.get(WHEN), V2_PATHS.when, V2_PATHS, f"{where}.{WHEN}"),
+        request=compile_template(raw.get("request") or {}, V2_PATHS, f"{where}.request"),
+        resource=compile_template(resource, V2_PATHS, f"{where}.resource"),
+        errors={k: _static_loc(v) for k, v in (raw.get("errors") or {}).items()},
+    )
 
 
 # ------------------------------------------------------------------------------ expression → v2

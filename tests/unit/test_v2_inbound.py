@@ -159,7 +159,7 @@ def test_header_checks(mappings: dict[str, V2Mapping]) -> None:
 def test_a_mapping_change_needs_no_code_change() -> None:
     document = yaml.safe_load(MAPPING_FILE.read_text())
     changed = copy.deepcopy(document)
-    changed["variables"]["referralSystem"] = "urn:oid:2.16.528.1.{MSH-4}"
+    changed["variables"]["referralSystem"] = "urn:oid:2.16.528.1.{=MSH-4}"
     changed["tables"]["coding_system"]["ICD10"] = "http://hl7.org/fhir/sid/icd-10"
     mapping = V2Mapping("v2-test", changed)
     message = parse((EXAMPLES / "ref-i12-unknown-icpc.hl7").read_bytes())
@@ -177,6 +177,13 @@ def test_a_mapping_change_needs_no_code_change() -> None:
         ({"variables": {"x": "=PID-3 | nosuchfilter"}}, "unknown filter"),
         ({"variables": {"x": "=PID-3 | map:nosuchtable"}}, "names no table"),
         ({"entries": [{"name": "a", "resource": {"x": 1}}]}, "resourceType"),
+        # the template rules are the FHIR mappings': placeholders and directives start with '='
+        ({"variables": {"x": "urn:oid:{MSH-4}"}}, r"placeholders are written \{=expr\}"),
+        (
+            {"entries": [{"name": "a", "$when": "NTE", "resource": {"resourceType": "Basic"}}]},
+            r"entries\[0\]\.\$when must be a v2 expression starting with '='",
+        ),
+        ({"variables": {"x": {"$each": "PID-3", "v": "=.1"}}}, r"variables\.x\.\$each must be"),
     ],
 )
 def test_broken_mappings_fail_at_load(patch: dict[str, object], message: str) -> None:
