@@ -141,12 +141,10 @@ def _prepare_database(settings: Settings, *, load_examples: bool) -> None:
 
 
 def _is_empty(gw: object) -> bool:
-    import sqlalchemy as sa
+    from fhir_gateway.store.resource_queries import is_empty
 
-    from fhir_gateway.store.tables import ResourceRow
-
-    with gw.database.connection(write=False) as session:  # type: ignore[attr-defined]
-        return session.execute(sa.select(ResourceRow.pk).limit(1)).first() is None
+    with gw.database.connection(write=False) as conn:  # type: ignore[attr-defined]
+        return is_empty(conn)
 
 
 @main.command()

@@ -16,16 +16,13 @@ import logging
 import re
 from typing import Any
 
-import sqlalchemy as sa
-
 from fhir_gateway.delivery import subscriptions as subs
 from fhir_gateway.delivery.outbox import naive_utc
 from fhir_gateway.fhir.outcome import FhirError
 from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.fhir.searchparams import normalise_reference
-from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.repository import Repository, Stored, new_id
-from fhir_gateway.store.tables import ResourceRow
+from fhir_gateway.store.subscriptions import subscription_contents
 from fhir_gateway.vocabulary import FEEDBACK_KINDS, REMINDER_KINDS
 from fhir_gateway.workflow import timers
 from fhir_gateway.workflow.context import GatewayContext
@@ -34,11 +31,6 @@ log = logging.getLogger(__name__)
 
 PUSHED_CATEGORIES = (FEEDBACK_KINDS, REMINDER_KINDS)
 _CACHE_ATTR = "_delivery_subscriptions"
-_SUBSCRIPTIONS = Prepared(
-    sa.select(ResourceRow.content).where(
-        ResourceRow.resource_type == "Subscription", ResourceRow.deleted.is_(False)
-    )
-)
 _V2_VERSION = re.compile(r"(?<![\d.])(2\.\d(?:\.\d)?)(?![\d.])")
 
 
@@ -95,10 +87,9 @@ def _active_subscriptions(repo: Repository) -> list[subs.SubscriptionInfo]:
     cached = getattr(repo, _CACHE_ATTR, None)
     if cached is not None:
         return cached
-    rows = _SUBSCRIPTIONS.rows(repo.session, {})
     found = [
         s
-        for s in (subs.info(r["content"]) for r in rows)
+        for s in (subs.info(content) for content in subscription_contents(repo.session))
         if s is not None and s.status == "active" and s.channel_type == "rest-hook" and s.endpoint
     ]
     setattr(repo, _CACHE_ATTR, found)

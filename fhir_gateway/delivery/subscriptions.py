@@ -1,21 +1,22 @@
 """R4 Subscriptions as the Subscriptions R5 Backport IG shapes them: settings, status, bundles.
 
-Pure functions over dicts (plus a few store reads for the event counter), shared by the write
-listener (`events`), the worker (notification bundles) and the `$status` / `$events` operations.
+Pure functions over dicts (plus the event counter, kept by `store/subscriptions.py`), shared by
+the write listener (`events`), the worker (notification bundles) and the `$status` / `$events`
+operations.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
 
 from fhir_gateway.fhir.searchparams import format_instant
-from fhir_gateway.store.delivery_tables import SubscriptionEventRow, SubscriptionStateRow
+from fhir_gateway.store import subscriptions as state
 from fhir_gateway.vocabulary import BACKPORT_HEARTBEAT_PERIOD as HEARTBEAT_URL
 from fhir_gateway.vocabulary import BACKPORT_PAYLOAD_CONTENT as PAYLOAD_CONTENT_URL
 from fhir_gateway.vocabulary import BACKPORT_SUBSCRIPTION_STATUS as STATUS_PROFILE
@@ -25,9 +26,6 @@ from fhir_gateway.vocabulary import SUBSCRIPTION_OWNER as OWNER_URL
 log = logging.getLogger(__name__)
 
 CONTENT_MODES = ("empty", "id-only", "full-resource")
-
-STATE = SubscriptionStateRow.__table__
-EVENTS = SubscriptionEventRow.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,44 +96,23 @@ def _ext_int(element: dict[str, Any], url: str) -> int | None:
 
 
 def ensure_state(connection: sa.Connection, sub: SubscriptionInfo, now: datetime) -> None:
-    """Create the counter row once (insert-or-ignore works on both dialects) and keep the
-    heartbeat settings current."""
-    insert = _insert(connection)(STATE).values(
-        subscription_id=sub.id, events_since_start=0, heartbeat_seconds=sub.heartbeat
-    )
-    connection.execute(insert.on_conflict_do_nothing(index_elements=["subscription_id"]))
-    due = _heartbeat_due(sub, now)
-    connection.execute(
-        sa.update(STATE)
-        .where(STATE.c.subscription_id == sub.id)
-        .values(heartbeat_seconds=sub.heartbeat, heartbeat_due_at=due)
-    )
+    """Create the counter row once and keep the heartbeat settings current."""
+    state.ensure_state(connection, sub.id, sub.heartbeat, _heartbeat_due(sub, now))
 
 
 def _heartbeat_due(sub: SubscriptionInfo, now: datetime) -> datetime | None:
-    from datetime import timedelta
-
     if sub.heartbeat and sub.status == "active":
         return now + timedelta(seconds=sub.heartbeat)
     return None
 
 
 def next_event_number(connection: sa.Connection, sub: SubscriptionInfo, now: datetime) -> int:
-    """Number the next event. The UPDATE locks the counter row until commit, so numbers follow
+    """Number the next event. The counter row stays locked until commit, so numbers follow
     commit order and no number is used twice, on any number of replicas."""
     for _ in range(2):
-        number = connection.execute(
-            sa.update(STATE)
-            .where(STATE.c.subscription_id == sub.id)
-            .values(
-                events_since_start=STATE.c.events_since_start + 1,
-                last_event_at=now,
-                heartbeat_due_at=_heartbeat_due(sub, now),
-            )
-            .returning(STATE.c.events_since_start)
-        ).scalar()
+        number = state.count_event(connection, sub.id, now, _heartbeat_due(sub, now))
         if number is not None:
-            return int(number)
+            return number
         ensure_state(connection, sub, now)
     raise RuntimeError(f"no counter for Subscription/{sub.id}")
 
@@ -149,56 +126,14 @@ def record_event(
     version: int,
     now: datetime,
 ) -> None:
-    connection.execute(
-        sa.insert(EVENTS).values(
-            subscription_id=sub.id,
-            event_number=number,
-            event_id=event_id,
-            focus=focus,
-            focus_version=version,
-            occurred_at=now,
-        )
-    )
+    state.record_event(connection, sub.id, number, event_id, focus, version, now)
 
 
-def events_since_start(connection: sa.Connection, subscription_id: str) -> int:
-    value = connection.execute(
-        sa.select(STATE.c.events_since_start).where(STATE.c.subscription_id == subscription_id)
-    ).scalar()
-    return int(value or 0)
-
-
-def state_error(connection: sa.Connection, subscription_id: str) -> str | None:
-    return connection.execute(
-        sa.select(STATE.c.last_error).where(STATE.c.subscription_id == subscription_id)
-    ).scalar()
-
-
-def set_state_error(connection: sa.Connection, subscription_id: str, error: str | None) -> None:
-    connection.execute(
-        sa.update(STATE).where(STATE.c.subscription_id == subscription_id).values(last_error=error)
-    )
-
-
-def stored_events(
-    connection: sa.Connection, subscription_id: str, since: int, until: int | None
-) -> list[Any]:
-    stmt = (
-        sa.select(EVENTS)
-        .where(EVENTS.c.subscription_id == subscription_id, EVENTS.c.event_number >= since)
-        .order_by(EVENTS.c.event_number)
-    )
-    if until is not None:
-        stmt = stmt.where(EVENTS.c.event_number <= until)
-    return list(connection.execute(stmt).all())
-
-
-def _insert(connection: sa.Connection) -> Any:
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+# read by the worker and the `$status` / `$events` operations
+events_since_start = state.events_since_start
+state_error = state.state_error
+set_state_error = state.set_state_error
+stored_events = state.stored_events
 
 
 # -- SubscriptionStatus and notification bundles -------------------------------------------------

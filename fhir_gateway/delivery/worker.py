@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from fhir_gateway.delivery import outbox
 from fhir_gateway.delivery import subscriptions as subs
 from fhir_gateway.delivery.outbox import Claimed, naive_utc
-from fhir_gateway.store.delivery_tables import SubscriptionStateRow
+from fhir_gateway.store import subscriptions as subscription_state
+from fhir_gateway.store import v2_journal
 from fhir_gateway.store.repository import Repository, new_id
-from fhir_gateway.store.tables import V2MessageRow
 from fhir_gateway.workflow import timers
 from fhir_gateway.workflow.context import GatewayContext
 
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 RETRYABLE_4XX = frozenset({408, 429})
-STATE = SubscriptionStateRow.__table__
 
 
 class Permanent(Exception):
@@ -281,12 +280,7 @@ class Worker:
             sr = _read(repo, payload.get("serviceRequest"))
             patient = _read(repo, (task.get("for") or {}).get("reference"))
             requester = _read(repo, ((sr or task).get("requester") or {}).get("reference"))
-            original = conn.execute(
-                sa.select(V2MessageRow)
-                .where(V2MessageRow.direction == "in", V2MessageRow.focus == payload.get("serviceRequest"))
-                .order_by(V2MessageRow.pk.desc())
-                .limit(1)
-            ).first()
+            original = v2_journal.latest_inbound_for(conn, payload.get("serviceRequest"))
         origin: Any = original[0] if original else {"sender": "", "control_id": ""}
         er7 = rri_for(
             communication,
@@ -305,17 +299,15 @@ class Worker:
         code = _msa_code(ack)
         sent = parse_er7(er7)
         with self.ctx.database.connection(write=True) as conn:
-            conn.execute(
-                sa.insert(V2MessageRow.__table__).values(
-                    direction="out",
-                    sender=f"{sent.msh.value(5)}^{sent.msh.value(6)}"[:255],
-                    control_id=(sent.control_id or row.event_id)[:64],
-                    message_type="RRI^I12",
-                    received_at=self.now(),
-                    ack_code=code[:4],
-                    ack=ack,
-                    focus=payload["communication"][:128],
-                )
+            v2_journal.record_outbound(
+                conn,
+                sender=f"{sent.msh.value(5)}^{sent.msh.value(6)}"[:255],
+                control_id=(sent.control_id or row.event_id)[:64],
+                message_type="RRI^I12",
+                sent_at=self.now(),
+                ack_code=code[:4],
+                ack=ack,
+                focus=payload["communication"][:128],
             )
         if code == "AA" or code == "CA":
             return "delivered"
@@ -330,21 +322,16 @@ class Worker:
         now = self.now()
         queued = 0
         with self.ctx.database.connection(write=True) as conn:
-            due = conn.execute(
-                sa.select(STATE)
-                .where(STATE.c.heartbeat_due_at.is_not(None), STATE.c.heartbeat_due_at <= now)
-                .limit(100)
-                .with_for_update(skip_locked=True)
-            ).all()
+            due = subscription_state.claim_due_heartbeats(conn, now, limit=100)
             repo = self.ctx.repository(conn, self.base_url)
-            for state in due:
-                stored = repo.find("Subscription", state.subscription_id)
+            for subscription_id in due:
+                stored = repo.find("Subscription", subscription_id)
                 sub = subs.info(stored.content) if stored else None
                 active = sub is not None and sub.status == "active" and sub.heartbeat
-                conn.execute(
-                    sa.update(STATE)
-                    .where(STATE.c.subscription_id == state.subscription_id)
-                    .values(heartbeat_due_at=now + timedelta(seconds=sub.heartbeat) if active else None)  # type: ignore[union-attr,operator]
+                subscription_state.set_heartbeat_due(
+                    conn,
+                    subscription_id,
+                    now + timedelta(seconds=sub.heartbeat) if active else None,  # type: ignore[union-attr,operator]
                 )
                 if active:
                     assert sub is not None

@@ -29,8 +29,8 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from fhir_gateway.fhir.searchparams import utc_now
 from fhir_gateway.security.scopes import ScopeError, format_scopes, parse_scopes
+from fhir_gateway.store import clients as client_store
 from fhir_gateway.store.database import Database
-from fhir_gateway.store.tables import ClientRow, UsedJtiRow
 
 log = logging.getLogger(__name__)
 
@@ -236,11 +236,7 @@ def _unique(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
-# -- storage (Core statements: `Database.session` may hand out a plain Connection) ---------------
-CLIENTS = ClientRow.__table__
-USED_JTIS = UsedJtiRow.__table__
-
-
+# -- storage (the SQL is in `store/clients.py`) ---------------------------------------------------
 def _from_row(row: Any) -> ClientRegistration:
     return ClientRegistration(
         client_id=row["client_id"],
@@ -259,15 +255,14 @@ def _from_row(row: Any) -> ClientRegistration:
 
 
 def get_client(database: Database, client_id: str) -> ClientRegistration | None:
-    with database.session(write=False) as session:
-        row = session.execute(sa.select(CLIENTS).where(CLIENTS.c.client_id == client_id)).mappings().first()
+    with database.connection(write=False) as conn:
+        row = client_store.client_row(conn, client_id)
         return _from_row(row) if row is not None else None
 
 
 def list_clients(database: Database) -> list[ClientRegistration]:
-    with database.session(write=False) as session:
-        rows = session.execute(sa.select(CLIENTS).order_by(CLIENTS.c.client_id)).mappings().all()
-        return [_from_row(r) for r in rows]
+    with database.connection(write=False) as conn:
+        return [_from_row(r) for r in client_store.client_rows(conn)]
 
 
 def save_client(database: Database, registration: ClientRegistration) -> ClientRegistration:
@@ -285,27 +280,14 @@ def save_client(database: Database, registration: ClientRegistration) -> ClientR
         "mllp_certificates": list(checked.mllp_certificates),
         "mllp_addresses": list(checked.mllp_addresses),
     }
-    with database.session(write=True) as session:
-        exists = session.execute(
-            sa.select(CLIENTS.c.client_id).where(CLIENTS.c.client_id == checked.client_id)
-        ).first()
-        if exists:
-            session.execute(
-                sa.update(CLIENTS).where(CLIENTS.c.client_id == checked.client_id).values(**values)
-            )
-        else:
-            session.execute(
-                sa.insert(CLIENTS).values(client_id=checked.client_id, created_at=utc_now(), **values)
-            )
+    with database.connection(write=True) as conn:
+        client_store.upsert_client(conn, checked.client_id, values, utc_now())
     return checked
 
 
 def set_client_active(database: Database, client_id: str, active: bool) -> bool:
-    with database.session(write=True) as session:
-        result = session.execute(
-            sa.update(CLIENTS).where(CLIENTS.c.client_id == client_id).values(active=active)
-        )
-        return bool(result.rowcount)
+    with database.connection(write=True) as conn:
+        return client_store.set_active(conn, client_id, active)
 
 
 def registration_files(path: Path) -> list[Path]:
@@ -347,20 +329,9 @@ def remember_jti(database: Database, client_id: str, jti: str, expires_at: datet
     The primary key (client_id, jti) makes this atomic across replicas sharing one database;
     expired ids are purged in the same transaction (an expired assertion fails its `exp` check
     anyway, so forgetting its id cannot open a replay)."""
-    now = utc_now()
-    expired = (
-        sa.select(USED_JTIS.c.client_id, USED_JTIS.c.jti)
-        .where(USED_JTIS.c.expires_at < now)
-        .limit(PURGE_BATCH)
-    )
-    if not database.is_sqlite:  # replicas purging at once skip each other's rows instead of waiting
-        expired = expired.with_for_update(skip_locked=True)
     try:
-        with database.session(write=True) as session:
-            session.execute(
-                sa.delete(USED_JTIS).where(sa.tuple_(USED_JTIS.c.client_id, USED_JTIS.c.jti).in_(expired))
-            )
-            session.execute(sa.insert(USED_JTIS).values(client_id=client_id, jti=jti, expires_at=expires_at))
+        with database.connection(write=True) as conn:
+            client_store.remember_jti(conn, client_id, jti, expires_at, utc_now(), purge_batch=PURGE_BATCH)
     except sa.exc.IntegrityError:
         return False
     return True

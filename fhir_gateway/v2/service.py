@@ -21,14 +21,13 @@ from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import select
 
 from fhir_gateway.observability import request_id_var
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.security import audit
 from fhir_gateway.security.principal import Principal
+from fhir_gateway.store import v2_journal
 from fhir_gateway.store.database import DatabaseUnavailable
-from fhir_gateway.store.tables import V2MessageRow
 from fhir_gateway.v2.ack import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
@@ -262,52 +261,25 @@ class V2Service:
         for _attempt in range(2):
             try:
                 with self.database.session(write=True) as session:
-                    row = session.exec(
-                        select(V2MessageRow).where(
-                            V2MessageRow.direction == "in",
-                            V2MessageRow.sender == sender,
-                            V2MessageRow.control_id == control_id,
-                        )
-                    ).first()
+                    row = v2_journal.find_inbound(session, sender, control_id)
                     if row is not None:
                         if row.ack is not None:
                             return Outcome(row.ack, row.ack_code or "", row.focus, duplicate=True)
                         if row.received_at > now - self.stale_after:
                             return _busy(message)
-                        row.received_at = now  # take over a claim its process abandoned
-                        session.add(row)
-                        session.flush()
-                        assert row.pk is not None
-                        return row.pk
-                    row = V2MessageRow(
-                        direction="in",
-                        sender=sender,
-                        control_id=control_id,
-                        message_type=message.message_type[:32],
-                        received_at=now,
-                    )
-                    session.add(row)
-                    session.flush()
-                    assert row.pk is not None
-                    return row.pk
+                        return v2_journal.retake_inbound(session, row, now)
+                    return v2_journal.add_inbound(session, sender, control_id, message.message_type[:32], now)
             except sa.exc.IntegrityError:
                 continue  # a concurrent copy claimed it first: read its state
         return _busy(message)
 
     def _finish(self, pk: int, outcome: Outcome) -> None:
         with self.database.session(write=True) as session:
-            row = session.get(V2MessageRow, pk)
-            if row is not None:
-                row.ack = outcome.ack
-                row.ack_code = outcome.code
-                row.focus = outcome.focus
-                session.add(row)
+            v2_journal.record_ack(session, pk, outcome.ack, outcome.code, outcome.focus)
 
     def _release(self, pk: int) -> None:
         with self.database.session(write=True) as session:
-            row = session.get(V2MessageRow, pk)
-            if row is not None and row.ack is None:
-                session.delete(row)
+            v2_journal.release_unanswered(session, pk)
 
 
 # -- response → ACK ----------------------------------------------------------------------------------

@@ -17,19 +17,11 @@ from fhir_gateway.routing import Directory
 from fhir_gateway.security.compartments import CompartmentKeeper
 from fhir_gateway.security.minimise import MinimisationRules, load_rules
 from fhir_gateway.settings import Settings
+from fhir_gateway.store import resource_queries
 from fhir_gateway.store.database import Database
-from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.repository import Repository, Stored, WriteListener
-from fhir_gateway.store.tables import ResourceRow
 from fhir_gateway.validation import ProfileSet, Validator
 from fhir_gateway.vocabulary import DIRECTORY_TYPES
-
-# The directory's cache key (count and newest change per type), asked once per transaction.
-_DIRECTORY_KEY = Prepared(
-    sa.select(ResourceRow.resource_type, sa.func.count(), sa.func.max(ResourceRow.last_updated))
-    .where(sa.or_(*(ResourceRow.resource_type == t for t in DIRECTORY_TYPES)))
-    .group_by(ResourceRow.resource_type)
-)
 
 
 @cache
@@ -93,11 +85,7 @@ class GatewayContext:
             repo.memo["directory"] = cached[1]
             return cached[1]
         with self._directory_lock:
-            rows = repo.session.execute(
-                sa.select(ResourceRow.content).where(
-                    ResourceRow.resource_type.in_(DIRECTORY_TYPES), ResourceRow.deleted.is_(False)
-                )
-            ).scalars()
+            rows = resource_queries.current_contents(repo.session, DIRECTORY_TYPES)
             directory = Directory.from_resources(rows)
             self._directory = (key, directory)
             repo.memo["directory"] = directory
@@ -105,8 +93,8 @@ class GatewayContext:
 
     @staticmethod
     def _directory_key(repo: Repository) -> tuple[object, ...]:
-        rows = _DIRECTORY_KEY.rows(repo.session, {})
-        return tuple(sorted(tuple(row.values()) for row in rows))
+        """Count and newest change per directory type, asked once per transaction."""
+        return resource_queries.fingerprint(repo.session, DIRECTORY_TYPES)
 
     def close(self) -> None:
         self.database.dispose()

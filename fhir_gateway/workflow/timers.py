@@ -21,13 +21,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference
 from fhir_gateway.mapping import feedback_for
-from fhir_gateway.store.delivery_tables import TimerRow
-from fhir_gateway.store.prepared import Prepared
+from fhir_gateway.store import timers as timer_rows
 from fhir_gateway.store.repository import Repository, Stored
 from fhir_gateway.vocabulary import (
     AMSTERDAM,
@@ -41,7 +38,6 @@ from fhir_gateway.workflow.context import GatewayContext
 
 log = logging.getLogger(__name__)
 
-T = TimerRow.__table__
 WAITING = frozenset({"requested", "received"})
 RUNNING = frozenset({"in-progress", "on-hold"})
 MAX_ATTEMPTS = 10
@@ -90,28 +86,9 @@ def schedule(ctx: GatewayContext, repo: Repository, task: Stored) -> None:
             add(repo.session, "trajectory-end", task.reference, due, _now(ctx))
 
 
-_TIMER_KEYS = ("key", "kind", "target", "due_at", "status", "attempts", "created_at")
-# insert-or-ignore on the unique key; the ON CONFLICT clause is each dialect's own construct
-_ADD_TIMER = {
-    "postgresql": Prepared(pg_insert(T).on_conflict_do_nothing(index_elements=["key"]), _TIMER_KEYS),
-    "sqlite": Prepared(sqlite_insert(T).on_conflict_do_nothing(index_elements=["key"]), _TIMER_KEYS),
-}
-
-
 def add(connection: sa.Connection, kind: str, target: str, due: datetime, now: datetime) -> None:
     """Insert-or-ignore on the unique key (kind + target): runs for every Task write."""
-    _ADD_TIMER[connection.dialect.name].rows(
-        connection,
-        {
-            "key": f"{kind}:{target}"[:160],
-            "kind": kind,
-            "target": target,
-            "due_at": due,
-            "status": "pending",
-            "attempts": 0,
-            "created_at": now,
-        },
-    )
+    timer_rows.add(connection, kind, target, due, now)
 
 
 def _planned_end(repo: Repository, ctx: GatewayContext, task: dict[str, Any]) -> str | None:
@@ -139,16 +116,7 @@ def run_due(ctx: GatewayContext, *, limit: int = 100) -> int:
     """Fire every timer that is due; returns how many fired (obsolete ones are closed silently)."""
     now = _now(ctx)
     with ctx.database.connection(write=False) as conn:
-        pks = (
-            conn.execute(
-                sa.select(T.c.pk)
-                .where(T.c.status == "pending", T.c.due_at <= now)
-                .order_by(T.c.due_at)
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
+        pks = timer_rows.due_pks(conn, now, limit)
     fired = 0
     for pk in pks:
         try:
@@ -161,36 +129,28 @@ def run_due(ctx: GatewayContext, *, limit: int = 100) -> int:
 
 def _fire_one(ctx: GatewayContext, pk: int, now: datetime) -> int:
     with ctx.database.connection(write=True) as conn:
-        row = conn.execute(
-            sa.select(T)
-            .where(T.c.pk == pk, T.c.status == "pending", T.c.due_at <= now)
-            .with_for_update(skip_locked=True)
-        ).first()
+        row = timer_rows.lock_due(conn, pk, now)
         if row is None:
             return 0  # another worker has it or did it
         repo = ctx.repository(conn, ctx.settings.base_url.rstrip("/"))
         outcome, due = FIRE[row.kind](ctx, repo, row, now)
-        values: dict[str, Any] = {"status": outcome, "attempts": T.c.attempts + 1, "last_error": None}
         if outcome == "pending" and due is not None:
-            values["due_at"] = due
+            timer_rows.record_outcome(conn, pk, outcome, due_at=due)
         else:
-            values["fired_at"] = now
-        conn.execute(sa.update(T).where(T.c.pk == pk).values(**values))
+            timer_rows.record_outcome(conn, pk, outcome, fired_at=now)
         return int(outcome == "fired")
 
 
 def _failed(ctx: GatewayContext, pk: int, now: datetime, error: str) -> None:
     with ctx.database.connection(write=True) as conn:
-        attempts = conn.execute(sa.select(T.c.attempts).where(T.c.pk == pk)).scalar() or 0
-        conn.execute(
-            sa.update(T)
-            .where(T.c.pk == pk, T.c.status == "pending")
-            .values(
-                attempts=attempts + 1,
-                last_error=error[:2000],
-                due_at=now + timedelta(minutes=min(2**attempts, 60)),
-                status="failed" if attempts + 1 >= MAX_ATTEMPTS else "pending",
-            )
+        attempts = timer_rows.attempts(conn, pk)
+        timer_rows.record_failure(
+            conn,
+            pk,
+            attempts=attempts + 1,
+            error=error[:2000],
+            due_at=now + timedelta(minutes=min(2**attempts, 60)),
+            status="failed" if attempts + 1 >= MAX_ATTEMPTS else "pending",
         )
 
 

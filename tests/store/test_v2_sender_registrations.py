@@ -9,13 +9,13 @@ import sqlalchemy as sa
 from alembic import command
 
 from fhir_gateway.security.clients import (
-    CLIENTS,
     get_client,
     load_client_registrations,
     read_registrations,
     save_client,
     validate_registration,
 )
+from fhir_gateway.store.clients import CLIENTS
 from fhir_gateway.store.database import Database
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clients"

@@ -1,14 +1,14 @@
 """What the console shows, read straight from the store (admins see every organisation).
 
-Why SQL and not the FHIR router: one page needs Tasks with their version history, the
-feedback Communications and the outbox rows of those — through the router that is dozens of
-calls per row. These queries are a handful per page, driven by the search index, and never
-select identifiers: the console never shows a BSN (only the Patient's name, to admins).
+Why the store's read model (`store/console_queries.py`) and not the FHIR router: one page needs
+Tasks with their version history, the feedback Communications and the outbox rows of those —
+through the router that is dozens of calls per row. These queries are a handful per page,
+driven by the search index, and never select identifiers: the console never shows a BSN (only
+the Patient's name, to admins). Here: the filters' meaning, loop stages, what a row shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -18,15 +18,10 @@ import sqlalchemy as sa
 from fhir_gateway.delivery import outbox
 from fhir_gateway.routing import Directory
 from fhir_gateway.routing.directory import house_number
-from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow, V2MessageRow
+from fhir_gateway.store import console_queries as queries
+from fhir_gateway.store import v2_journal
 from fhir_gateway.vocabulary import ACTIVITY_CATEGORIES, FEEDBACK_KINDS, MILESTONES, Milestone
 from fhir_gateway.vocabulary import CHANNEL as CHANNEL_SYSTEM
-
-R = ResourceRow.__table__
-H = HistoryRow.__table__
-IX = SearchIndexRow.__table__
-OUT = OutboxRow.__table__
-V2 = V2MessageRow.__table__
 
 STAGES = ("received", "routed", "accepted", "intake", "activity", "closed")
 STAGE_LABELS = {
@@ -48,7 +43,6 @@ STAGE_STATUSES = {
     "closed": FINAL,
 }
 INTAKE_CODES = frozenset({Milestone.INTAKE_HELD, Milestone.ACTIVITY_FOUND})
-_CHUNK = 500
 
 
 @dataclass
@@ -239,66 +233,31 @@ def municipality_of(directory: Directory, task: dict[str, Any], patient: dict[st
     return " / ".join(found)
 
 
-def _index_has(param: str, values: Iterable[str]) -> sa.ColumnElement[bool]:
-    return sa.exists().where(IX.c.resource_pk == R.c.pk, IX.c.param == param, IX.c.value.in_(list(values)))
-
-
-def _referred(cutoff: datetime, *, before: bool) -> sa.ColumnElement[bool]:
-    """The Task's referral (ServiceRequest.authoredOn, via Task.focus) was made before/after `cutoff`."""
-    fo, au, sr = IX.alias("fo"), IX.alias("au"), R.alias("sr")
-    return sa.exists().where(
-        fo.c.resource_pk == R.c.pk,
-        fo.c.param == "focus",
-        sr.c.resource_type == "ServiceRequest",
-        fo.c.value == sa.literal("ServiceRequest/") + sr.c.id,
-        au.c.resource_pk == sr.c.pk,
-        au.c.param == "authored",
-        au.c.low <= cutoff if before else au.c.low >= cutoff,
-    )
-
-
-def _chunks(items: list[str]) -> Iterable[list[str]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
-
-
-def _contents(conn: sa.Connection, resource_type: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(set(ids))):
-        stmt = sa.select(R.c.id, R.c.content).where(R.c.resource_type == resource_type, R.c.id.in_(chunk))
-        out.update({rid: content for rid, content in conn.execute(stmt)})
-    return out
-
-
 # -- referrals ----------------------------------------------------------------------------------
 def referrals(conn: sa.Connection, directory: Directory, filters: Filters, now: datetime) -> Page:
     """Referral Tasks matching the filters, newest first, one page of them fully annotated.
 
     Organisation, status and age filters run in SQL on the search index; the loop stage and an
     ambiguous municipality are decided per Task in Python (they need the Task's content)."""
-    stmt = sa.select(R.c.id, R.c.content).where(R.c.resource_type == "Task", R.c.deleted.is_(False))
-    stmt = stmt.where(
-        sa.exists().where(
-            IX.c.resource_pk == R.c.pk, IX.c.param == "focus", IX.c.value.like("ServiceRequest/%")
-        )
-    )
+    owners: list[list[str]] = []
     if filters.welfare:
-        stmt = stmt.where(_index_has("owner", [f"Organization/{filters.welfare}"]))
-    if filters.practice:
-        stmt = stmt.where(_index_has("requester", _requester_refs(directory, filters.practice)))
+        owners.append([f"Organization/{filters.welfare}"])
     if filters.municipality:
-        stmt = stmt.where(_index_has("owner", _owners_for(directory, filters.municipality)))
-    if filters.state in STAGE_STATUSES:
-        stmt = stmt.where(_index_has("status", STAGE_STATUSES[filters.state]))
-    for bound, op in ((filters.min_age, "le"), (filters.max_age, "ge")):
-        if bound is not None:
-            cutoff = (now - timedelta(days=bound)).astimezone(UTC).replace(tzinfo=None)
-            stmt = stmt.where(_referred(cutoff, before=op == "le"))
-    tasks = [(rid, content) for rid, content in conn.execute(stmt.order_by(R.c.pk.desc()))]
+        owners.append(_owners_for(directory, filters.municipality))
+    tasks = queries.referral_tasks(
+        conn,
+        owners=owners,
+        requesters=_requester_refs(directory, filters.practice) if filters.practice else None,
+        statuses=STAGE_STATUSES.get(filters.state),
+        referred_until=_cutoff(now, filters.min_age),
+        referred_since=_cutoff(now, filters.max_age),
+    )
 
     patients: dict[str, dict[str, Any]] = {}
     if filters.municipality:  # decide the ambiguous ones with the patient's address
-        patients = _contents(conn, "Patient", (ref_of(t.get("for")).partition("/")[2] for _, t in tasks))
+        patients = queries.contents(
+            conn, "Patient", (ref_of(t.get("for")).partition("/")[2] for _, t in tasks)
+        )
     kept = []
     for rid, task in tasks:
         if filters.state and stage_of(task) != filters.state:
@@ -315,14 +274,23 @@ def referrals(conn: sa.Connection, directory: Directory, filters: Filters, now: 
     return Page(_annotate(conn, directory, chosen, now), len(kept), page, pages)
 
 
+def _cutoff(now: datetime, days: int | None) -> datetime | None:
+    """`days` before `now` as naive UTC (how the index keeps dates)."""
+    if days is None:
+        return None
+    return (now - timedelta(days=days)).astimezone(UTC).replace(tzinfo=None)
+
+
 def _annotate(
     conn: sa.Connection, directory: Directory, tasks: list[tuple[str, dict[str, Any]]], now: datetime
 ) -> list[ReferralRow]:
     if not tasks:
         return []
     task_ids = [rid for rid, _ in tasks]
-    srs = _contents(conn, "ServiceRequest", (ref_of(t.get("focus")).partition("/")[2] for _, t in tasks))
-    patients = _contents(conn, "Patient", (ref_of(t.get("for")).partition("/")[2] for _, t in tasks))
+    srs = queries.contents(
+        conn, "ServiceRequest", (ref_of(t.get("focus")).partition("/")[2] for _, t in tasks)
+    )
+    patients = queries.contents(conn, "Patient", (ref_of(t.get("for")).partition("/")[2] for _, t in tasks))
     history = _history(conn, task_ids)
     feedback = _feedback(conn, task_ids)
     rows = []
@@ -357,16 +325,10 @@ def _annotate(
 
 
 def _history(conn: sa.Connection, task_ids: list[str]) -> dict[str, list[tuple[datetime, dict[str, Any]]]]:
-    out: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
-    for chunk in _chunks(task_ids):
-        stmt = (
-            sa.select(H.c.id, H.c.last_updated, H.c.content)
-            .where(H.c.resource_type == "Task", H.c.id.in_(chunk))
-            .order_by(H.c.id, H.c.version_id)
-        )
-        for rid, updated, content in conn.execute(stmt):
-            out.setdefault(rid, []).append((_aware(updated), content))  # type: ignore[arg-type]
-    return out
+    return {
+        rid: [(_aware(updated), content) for updated, content in versions]  # type: ignore[misc]
+        for rid, versions in queries.task_versions(conn, task_ids).items()
+    }
 
 
 def _timeline(versions: list[tuple[datetime, dict[str, Any]]]) -> dict[str, datetime | None]:
@@ -390,30 +352,11 @@ def _timeline(versions: list[tuple[datetime, dict[str, Any]]]) -> dict[str, date
 
 def _feedback(conn: sa.Connection, task_ids: list[str]) -> dict[str, list[Feedback]]:
     """Feedback Communications (`partOf` the Task) and how their push went (outbox rows)."""
-    part_of = IX.alias("po")
     found: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for chunk in _chunks([f"Task/{t}" for t in task_ids]):
-        stmt = (
-            sa.select(part_of.c.value, R.c.id, R.c.content)
-            .select_from(part_of.join(R, R.c.pk == part_of.c.resource_pk))
-            .where(
-                part_of.c.resource_type == "Communication",
-                part_of.c.param == "part-of",
-                part_of.c.value.in_(chunk),
-                R.c.deleted.is_(False),
-            )
-            .order_by(R.c.pk)
-        )
-        for task_ref, cid, content in conn.execute(stmt):
-            found.setdefault(task_ref.partition("/")[2], []).append((cid, content))
+    for task_ref, cid, content in queries.communications_part_of(conn, [f"Task/{t}" for t in task_ids]):
+        found.setdefault(task_ref.partition("/")[2], []).append((cid, content))
     comm_refs = [f"Communication/{cid}" for items in found.values() for cid, _ in items]
-    pushes: dict[str, list[str]] = {}
-    communication = OUT.c.payload["communication"].as_string()
-    for chunk in _chunks(comm_refs):
-        for ref, status in conn.execute(
-            sa.select(communication, OUT.c.status).where(communication.in_(chunk)).order_by(OUT.c.pk)
-        ):
-            pushes.setdefault(ref, []).append(status)
+    pushes = queries.push_statuses(conn, comm_refs)
     out: dict[str, list[Feedback]] = {}
     for task_id, items in found.items():
         for cid, content in items:
@@ -445,13 +388,8 @@ class Overdue:
 
 def overdue_intakes(conn: sa.Connection, directory: Directory, now: datetime) -> list[Overdue]:
     """Tasks still requested/received after their intake window (Task.restriction.period.end)."""
-    stmt = (
-        sa.select(R.c.id, R.c.content)
-        .where(R.c.resource_type == "Task", R.c.deleted.is_(False), _index_has("status", OPEN))
-        .order_by(R.c.pk)
-    )
     out = []
-    for rid, task in conn.execute(stmt):
+    for rid, task in queries.tasks_with_status(conn, OPEN):
         due_text = str(((task.get("restriction") or {}).get("period") or {}).get("end") or "")
         due = parse_moment(due_text)
         if due is None:
@@ -502,23 +440,8 @@ def refused_referrals(conn: sa.Connection, limit: int = 100) -> tuple[int, list[
     message also leaves an AuditEvent (subtype channel `hl7v2`); it is counted once, from the
     journal. (A v2 message refused for its sender — not authenticated, or not registered for
     MSH-4 — is in neither count: it was never a referral; its AuditEvent records it.)"""
-    outcome, subtype = IX.alias("oc"), IX.alias("st")
-    stmt = (
-        sa.select(R.c.content)
-        .select_from(
-            R.join(outcome, outcome.c.resource_pk == R.c.pk).join(subtype, subtype.c.resource_pk == R.c.pk)
-        )
-        .where(
-            R.c.resource_type == "AuditEvent",
-            outcome.c.param == "outcome",
-            outcome.c.value == "4",
-            subtype.c.param == "subtype",
-            subtype.c.value == "create",
-        )
-        .order_by(R.c.pk.desc())
-    )
     fhir: list[Refusal] = []
-    for (event,) in conn.execute(stmt):
+    for event in queries.failed_create_audits(conn):
         agents = event.get("agent", [])
         roles = {r.get("text") for a in agents for r in a.get("role", [])}
         who = str(next((a.get("name") for a in agents if a.get("requestor")), "?"))
@@ -529,14 +452,9 @@ def refused_referrals(conn: sa.Connection, limit: int = 100) -> tuple[int, list[
         fhir.append(
             Refusal(str(event.get("recorded", "")), "FHIR", str(who), f"create refused (4xx) for {org}")
         )
-    v2_stmt = (
-        sa.select(V2.c.received_at, V2.c.sender, V2.c.message_type, V2.c.ack_code, V2.c.control_id)
-        .where(V2.c.direction == "in", V2.c.ack_code.in_(("AE", "AR")))
-        .order_by(V2.c.pk.desc())
-    )
     v2 = [
         Refusal(f"{received.isoformat()}Z", "HL7 v2", str(sender), f"{mtype} {control} → ACK {ack}")
-        for received, sender, mtype, ack, control in conn.execute(v2_stmt)
+        for received, sender, mtype, ack, control in v2_journal.refused_inbound(conn)
     ]
     everything = sorted(fhir + v2, key=lambda r: r.when, reverse=True)
     return len(everything), everything[:limit]

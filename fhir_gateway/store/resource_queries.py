@@ -1,0 +1,47 @@
+"""Whole-type reads of current resources that the repository's FHIR search does not serve:
+is the store empty, the directory's change fingerprint and its contents.
+
+The directory is read on every transaction (its cache key) and rebuilt only when that key
+changes, so the key query is prepared (compiled once per dialect and type list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+
+from fhir_gateway.store.prepared import Prepared
+from fhir_gateway.store.tables import ResourceRow
+
+
+def is_empty(connection: sa.Connection) -> bool:
+    """No resource stored at all (not even a deleted one)."""
+    return connection.execute(sa.select(ResourceRow.pk).limit(1)).first() is None
+
+
+@cache
+def _fingerprint(types: tuple[str, ...]) -> Prepared:
+    return Prepared(
+        sa.select(ResourceRow.resource_type, sa.func.count(), sa.func.max(ResourceRow.last_updated))
+        .where(sa.or_(*(ResourceRow.resource_type == t for t in types)))
+        .group_by(ResourceRow.resource_type)
+    )
+
+
+def fingerprint(connection: sa.Connection, types: Sequence[str]) -> tuple[object, ...]:
+    """(type, count, newest change) per type, sorted: changes whenever a resource of one of
+    `types` is created, updated or deleted. One cheap indexed query."""
+    rows = _fingerprint(tuple(types)).rows(connection, {})
+    return tuple(sorted(tuple(row.values()) for row in rows))
+
+
+def current_contents(connection: sa.Connection, types: Sequence[str]) -> Iterable[dict[str, Any]]:
+    """The content of every resource of `types` that is not deleted."""
+    return connection.execute(
+        sa.select(ResourceRow.content).where(
+            ResourceRow.resource_type.in_(list(types)), ResourceRow.deleted.is_(False)
+        )
+    ).scalars()
