@@ -34,7 +34,11 @@ DIRECTORY_TYPES = (
 
 # The directory's cache key (count and newest change per type), asked once per transaction.
 _DIRECTORY_KEY = Prepared(
-    sa.select(ResourceRow.resource_type, sa.func.count(), sa.func.max(ResourceRow.last_updated))
+    sa.select(
+        ResourceRow.resource_type,
+        sa.func.count().label("n"),
+        sa.func.max(ResourceRow.last_updated).label("newest"),
+    )
     .where(sa.or_(*(ResourceRow.resource_type == t for t in DIRECTORY_TYPES)))
     .group_by(ResourceRow.resource_type)
 )
