@@ -2,57 +2,90 @@
 
 A referral writes ~40 rows in a dozen statements. Through `Connection.execute` each statement
 cost ~100 µs of SQLAlchemy machinery (cache key, compiled-cache lookup, result set-up) on top of
-~30 µs of database work. Here the SQL string, the parameter order and the type processors
-(JSON, DateTime, Boolean — exactly the ones SQLAlchemy would apply) are worked out once, so a
-statement costs little more than the driver call. Errors come out as SQLAlchemy's exception
-classes, so callers handle them as before (503 for an unavailable database, IntegrityError...).
+~30 µs of database work; even `Connection.exec_driver_sql` adds ~12 µs a statement (execution
+context, cursor, result object: +15 % on a referral, benchmarks/README.md). Here the SQL string,
+the parameter names and the type processors (JSON, DateTime, Boolean — exactly the ones
+SQLAlchemy would apply) are worked out once, so a statement costs little more than the driver call.
+
+Only documented API is used. Compiling: `ClauseElement.compile()`, `SQLCompiler.string`,
+`.params` and `.binds`, `BindParameter.required`, `TypeEngine.dialect_impl()` with
+`bind_processor()` / `result_processor()`, `ReturnsRows.exported_columns`. Parameters go by name:
+a positional dialect (pysqlite's `qmark`) renders the SQL through a second instance of its own
+dialect class in the `named` paramstyle (the driver takes both), so no position order is read out
+of the compiler. Running: the cursor of `Connection.connection` (the DBAPI connection in the
+transaction SQLAlchemy began). A driver error is handed to SQLAlchemy's own handling by running
+the same SQL through `Connection.exec_driver_sql` with a `do_execute` listener that raises it
+(`_as_sqlalchemy_error`): `handle_error` listeners, invalidation of a dead connection (the pool
+recovers), wrapping as `sa.exc.DBAPIError` subclasses — callers answer 503 / 409 as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, ExecutionContext
+from sqlalchemy.engine.default import DefaultDialect
+from sqlalchemy.sql.expression import ReturnsRows
 
-Processor = Callable[[Any], Any] | None
+Processor = Callable[[Any], Any]
+
+_NAMED = "named"  # `:name`, accepted by pysqlite next to its default `qmark`
+
+
+def sql_dialect(dialect: Dialect) -> Dialect:
+    """The dialect to render the SQL with: `dialect` itself when it already passes parameters by
+    name (psycopg: `pyformat`), else a new instance of its class in the `named` paramstyle."""
+    if not dialect.positional:
+        return dialect
+    named = type(dialect)(paramstyle=_NAMED)
+    if named.positional:  # pragma: no cover - a dialect that ignores `paramstyle`
+        raise RuntimeError(f"{dialect.name}: cannot compile with named parameters")
+    return named
 
 
 class _Compiled:
-    __slots__ = ("columns", "literals", "named", "names", "processors", "result_processors", "sql")
+    __slots__ = ("columns", "literals", "names", "processors", "result_processors", "sql")
 
     def __init__(self, stmt: sa.Executable, keys: Sequence[str], dialect: Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
+        # The SQL text from a named-paramstyle twin; the type processors from the engine's own
+        # dialect, which carries its settings (json_serializer / json_deserializer).
+        compiled = stmt.compile(dialect=sql_dialect(dialect), column_keys=list(keys))  # type: ignore[attr-defined]
         self.sql: str = compiled.string
-        self.named = compiled.positiontup is None
-        binds = {name: bp for bp, name in compiled.bind_names.items()}
-        self.names: list[str] = list(binds) if self.named else list(compiled.positiontup)
-        # literals in the statement (e.g. param == '_compartment') are anonymous binds with values
-        self.literals = {n: bp.effective_value for n, bp in binds.items() if not bp.required}
-        self.processors: list[tuple[int, Callable[[Any], Any]]] = [
-            (i, f)
-            for i, n in enumerate(self.names)
+        values: dict[str, Any] = compiled.params  # every bind rendered in the SQL, by its name there
+        binds = compiled.binds
+        processors: dict[str, Processor] = {
+            n: f
+            for n in values
             if (f := binds[n].type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        ]
-        returned = getattr(stmt, "selected_columns", None)
-        if returned is None and getattr(stmt, "_returning", None):
-            returned = stmt._returning  # type: ignore[attr-defined]
-        self.columns: list[str] = [c.key for c in returned] if returned is not None else []
-        self.result_processors: list[Processor] = (
-            [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in returned]
-            if returned is not None
-            else []
+        }
+        # the caller's parameters; literals in the statement (param != '_compartment') are
+        # anonymous binds with a value: bound (and processed) once, here
+        self.names: tuple[str, ...] = tuple(n for n in values if binds[n].required)
+        self.literals: dict[str, Any] = {
+            n: (processors[n](v) if n in processors else v)
+            for n, v in values.items()
+            if not binds[n].required
+        }
+        self.processors: tuple[tuple[str, Processor], ...] = tuple(
+            (n, f) for n, f in processors.items() if n in self.names
+        )
+        returned = list(stmt.exported_columns) if isinstance(stmt, ReturnsRows) else []
+        self.columns: tuple[str, ...] = tuple(c.key for c in returned)
+        if len(set(self.columns)) != len(self.columns) or None in self.columns:
+            raise ValueError(f"columns need distinct names (label them): {self.columns}")
+        self.result_processors: tuple[Processor | None, ...] = tuple(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in returned
         )
 
-    def bind(self, params: dict[str, Any]) -> Any:
+    def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        bound = {n: params[n] for n in self.names}
+        for n, f in self.processors:
+            bound[n] = f(bound[n])
         if self.literals:
-            params = {**self.literals, **params}
-        values = [params[n] for n in self.names]
-        for i, f in self.processors:
-            values[i] = f(values[i])
-        return dict(zip(self.names, values, strict=True)) if self.named else values
+            bound.update(self.literals)
+        return bound
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
         return {
@@ -78,15 +111,23 @@ class Prepared:
             compiled = self._by_dialect[name] = _Compiled(self.stmt, self.keys, connection.dialect)
         return compiled
 
+    def sql(self, connection: sa.Connection) -> str:
+        """The SQL string sent to the driver on this connection's dialect."""
+        return self._compiled(connection).sql
+
     def rows(self, connection: sa.Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Run once; the rows (if the statement returns any) as dicts keyed by column."""
         compiled = self._compiled(connection)
         bound = compiled.bind(params)
-        with _cursor(connection, compiled.sql, bound) as cursor:
-            cursor.execute(compiled.sql, bound)
-            if not compiled.columns:
-                return []
-            return [compiled.row(r) for r in cursor.fetchall()]
+        try:
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(compiled.sql, bound)
+                return [compiled.row(r) for r in cursor.fetchall()] if compiled.columns else []
+            finally:
+                cursor.close()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            _as_sqlalchemy_error(connection, compiled.sql, bound, exc)
 
     def first(self, connection: sa.Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         found = self.rows(connection, params)
@@ -98,19 +139,43 @@ class Prepared:
             return
         compiled = self._compiled(connection)
         bound = [compiled.bind(p) for p in params]
-        with _cursor(connection, compiled.sql, bound) as cursor:
-            cursor.executemany(compiled.sql, bound)
+        try:
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.executemany(compiled.sql, bound)
+            finally:
+                cursor.close()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            _as_sqlalchemy_error(connection, compiled.sql, bound, exc)
 
 
-@contextmanager
-def _cursor(connection: sa.Connection, sql: str, params: Any) -> Iterator[Any]:
-    """A DBAPI cursor in the connection's current transaction (SQLAlchemy began it). A driver
-    error goes through SQLAlchemy's own handling — `handle_error` listeners, invalidation of a
-    dead connection, wrapping as `sa.exc.DBAPIError` — exactly as for `Connection.execute`."""
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        yield cursor
-    except connection.dialect.loaded_dbapi.Error as exc:
-        connection._handle_dbapi_exception(exc, sql, params, cursor, None)
-    finally:
-        cursor.close()
+# -- driver errors ----------------------------------------------------------------------------
+_REPLAY = "fhir_gateway_prepared_error"  # execution option: the driver error to raise again
+
+
+def _as_sqlalchemy_error(connection: sa.Connection, sql: str, params: Any, exc: Exception) -> NoReturn:
+    """Raise `exc` (a driver error of a statement run on the raw cursor) as `Connection.execute`
+    would have: the same SQL and parameters go through `exec_driver_sql`, whose `do_execute` /
+    `do_executemany` listener (`_raise_replayed`) raises `exc` instead of calling the driver, so
+    SQLAlchemy's own error handling runs on it — `handle_error` listeners, `is_disconnect` and
+    invalidation, wrapping as the matching `sa.exc.DBAPIError` subclass — and the wrapped error
+    propagates from here. Only on the error path; nothing is sent to the database.
+
+    One difference: if the driver connection is already closed (a PostgreSQL backend terminated
+    mid-transaction), opening the replay's cursor fails first, and that error ("the connection
+    is closed", also a disconnect: invalidated, `OperationalError`) is the one raised, with
+    `exc` as its `__context__`."""
+    connection.exec_driver_sql(sql, params, execution_options={_REPLAY: exc})
+    raise AssertionError("the replayed driver error was not raised") from exc  # pragma: no cover
+
+
+def _raise_replayed(_cursor: Any, _statement: str, _parameters: Any, context: ExecutionContext) -> bool:
+    replayed = context.execution_options.get(_REPLAY)
+    if replayed is not None:
+        raise replayed
+    return False  # any other statement: the driver call as usual
+
+
+# On the base class: every dialect of every engine (the cost elsewhere: one call per statement).
+sa.event.listen(DefaultDialect, "do_execute", _raise_replayed)
+sa.event.listen(DefaultDialect, "do_executemany", _raise_replayed)

@@ -25,7 +25,11 @@ def is_empty(connection: sa.Connection) -> bool:
 @cache
 def _fingerprint(types: tuple[str, ...]) -> Prepared:
     return Prepared(
-        sa.select(ResourceRow.resource_type, sa.func.count(), sa.func.max(ResourceRow.last_updated))
+        sa.select(
+            ResourceRow.resource_type,
+            sa.func.count().label("n"),  # `Prepared` keys rows by column name: unnamed ones collide
+            sa.func.max(ResourceRow.last_updated).label("newest"),
+        )
         .where(sa.or_(*(ResourceRow.resource_type == t for t in types)))
         .group_by(ResourceRow.resource_type)
     )
