@@ -16,7 +16,6 @@ import logging
 import re
 from typing import Any
 
-from fhir_gateway.delivery import subscriptions as subs
 from fhir_gateway.delivery.outbox import naive_utc
 from fhir_gateway.fhir.outcome import FhirError
 from fhir_gateway.fhir.search import parse_search
@@ -24,6 +23,7 @@ from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.store.repository import Repository, Stored, new_id
 from fhir_gateway.store.subscriptions import subscription_contents
 from fhir_gateway.vocabulary import FEEDBACK_KINDS, REMINDER_KINDS
+from fhir_gateway.workflow import subscriptions as subs
 from fhir_gateway.workflow import timers
 from fhir_gateway.workflow.context import GatewayContext
 

@@ -23,11 +23,11 @@ import orjson
 import sqlalchemy as sa
 
 from fhir_gateway.delivery import outbox
-from fhir_gateway.delivery import subscriptions as subs
 from fhir_gateway.delivery.outbox import Claimed, naive_utc
 from fhir_gateway.store import subscriptions as subscription_state
 from fhir_gateway.store import v2_journal
 from fhir_gateway.store.repository import Repository, new_id
+from fhir_gateway.workflow import subscriptions as subs
 from fhir_gateway.workflow import timers
 from fhir_gateway.workflow.context import GatewayContext
 

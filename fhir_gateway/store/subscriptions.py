@@ -1,7 +1,7 @@
 """Subscription state in SQL: the durable event counter, the event log, heartbeats, the list.
 
 What a Subscription means (criteria, channel, content mode, when a heartbeat is due) is decided
-in `delivery/subscriptions.py`; these functions take plain values. Tables: `delivery_tables`.
+in `workflow/subscriptions.py`; these functions take plain values. Tables: `delivery_tables`.
 """
 
 from __future__ import annotations

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_gateway.delivery import subscriptions as subs
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.search import MAX_DB_INTEGER, ascii_int
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
 from fhir_gateway.rest.operations.subscription_status import subscription_of
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.store.repository import new_id
+from fhir_gateway.workflow import subscriptions as subs
 
 MAX_EVENTS = 1000
 DEFINITION: dict[str, Any] = {

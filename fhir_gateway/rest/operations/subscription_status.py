@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_gateway.delivery import subscriptions as subs
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.store.repository import new_id
+from fhir_gateway.workflow import subscriptions as subs
 
 DEFINITION: dict[str, Any] = {
     "resourceType": "OperationDefinition",
