@@ -281,7 +281,7 @@ class Worker:
             patient = _read(repo, (task.get("for") or {}).get("reference"))
             requester = _read(repo, ((sr or task).get("requester") or {}).get("reference"))
             original = v2_journal.latest_inbound_for(conn, payload.get("serviceRequest"))
-        origin: Any = original[0] if original else {"sender": "", "control_id": ""}
+        origin: Any = dict(original._mapping) if original else {"sender": "", "control_id": ""}
         er7 = rri_for(
             communication,
             task,

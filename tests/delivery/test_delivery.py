@@ -302,3 +302,31 @@ def test_claim_respects_subject_order_and_leases(sqlite_url: str) -> None:
         assert not outbox.finish(conn, first[0], "delivered")
         assert outbox.finish(conn, again[0], "delivered")
     db.dispose()
+
+
+def test_rri_answers_the_v2_referral_it_belongs_to(gw: TestClient) -> None:
+    """The RRI^I12 for a referral that came in over v2 goes back to its sender and names its
+    message: MSH-5/6 = the referral's MSH-3/4, MSA-2 = its MSH-10. The worker read the journal
+    row's primary key instead of the row, so both were empty and the HIS could not match it."""
+    from tests.wor import ROOT
+
+    listener = MllpReceiver("AA").start()
+    try:
+        authorize(gw, "gateway-admin")
+        endpoint = gw.get("/fhir/Endpoint/praktijk-batau-mllp").json()
+        endpoint["address"] = f"mllp://127.0.0.1:{listener.port}"
+        assert gw.put(f"/fhir/Endpoint/{endpoint['id']}", json=endpoint, headers=FHIR_JSON).status_code == 200
+        message = (ROOT / "examples" / "v2" / "ref-i12-v25.hl7").read_bytes().replace(b"\n", b"\r")
+        authorize(gw, "praktijk-batau-his")
+        ack = gw.post("/v2", content=message, headers={"content-type": "x-application/hl7-v2+er7"}).text
+        assert "MSA|AA|BATAU-000123" in ack, ack
+        authorize(gw, "welzijn-de-brug-cms")
+        [entry] = gw.get("/fhir/Task", params={"status": "requested"}).json()["entry"]
+        assert put_task(gw, entry["resource"], status="accepted").status_code == 200
+        drain(worker(gw))
+        [rri] = listener.messages
+        segments = {s.split("|", 1)[0]: s.split("|") for s in rri.replace("\n", "\r").split("\r") if s}
+        assert segments["MSH"][4:6] == ["HIS-BATAU", "01053417"], segments["MSH"]
+        assert segments["MSA"][1:3] == ["AA", "BATAU-000123"], segments["MSA"]
+    finally:
+        listener.stop()
