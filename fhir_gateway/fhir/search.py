@@ -278,6 +278,7 @@ def _control(
         if count is None:
             raise _bad(f"_count must be a non-negative integer, got '{value[:100]}'", "_count")
         query.count = min(count, max_count)
+        query.summary_count = query.summary_count or count == 0  # R4: _count=0 is _summary=count
         if count > max_count:
             query.warnings.append(
                 warning("too-costly", f"_count reduced to the maximum {max_count}", "_count")
