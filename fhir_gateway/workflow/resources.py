@@ -295,7 +295,8 @@ class ResourceService:
         it is no valid search, 403 when it needs a scope or reads elements the view withholds."""
         sub = subs.info(data)
         if sub is None:
-            raise Invalid(
+            raise FhirError(
+                422,
                 [
                     error(
                         "invalid",
@@ -303,7 +304,7 @@ class ResourceService:
                         f"{', '.join(subs.TOPICS)} with backport-filter-criteria",
                         "Subscription.criteria",
                     )
-                ]
+                ],
             )
         if not sees_everything(self.principal):
             require_scope(self.principal, sub.resource_type, "search")
@@ -319,7 +320,7 @@ class ResourceService:
             ]
             raise FhirError(422, issues) from None
         if query.includes:
-            raise Invalid([error("invalid", "criteria may not use _include", "Subscription.criteria")])
+            raise FhirError(422, [error("invalid", "criteria may not use _include", "Subscription.criteria")])
         self._check_searchable(query)
 
     def _practice_of(self, task: dict[str, Any]) -> str | None:
