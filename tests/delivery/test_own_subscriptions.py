@@ -138,3 +138,26 @@ def test_topic_based_worklist_subscription(any_gw: TestClient, receiver: Receive
 )
 def test_endpoint_rule(url: str, loopback: bool, ok: bool) -> None:
     assert (endpoint_problem(url, loopback_http=loopback) is None) is ok
+
+
+def test_capability_statement_declares_the_worklist_topic(gw: TestClient) -> None:
+    rest = gw.get("/fhir/metadata").json()["rest"][0]
+    [sub] = [r for r in rest["resource"] if r["type"] == "Subscription"]
+    assert {"create", "read", "update", "delete", "search-type"} <= {i["code"] for i in sub["interaction"]}
+    assert [e["valueCanonical"] for e in sub["extension"]] == [WORKLIST_TOPIC]
+    assert {o["name"] for o in sub["operation"]} == {"status", "events"}
+
+
+def test_example_welfare_subscription_is_accepted(gw: TestClient) -> None:
+    """examples/subscriptions/: what README shows a welfare system sending (endpoint swapped)."""
+    import json
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "subscriptions"
+    authorize(gw, W1)
+    for path in sorted(example.glob("*.json")):
+        body = json.loads(path.read_text())
+        body["channel"]["endpoint"] = "http://127.0.0.1:9/hook"
+        resp = gw.post("/fhir/Subscription", json=body, headers=FHIR_JSON)
+        assert resp.status_code == 201, (path.name, resp.text)
+        assert owner_of(resp.json()) == [DE_BRUG]
