@@ -42,6 +42,9 @@ class Settings:
     # rate_limit_per_second = 0. Small: a well-behaved client fails once per expired token at most
     rate_limit_auth_failures_per_second: float = 5
     insecure_dev: bool = False  # requests without a token act as admin: developer machines only
+    # Subscription endpoints may be http(s) to the loopback interface (tests, a developer machine);
+    # otherwise https to a public host only (workflow/subscriptions.py::endpoint_problem)
+    subscription_loopback_http: bool = False
     token_key: str = ""  # gateway signing key: private JWK, JWK Set or PEM (from a secret store)
     token_key_file: str = ""  # ... or a file holding it; none: a dev key under ./var/ (SQLite only)
     access_token_lifetime: int = 300  # seconds, at most 300

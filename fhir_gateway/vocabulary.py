@@ -230,6 +230,11 @@ BACKPORT_PAYLOAD_CONTENT: Final = BACKPORT + "backport-payload-content"
 BACKPORT_HEARTBEAT_PERIOD: Final = BACKPORT + "backport-heartbeat-period"
 BACKPORT_TIMEOUT: Final = BACKPORT + "backport-timeout"
 BACKPORT_SUBSCRIPTION_STATUS: Final = BACKPORT + "backport-subscription-status-r4"
+BACKPORT_FILTER_CRITERIA: Final = BACKPORT + "backport-filter-criteria"
+BACKPORT_TOPIC_CANONICAL: Final = BACKPORT + "capabilitystatement-subscriptiontopic-canonical"
+# The one topic the gateway offers (Backport IG, topic-based): Tasks of a worklist; the filter
+# criteria (`backport-filter-criteria`) are a Task search, e.g. `Task?owner=...&status=requested`
+WORKLIST_TOPIC: Final = f"{WOR}/SubscriptionTopic/worklist"
 
 # -- HL7 terminology (THO) and other external code systems ---------------------------------------
 

@@ -141,6 +141,7 @@ def make_client(url: str, client_id: str | None = "gateway-admin", **settings: o
     example registrations are loaded and a real access token is sent. None: no token."""
     settings.setdefault("token_key", TEST_TOKEN_KEY)
     settings.setdefault("rate_limit_per_second", 0)  # in-process tests outrun any real client
+    settings.setdefault("subscription_loopback_http", True)  # receivers listen on 127.0.0.1
     app = create_app(Settings(database_url=url, **settings))  # type: ignore[arg-type]
     client = TestClient(app, base_url="http://gateway.test")
     load_client_registrations(app.state.ctx.database, ROOT / "examples" / "clients")

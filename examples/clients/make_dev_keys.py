@@ -37,6 +37,7 @@ GP_SCOPES = [
     "system/Consent.cr",
     "system/Organization.rs",
     "system/HealthcareService.rs",
+    "system/Subscription.cruds",  # their own rest-hook Subscriptions (README: Notifications)
 ]
 WELFARE_SCOPES = [
     "system/Task.rus",
@@ -46,6 +47,7 @@ WELFARE_SCOPES = [
     "system/Communication.crs",
     "system/QuestionnaireResponse.crs",
     "system/Organization.rs",
+    "system/Subscription.cruds",  # their own rest-hook Subscriptions (README: Notifications)
 ]
 ADMIN_SCOPES = ["system/*.cruds"]
 

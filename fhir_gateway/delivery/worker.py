@@ -30,6 +30,7 @@ from fhir_gateway.store.repository import Repository, new_id
 from fhir_gateway.workflow import subscriptions as subs
 from fhir_gateway.workflow import timers
 from fhir_gateway.workflow.context import GatewayContext
+from fhir_gateway.workflow.resources import subscriber_view
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,11 @@ class Worker:
             kind = payload["type"]
             if sub is None or (kind != "handshake" and sub.status != "active"):
                 return "cancelled"  # deleted or switched off since: nothing to deliver
+            problem = subs.endpoint_problem(
+                sub.endpoint, loopback_http=self.ctx.settings.subscription_loopback_http
+            )
+            if problem:  # stored before the rule, or by a bypass: never call it
+                raise Permanent(f"channel.endpoint {problem}")
             events: list[dict[str, Any]] = []
             resources: dict[str, dict[str, Any]] = {}
             if kind == "event-notification":
@@ -214,7 +220,7 @@ class Worker:
                     }
                 )
                 if sub.content == "full-resource":
-                    resources = _versions(repo, events)
+                    resources = _versions(repo, self.ctx, sub, events)
                 count = int(payload["eventNumber"])
             else:
                 count = subs.events_since_start(conn, sub.id)
@@ -345,16 +351,16 @@ class Worker:
         return queued
 
 
-def _versions(repo: Repository, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _versions(
+    repo: Repository, ctx: GatewayContext, sub: subs.SubscriptionInfo, events: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The focus of each event as the owner may see it now (never the raw resource)."""
     found: dict[str, dict[str, Any]] = {}
     for event in events:
-        rtype, _, rid = str(event.get("focus") or "").partition("/")
-        try:
-            found[f"{event['focus']}/_history/{event['version']}"] = repo.vread(
-                rtype, rid, int(event["version"])
-            ).content
-        except Exception:
-            continue  # gone: the entry goes without the resource
+        focus = str(event.get("focus") or "")
+        view = subscriber_view(repo, ctx, sub.owner, focus, int(event.get("version") or 1))
+        if view is not None:  # gone, or out of the owner's sight: the entry goes without it
+            found[f"{focus}/_history/{event['version']}"] = view
     return found
 
 

@@ -6,6 +6,16 @@ from typing import Any
 
 from fhir_gateway import __version__
 from fhir_gateway.fhir.searchparams import load_search_params
+from fhir_gateway.vocabulary import BACKPORT_TOPIC_CANONICAL, WORKLIST_TOPIC
+
+SUBSCRIPTION_DOCUMENTATION = (
+    "rest-hook only; payload empty, id-only or full-resource (the owner's minimised view). "
+    "Criteria-based (criteria = a search the owner may run) or topic-based (Subscriptions "
+    "Backport IG: the worklist topic with backport-filter-criteria). Created `requested`; the "
+    "gateway's handshake makes it `active` (or `error`). A client's Subscription is owned by its "
+    "organisation and notifies only about what that organisation may see. channel.endpoint: https "
+    "to a public host."
+)
 
 _SEARCH_TYPE_DOCS = {
     "token": "token",
@@ -64,6 +74,9 @@ def capability_statement(
         }
         if profiles and rtype in profiles:
             entry["profile"] = profiles[rtype]
+        if rtype == "Subscription":  # what the Backport IG asks a server to declare
+            entry["extension"] = [{"url": BACKPORT_TOPIC_CANONICAL, "valueCanonical": WORKLIST_TOPIC}]
+            entry["documentation"] = SUBSCRIPTION_DOCUMENTATION
         ops = _operations(operations, rtype)
         if ops:
             entry["operation"] = ops

@@ -22,6 +22,7 @@ from fhir_gateway.security.compartments import (
     can_see,
     organization_filter,
     sees_everything,
+    visible_to,
 )
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
@@ -31,6 +32,7 @@ from fhir_gateway.settings import Settings
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
 from fhir_gateway.vocabulary import DIRECTORY_TYPES, SUBSCRIPTION_OWNER
 from fhir_gateway.workflow import consents, feedback, referrals, tasks
+from fhir_gateway.workflow import subscriptions as subs
 from fhir_gateway.workflow.context import GatewayContext
 
 
@@ -147,8 +149,8 @@ class ResourceService:
                 self.audit.touch("create", existing)
                 return existing, False
         data = {k: v for k, v in data.items() if k != "id"}  # the server assigns the id
-        if data["resourceType"] == "Subscription" and self.principal.organization:
-            data = _with_owner(data, self.principal.organization)
+        if data["resourceType"] == "Subscription":
+            data = self._subscription(data, None)
         if data["resourceType"] == "ServiceRequest":
             referral = referrals.receive(self.repo, self.ctx, self.principal, data, resource_id=resource_id)
             stored, created = referral.service_request, referral.created
@@ -238,6 +240,8 @@ class ResourceService:
         return stored
 
     def _update(self, data: dict[str, Any], *, if_match: int | None, method: str) -> tuple[Stored, bool]:
+        if data["resourceType"] == "Subscription":
+            data = self._subscription(data, self.repo.find("Subscription", data["id"]))
         if data["resourceType"] == "Consent":
             before = self.repo.find("Consent", data["id"])
             stored, created = self.repo.update(data, if_match=if_match, method=method)
@@ -269,6 +273,55 @@ class ResourceService:
         tasks.follow_up(self.repo, stored, change)
         feedback.for_transition(self.repo, self.ctx, stored, change)
         return stored, False
+
+    def _subscription(self, data: dict[str, Any], existing: Stored | None) -> dict[str, Any]:
+        """A Subscription as the gateway keeps it: owned by the caller's organisation (a client
+        never names another owner), calling only an allowed endpoint, asking only for what the
+        owner may search, and active only after the handshake the gateway runs itself."""
+        subs.check_channel(data, loopback_http=self.ctx.settings.subscription_loopback_http)
+        if self.principal.organization:
+            data = _with_owner(data, self.principal.organization)
+        self._check_criteria(data)
+        if sees_everything(self.principal):
+            return data
+        status = _client_status(data, existing.content if existing is not None else None)
+        data = {**data, "status": status}
+        if status != "error":
+            data.pop("error", None)
+        return data
+
+    def _check_criteria(self, data: dict[str, Any]) -> None:
+        """Criteria (or a topic's filter) must be a search the caller could run itself: 422 when
+        it is no valid search, 403 when it needs a scope or reads elements the view withholds."""
+        sub = subs.info(data)
+        if sub is None:
+            raise FhirError(
+                422,
+                [
+                    error(
+                        "invalid",
+                        "criteria must be a search (Type?param=value) or the SubscriptionTopic "
+                        f"{', '.join(subs.TOPICS)} with backport-filter-criteria",
+                        "Subscription.criteria",
+                    )
+                ],
+            )
+        if not sees_everything(self.principal):
+            require_scope(self.principal, sub.resource_type, "search")
+        try:
+            query = parse_search(
+                sub.resource_type, list(sub.params), strict=True, base_url=self.repo.base_url
+            )
+        except FhirError as exc:
+            if exc.status >= 500:
+                raise
+            issues = [
+                error("invalid", f"criteria: {i.diagnostics}", "Subscription.criteria") for i in exc.issues
+            ]
+            raise FhirError(422, issues) from None
+        if query.includes:
+            raise FhirError(422, [error("invalid", "criteria may not use _include", "Subscription.criteria")])
+        self._check_searchable(query)
 
     def _practice_of(self, task: dict[str, Any]) -> str | None:
         requester = (task.get("requester") or {}).get("reference", "")
@@ -380,11 +433,58 @@ class ResourceService:
         return entries, more
 
 
+def subscriber_view(
+    repo: Repository, ctx: GatewayContext, owner: str | None, focus: str, version: int
+) -> dict[str, Any] | None:
+    """What a Subscription's owner may see of one version of `focus`, checked per notification
+    (a Task may have moved on to another organisation since): None outside the owner's
+    compartment, else the owner's own view — minimised unless the directory says the owner is a
+    GP practice. No owner: the administrator's Subscription, the whole resource."""
+    rtype, _, rid = focus.partition("/")
+    current = repo.find(rtype, rid)
+    if current is None:
+        return None
+    if owner is not None and not visible_to(repo, current, owner):
+        return None
+    try:
+        stored = repo.vread(rtype, rid, version)
+    except FhirError:
+        return None
+    if owner is None:
+        return stored.content
+    directory = ctx.directory(repo)
+    org = directory.organization(owner.partition("/")[2])
+    role = "gp-practice" if org is not None and directory.is_gp_practice(org) else "welfare-org"
+    principal = Principal(
+        client_id=f"subscription:{owner}", organization=owner, role=role, authenticated=True
+    )
+    return ResourceService(repo, ctx, principal).view(stored)
+
+
 def _with_owner(subscription: dict[str, Any], organization: str) -> dict[str, Any]:
     """Record who owns a Subscription: notifications never leave the owner's compartment."""
     extensions = [e for e in subscription.get("extension", []) if e.get("url") != SUBSCRIPTION_OWNER]
     extensions.append({"url": SUBSCRIPTION_OWNER, "valueReference": {"reference": organization}})
     return {**subscription, "extension": extensions}
+
+
+def _client_status(data: dict[str, Any], existing: dict[str, Any] | None) -> str:
+    """The status a client's write leaves: `off` turns a Subscription off, anything else asks for
+    a (new) handshake — unless the client puts back an active or failed one unchanged."""
+    status = data.get("status")
+    if status == "off":
+        return "off"
+    unchanged = existing is not None and all(
+        existing.get(k) == data.get(k) for k in ("criteria", "_criteria", "channel")
+    )
+    if (
+        status in ("active", "error")
+        and unchanged
+        and existing is not None
+        and existing.get("status") == status
+    ):
+        return str(status)
+    return "requested"
 
 
 def conditional_query(resource_type: str, criteria: str, settings: Settings) -> SearchQuery:

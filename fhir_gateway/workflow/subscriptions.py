@@ -7,21 +7,28 @@ operations.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import sqlalchemy as sa
 
+from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.searchparams import format_instant
 from fhir_gateway.store import subscriptions as state
+from fhir_gateway.vocabulary import BACKPORT_FILTER_CRITERIA as FILTER_CRITERIA_URL
 from fhir_gateway.vocabulary import BACKPORT_HEARTBEAT_PERIOD as HEARTBEAT_URL
 from fhir_gateway.vocabulary import BACKPORT_PAYLOAD_CONTENT as PAYLOAD_CONTENT_URL
 from fhir_gateway.vocabulary import BACKPORT_SUBSCRIPTION_STATUS as STATUS_PROFILE
 from fhir_gateway.vocabulary import BACKPORT_TIMEOUT as TIMEOUT_URL
 from fhir_gateway.vocabulary import SUBSCRIPTION_OWNER as OWNER_URL
+from fhir_gateway.vocabulary import WORKLIST_TOPIC
+
+# topic canonical → the resource type its filter criteria search (Backport IG, topic-based)
+TOPICS = {WORKLIST_TOPIC: "Task"}
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +51,34 @@ class SubscriptionInfo:
     heartbeat: int | None  # seconds
     timeout: float | None  # seconds
     owner: str | None  # Organization/<id> that created it (None: admin / system)
+    topic: str | None = None  # topic-based (Backport IG): the SubscriptionTopic canonical
 
     @property
     def reference(self) -> str:
         return f"Subscription/{self.id}"
 
 
+def search_criteria(sub: dict[str, Any]) -> tuple[str | None, str]:
+    """(topic, `Type?query`): criteria-based Subscriptions name the search themselves; topic-based
+    ones (Backport IG) name a topic and put the search in `backport-filter-criteria`."""
+    criteria = str(sub.get("criteria") or "")
+    if criteria not in TOPICS:
+        return None, criteria
+    filters = [
+        str(ext.get("valueString") or "")
+        for ext in (sub.get("_criteria") or {}).get("extension", [])
+        if ext.get("url") == FILTER_CRITERIA_URL
+    ]
+    rtype = TOPICS[criteria]
+    query = "&".join(f.partition("?")[2] if "?" in f else f for f in filters)
+    if any("?" in f and f.partition("?")[0].strip("/") != rtype for f in filters):
+        return criteria, ""  # a filter on another type than the topic's: unusable
+    return criteria, f"{rtype}?{query}"
+
+
 def info(sub: dict[str, Any]) -> SubscriptionInfo | None:
     """Parse a Subscription; None when it cannot be served (no criteria, no endpoint)."""
-    criteria = str(sub.get("criteria") or "")
+    topic, criteria = search_criteria(sub)
     rtype, _, query = criteria.partition("?")
     channel = sub.get("channel") or {}
     if not rtype or not rtype[:1].isupper():
@@ -80,7 +106,63 @@ def info(sub: dict[str, Any]) -> SubscriptionInfo | None:
         heartbeat=_ext_int(channel, HEARTBEAT_URL),
         timeout=_ext_int(channel, TIMEOUT_URL),
         owner=owner,
+        topic=topic,
     )
+
+
+# -- what a Subscription may ask for -------------------------------------------------------------
+
+LOOPBACK_NAMES = ("localhost", "localhost.", "ip6-localhost")
+
+
+def endpoint_problem(url: str, *, loopback_http: bool) -> str | None:
+    """Why the gateway will not POST to `url`, or None. https only, to a public host: no IP
+    literal of a private, loopback, link-local or reserved range, no `localhost` (the gateway
+    must not be a way into the network it runs in). `loopback_http` (tests, a developer machine)
+    also allows http and https to the loopback interface, and nothing else."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        _ = parts.port  # raises on a bad port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.username is not None or parts.password is not None:
+        return "may not carry credentials (send them in channel.header)"
+    if parts.scheme not in ("https", "http") or not host:
+        return "must be an https URL"
+    loopback = host in LOOPBACK_NAMES or host.endswith(".localhost") or _is_ip(host, "is_loopback")
+    if loopback and loopback_http:
+        return None
+    if parts.scheme != "https":
+        return "must be https (http only to the loopback interface on a test or developer machine)"
+    if loopback or _is_ip(host, "is_global", negate=True):
+        return "must name a public host, not a loopback, private or reserved address"
+    return None
+
+
+def _is_ip(host: str, attribute: str, *, negate: bool = False) -> bool:
+    """True when `host` is an IP literal with (or, negated, without) the property."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    value = bool(getattr(address, attribute))
+    return not value if negate else value
+
+
+def check_channel(sub: dict[str, Any], *, loopback_http: bool) -> None:
+    """422 unless the channel is a rest-hook the gateway may call."""
+    channel = sub.get("channel") or {}
+    if channel.get("type") != "rest-hook":
+        raise FhirError(
+            422,
+            [error("not-supported", "Only rest-hook Subscriptions are offered", "Subscription.channel.type")],
+        )
+    problem = endpoint_problem(str(channel.get("endpoint") or ""), loopback_http=loopback_http)
+    if problem:
+        raise FhirError(
+            422, [error("business-rule", f"channel.endpoint {problem}", "Subscription.channel.endpoint")]
+        )
 
 
 def _ext_int(element: dict[str, Any], url: str) -> int | None:
@@ -155,6 +237,8 @@ def status_parameters(
         {"name": "type", "valueCode": kind},
         {"name": "events-since-subscription-start", "valueString": str(events_since_start)},
     ]
+    if sub.topic:  # topic-based (Backport IG): say which topic the events are about
+        params.append({"name": "topic", "valueCanonical": sub.topic})
     for event in events:
         part: list[dict[str, Any]] = [
             {"name": "event-number", "valueString": str(event["eventNumber"])},

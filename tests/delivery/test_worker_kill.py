@@ -34,6 +34,7 @@ def test_killed_worker_row_is_retried_after_its_lease(sqlite_url: str) -> None:
                 "GATEWAY_DATABASE_URL": sqlite_url,
                 "GATEWAY_TOKEN_KEY": TEST_TOKEN_KEY,
                 "GATEWAY_OUTBOX_LEASE_SECONDS": "2",
+                "GATEWAY_SUBSCRIPTION_LOOPBACK_HTTP": "1",  # the receiver is on 127.0.0.1
                 "GATEWAY_OUTBOX_TIMEOUT_SECONDS": "60",
             }
             proc = subprocess.Popen(

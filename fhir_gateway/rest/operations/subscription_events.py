@@ -14,6 +14,7 @@ from fhir_gateway.rest.operations.subscription_status import subscription_of
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.store.repository import new_id
 from fhir_gateway.workflow import subscriptions as subs
+from fhir_gateway.workflow.resources import subscriber_view
 
 MAX_EVENTS = 1000
 DEFINITION: dict[str, Any] = {
@@ -66,15 +67,11 @@ def subscription_events(
         for r in rows
     ]
     resources: dict[str, dict[str, Any]] = {}
-    if sub.content == "full-resource":
+    if sub.content == "full-resource":  # what the owner may see, as the rest-hook would send it
         for e in events:
-            rtype, _, fid = e["focus"].partition("/")
-            try:
-                resources[f"{e['focus']}/_history/{e['version']}"] = svc.repo.vread(
-                    rtype, fid, e["version"]
-                ).content
-            except FhirError:
-                continue
+            view = subscriber_view(svc.repo, svc.ctx, sub.owner, e["focus"], e["version"])
+            if view is not None:
+                resources[f"{e['focus']}/_history/{e['version']}"] = view
     bundle = subs.notification_bundle(
         req.base_url,
         sub,
