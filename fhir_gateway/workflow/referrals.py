@@ -208,6 +208,21 @@ def _canonical(node: Any, roles: dict[str, str], by_url: dict[str, Any], top: bo
     return node
 
 
+def shares_identifier(stored: Stored, posted: dict[str, Any]) -> bool:
+    """Whether a posted ServiceRequest names one of a stored referral's identifiers (a
+    conditional create matched on it: the resend rule applies, not plain If-None-Exist)."""
+    if stored.resource_type != "ServiceRequest" or posted.get("resourceType") != "ServiceRequest":
+        return False
+    keys = {
+        (i.get("system"), i.get("value")) for i in stored.content.get("identifier", []) if isinstance(i, dict)
+    }
+    found = posted.get("identifier")
+    return any(
+        isinstance(i, dict) and (i.get("system"), i.get("value")) in keys
+        for i in (found if isinstance(found, list) else [])
+    )
+
+
 def require_same(repo: Repository, original: Stored, digest: str, expression: str) -> None:
     """409 when a referral reuses an identifier with other content: answering it with the
     original would hand a HIS whose counter restarted another patient's referral. Referrals

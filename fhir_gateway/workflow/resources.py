@@ -192,9 +192,10 @@ class ResourceService:
         digest = prepared[1] if prepared is not None else None
         if if_none_exist:
             existing = self.conditional_match(data["resourceType"], if_none_exist)
-            if existing is not None and existing.resource_type == "ServiceRequest":
-                where = "ServiceRequest.identifier"  # a referral matched another way is still one
-                referrals.require_same(self.repo, existing, digest or referrals.posted_digest(data), where)
+            if existing is not None and referrals.shares_identifier(existing, data):
+                # matched by its identifier: a resend, or a reused identifier with other content
+                digest = digest or referrals.posted_digest(data)
+                referrals.require_same(self.repo, existing, digest, "ServiceRequest.identifier")
             if existing is not None:  # one of the caller's own: a match never grants access
                 self.audit.touch("create", existing)
                 return existing, False

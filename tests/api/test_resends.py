@@ -67,10 +67,17 @@ def test_a_rest_create_reusing_an_identifier_with_other_content_is_a_409(wor: Te
     sr = copy.deepcopy(first["entry"][2]["resource"])
     for key in ("id", "meta"):
         del sr[key]
+    sr["identifier"][0]["value"] = "RS-REST-2"  # its own referral by REST create, then resent
+    created = wor.post("/fhir/ServiceRequest", json=sr, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    again = wor.post("/fhir/ServiceRequest", json=sr, headers=FHIR_JSON)
+    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
     sr["priority"] = "urgent"
-    resp = wor.post("/fhir/ServiceRequest", json=sr, headers=FHIR_JSON)
-    assert resp.status_code == 409, resp.text
-    assert resp.json()["issue"][0]["expression"] == ["ServiceRequest.identifier"]
+    ident = sr["identifier"][0]
+    for headers in ({}, {"If-None-Exist": f"identifier={ident['system']}|{ident['value']}"}):
+        resp = wor.post("/fhir/ServiceRequest", json=sr, headers={**FHIR_JSON, **headers})
+        assert resp.status_code == 409, resp.text
+        assert resp.json()["issue"][0]["expression"] == ["ServiceRequest.identifier"]
 
 
 def test_a_resend_whose_patient_is_invalid_is_refused_with_the_error(wor: TestClient) -> None:
