@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from fhir_gateway.fhir.models import check_resource
+from fhir_gateway.fhir.models import check_resource, rest_types
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, error, information, operation_outcome
 from fhir_gateway.fhir.search import parse_query
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
@@ -84,11 +84,12 @@ class BundleProcessor:
                 svc = self.router.service(session, req)
                 mapping = self._assign_ids(svc, entries, req.base_url)
                 svc.promised = frozenset(mapping.new)
-                replay = self._replayed_referral(req, svc, entries)
+                resolved = [_resolve(e, mapping) for e in entries]
+                self._validate_all(req, svc, entries, resolved, mapping.existing)
+                replay = self._replayed_referral(req, svc, entries, mapping)
                 if replay is not None:
                     results = replay
                     order = []
-                resolved = [_resolve(e, mapping) for e in entries]
                 for i in order:
                     entry = resolved[i]
                     if i in mapping.existing:
@@ -118,16 +119,68 @@ class BundleProcessor:
             },
         )
 
+    def _validate_all(
+        self,
+        req: FhirRequest,
+        svc: ResourceService,
+        entries: list[dict[str, Any]],
+        resolved: list[dict[str, Any]],
+        matched: set[int],
+    ) -> None:
+        """Validate every entry's resource before anything is written — entries an ifNoneExist
+        matched and resent referrals too, though neither is written — and report every error of
+        every entry in one OperationOutcome (400 when any breaks the base specification, else
+        422), so a developer fixes them all in one round trip. Each valid resource is marked
+        so its write does not validate it again. A type the caller may not write (a matched
+        entry is not written) is left to that entry's own refusal (403, audited)."""
+        targets: list[tuple[int, str]] = []
+        for i, entry in enumerate(resolved):
+            method = entry["request"]["method"]
+            parts = _entry_parts(req.base_url, entry["request"]["url"])
+            if method not in ("POST", "PUT") or not parts or parts[0] not in rest_types():
+                continue  # an operation, or a type the router answers 404 for
+            if i not in matched and not svc.may_write(parts[0], "create" if method == "POST" else "update"):
+                return
+            targets.append((i, parts[0]))
+        issues: list[Issue] = []
+        status = 422
+        for i, rtype in targets:
+            found, entry_status = svc.validation_errors(resolved[i]["resource"], rtype)
+            if found:
+                status = min(status, entry_status)
+                issues.extend(
+                    Issue(
+                        issue.severity,
+                        issue.code,
+                        f"Bundle.entry[{i}]: {issue.diagnostics}",
+                        _entry_expression(i, issue.expression, entries),
+                    )
+                    for issue in found
+                )
+        if issues:
+            raise Invalid(issues, status)
+        for i, _rtype in targets:
+            resource = entries[i]["resource"]
+            digest = None
+            if resource.get("resourceType") == "ServiceRequest":
+                digest = referrals.posted_digest(resource, entries)
+            svc.prepare(resolved[i]["resource"], digest)
+
     def _replayed_referral(
-        self, req: FhirRequest, svc: ResourceService, entries: list[dict[str, Any]]
+        self, req: FhirRequest, svc: ResourceService, entries: list[dict[str, Any]], mapping: _IdMapping
     ) -> dict[int, dict[str, Any]] | None:
         """A resent referral Bundle writes nothing: each entry is answered with the resource the
-        original referral stored for it (`referrals.resent` decides what is a resend)."""
-        originals = referrals.resent(entries, svc.find_referral)
+        original referral stored for it, or the one its ifNoneExist matched (a directory
+        Practitioner or Organization), with its location and etag (`referrals.resent` decides
+        what is a resend)."""
+        originals = referrals.resent(svc.repo, entries, svc.find_referral)
         if originals is None:
             return None
         results: dict[int, dict[str, Any]] = {}
         for i, stored in enumerate(referrals.resent_answers(svc.repo, entries, originals)):
+            full_url = entries[i].get("fullUrl")
+            if stored is None and i in mapping.existing and full_url in mapping.ids:
+                stored = svc.repo.find(*mapping.ids[full_url].split("/", 1))
             if stored is not None:
                 results[i] = _response_entry(self.router.resource_response(req, stored, 200, svc))
             else:

@@ -6,10 +6,13 @@ ServiceRequest, Task, CarePlan and Provenance are committed together or not at a
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.search import parse_search, search_escape
@@ -19,6 +22,7 @@ from fhir_gateway.routing import Route, route
 from fhir_gateway.security.compartments import organization_filter
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
+from fhir_gateway.store import referral_digests
 from fhir_gateway.store.repository import Repository, Stored, new_id
 from fhir_gateway.vocabulary import DATA_OPERATION, PROVENANCE_PARTICIPANT_TYPE
 from fhir_gateway.workflow.context import GatewayContext
@@ -41,13 +45,18 @@ def receive(
     service_request: dict[str, Any],
     *,
     resource_id: str | None = None,
+    digest: str | None = None,
 ) -> Referral:
     """Store a validated referral with its derived Task, CarePlan and Provenance.
 
-    A resend (same ServiceRequest.identifier) returns the original and creates nothing."""
+    A resend (same ServiceRequest.identifier, same content) returns the original and creates
+    nothing; the same identifier with other content is a 409. `digest`: what was posted
+    (`posted_digest`; default: the ServiceRequest alone, as a REST create posts it)."""
     compartment = organization_filter(principal, "ServiceRequest")
+    digest = digest or posted_digest(service_request)
     existing = find_resend(repo, service_request, compartment)
     if existing is not None:
+        require_same(repo, existing, digest, "ServiceRequest.identifier")
         ctx.metrics.referrals.labels("resend").inc()
         return Referral(existing, None, None, created=False)
     try:
@@ -63,6 +72,7 @@ def receive(
     for ident in sr.content.get("identifier", []):  # a second copy in the same Bundle is a resend too
         if isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str):
             repo.memo[("resend", compartment, resend_criteria(ident["system"], ident["value"]))] = sr
+    referral_digests.record(repo.session, sr.id, digest)
     task, care_plan = _derive(repo, ctx, sr, consent, chosen)
     _provenance(repo, ctx, principal, sr, task, care_plan, chosen)
     ctx.metrics.referrals.labels("accepted").inc()
@@ -71,10 +81,11 @@ def receive(
 
 
 def resent(
-    entries: list[dict[str, Any]], find: Callable[[dict[str, Any]], Stored | None]
+    repo: Repository, entries: list[dict[str, Any]], find: Callable[[dict[str, Any]], Stored | None]
 ) -> dict[int, Stored] | None:
     """The original referral of each ServiceRequest entry when the Bundle is a resend, None when
-    it holds no known referral (`find`: the caller's referral under an identifier).
+    it holds no known referral (`find`: the caller's referral under an identifier). A known
+    identifier whose posted content differs from the original's is a 409 (`require_same`).
 
     Only a Bundle whose every referral is known is a resend: a known one next to a new one
     used to answer the whole Bundle from the store, so the new referral got "200 OK, not
@@ -89,6 +100,8 @@ def resent(
         if original is None:
             new.append(i)
         else:
+            where = f"Bundle.entry[{i}].resource.identifier"
+            require_same(repo, original, posted_digest(resource, entries), where)
             originals[i] = original
     if not originals:
         return None
@@ -139,6 +152,103 @@ def _paired_references(new: Any, original: Any) -> dict[str, str]:
         for a, b in zip(new, original, strict=False):
             pairs.update(_paired_references(a, b))
     return pairs
+
+
+_NOT_CONTENT = frozenset(("meta", "id", "text"))  # the server's or narrative: not what was referred
+
+
+def posted_digest(service_request: dict[str, Any], entries: Sequence[dict[str, Any]] = ()) -> str:
+    """SHA-256 of what was posted as this referral: the ServiceRequest and the Patient and Consent
+    entries of the same Bundle it points to, keys sorted, meta/id/text left out, and each
+    reference to an entry (a `urn:uuid:` fullUrl a HIS makes anew for every send) replaced by
+    the role that entry plays for the referral (`#subject`, `#supportingInfo[0]`). So a resend
+    of the same referral has the same digest, and the same identifier for another patient,
+    address or question has another."""
+    by_url = {
+        e["fullUrl"]: e["resource"]
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and isinstance(e.get("resource"), dict)
+    }
+    roles: dict[str, str] = {}
+    _roles(service_request, "", by_url, roles)
+    parts: dict[str, Any] = {"ServiceRequest": _canonical(service_request, roles, by_url)}
+    for url, role in roles.items():
+        if by_url[url].get("resourceType") in ("Patient", "Consent"):
+            parts[role] = _canonical(by_url[url], roles, by_url)
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _roles(node: Any, path: str, by_url: dict[str, Any], roles: dict[str, str]) -> None:
+    """The path in the ServiceRequest of each reference to an entry of the Bundle (first one wins)."""
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref in by_url:
+            roles.setdefault(ref, path.lstrip("."))
+        for key, value in node.items():
+            if key not in _NOT_CONTENT or path:
+                _roles(value, f"{path}.{key}", by_url, roles)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _roles(value, f"{path}[{i}]", by_url, roles)
+
+
+def _canonical(node: Any, roles: dict[str, str], by_url: dict[str, Any], top: bool = True) -> Any:
+    """`node` without meta/id/text (at the top) and with entry references named by role."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if top and key in _NOT_CONTENT:
+                continue
+            if key == "reference" and isinstance(value, str) and value in by_url:
+                value = "#" + roles.get(value, str(by_url[value].get("resourceType")))
+            out[key] = _canonical(value, roles, by_url, top=False)
+        return out
+    if isinstance(node, list):
+        return [_canonical(v, roles, by_url, top=False) for v in node]
+    return node
+
+
+def shares_identifier(stored: Stored, posted: dict[str, Any]) -> bool:
+    """Whether a posted ServiceRequest names one of a stored referral's identifiers (a
+    conditional create matched on it: the resend rule applies, not plain If-None-Exist)."""
+    if stored.resource_type != "ServiceRequest" or posted.get("resourceType") != "ServiceRequest":
+        return False
+    keys = {
+        (i.get("system"), i.get("value")) for i in stored.content.get("identifier", []) if isinstance(i, dict)
+    }
+    found = posted.get("identifier")
+    return any(
+        isinstance(i, dict) and (i.get("system"), i.get("value")) in keys
+        for i in (found if isinstance(found, list) else [])
+    )
+
+
+def require_same(repo: Repository, original: Stored, digest: str, expression: str) -> None:
+    """409 when a referral reuses an identifier with other content: answering it with the
+    original would hand a HIS whose counter restarted another patient's referral. Referrals
+    stored before digests were kept have none and are answered as resends."""
+    stored = referral_digests.find(repo.session, original.id)
+    if stored is None or stored == digest:
+        return
+    entry = expression.partition(".resource")[0] if expression.startswith("Bundle.entry[") else None
+    identifiers = ", ".join(
+        f"{i.get('system')}|{i.get('value')}"
+        for i in original.content.get("identifier", [])
+        if isinstance(i, dict) and i.get("value")
+    )
+    raise FhirError(
+        409,
+        [
+            error(
+                "conflict",
+                (f"{entry}: " if entry else "")
+                + f"The identifier {identifiers} was used before for a referral with other content "
+                "(another patient, consent or request): a new referral needs a new identifier; "
+                "a resend must repeat the original unchanged",
+                expression,
+            )
+        ],
+    )
 
 
 def resend_criteria(system: str, value: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonpatch
 
-from fhir_gateway.fhir.models import check_resource
+from fhir_gateway.fhir.models import check_resource, is_known_type
 from fhir_gateway.fhir.outcome import FhirError, Invalid, Issue, NotFound, error
 from fhir_gateway.fhir.search import SearchQuery, parse_query, parse_search
 from fhir_gateway.fhir.searchparams import format_instant, utc_now
@@ -43,6 +43,9 @@ class ResourceService:
         self.principal = principal
         self.audit = AuditTrail(principal, request_id=request_id_var.get())
         self.promised: frozenset[str] = frozenset()  # Type/id a transaction creates: may be referenced
+        # resources a transaction validated up front (by identity: the very dicts it dispatches),
+        # each with its referral digest when it is a ServiceRequest: not validated twice
+        self.prepared: dict[int, tuple[dict[str, Any], str | None]] = {}
 
     # -- access control --------------------------------------------------------------------------
     def _allow(self, resource_type: str, interaction: str) -> None:
@@ -106,10 +109,14 @@ class ResourceService:
 
     # -- validation ------------------------------------------------------------------------------
     def validate(self, resource: Any, expected_type: str | None = None) -> dict[str, Any]:
-        """Base specification (400), the WoR profile for the type (422), and references only to
-        what the caller may see (a coach writes about its own Tasks, not another's)."""
-        data = check_resource(resource, expected_type)
-        self.ctx.validator.ensure_valid(data)
+        """Base specification (400), the WoR profile for the type (422) — all errors of both in
+        one answer — and references only to what the caller may see (a coach writes about its
+        own Tasks, not another's)."""
+        if self._prepared(resource) is None:
+            issues, status = self.validation_errors(resource, expected_type)
+            if issues:
+                raise Invalid(issues, status)
+        data: dict[str, Any] = resource
         if not sees_everything(self.principal):
             self._check_write(data)
         return data
@@ -123,6 +130,46 @@ class ResourceService:
             promised=self.promised,
             on_refused=lambda stored: self.audit.touch("read", stored),
         )(data)
+
+    def validation_errors(self, resource: Any, expected_type: str | None = None) -> tuple[list[Issue], int]:
+        """Every error of `resource` and the status to answer with: the base specification's
+        (400) and the WoR profile's (422) together, so a developer sees a bad code next to a
+        structural error in one round trip instead of two. Profile rules run on structurally
+        broken input too, unless the resource cannot be read as its type at all."""
+        try:
+            check_resource(resource, expected_type)
+            base: list[Issue] = []
+        except Invalid as exc:
+            base = exc.issues
+            if not _readable(resource, expected_type):
+                return base, exc.status
+        try:
+            profile = [i for i in self.ctx.validator.validate(resource) if i.is_error]
+        except Exception:  # the profile walk tripped over what the base errors already name
+            if not base:
+                raise
+            profile = []
+        seen = {i.expression for i in base}
+        issues = base + [i for i in profile if i.expression is None or i.expression not in seen]
+        return issues, 400 if base else 422
+
+    def prepare(self, resource: dict[str, Any], digest: str | None = None) -> None:
+        """Mark a resource `validation_errors` found valid (a transaction validates every entry
+        before it writes one), with the referral digest of a ServiceRequest (`referrals`)."""
+        self.prepared[id(resource)] = (resource, digest)
+
+    def _prepared(self, resource: Any) -> tuple[dict[str, Any], str | None] | None:
+        found = self.prepared.get(id(resource))
+        return found if found is not None and found[0] is resource else None
+
+    def may_write(self, resource_type: str, interaction: str) -> bool:
+        """Whether the scope and type rules let the caller write this type (no audit: a refusal
+        is reported, and audited, by the write itself)."""
+        try:
+            self._permitted(resource_type, interaction)
+        except FhirError:
+            return False
+        return True
 
     def validation_issues(self, resource: Any, expected_type: str | None = None) -> list[Issue]:
         """All issues (errors and warnings) without storing: base errors raise, profile ones return."""
@@ -143,8 +190,14 @@ class ResourceService:
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
         self._allow(resource_type or rtype or "Resource", "create")
         data = self.validate(resource, resource_type)
+        prepared = self._prepared(resource)
+        digest = prepared[1] if prepared is not None else None
         if if_none_exist:
             existing = self.conditional_match(data["resourceType"], if_none_exist)
+            if existing is not None and referrals.shares_identifier(existing, data):
+                # matched by its identifier: a resend, or a reused identifier with other content
+                digest = digest or referrals.posted_digest(data)
+                referrals.require_same(self.repo, existing, digest, "ServiceRequest.identifier")
             if existing is not None:  # one of the caller's own: a match never grants access
                 self.audit.touch("create", existing)
                 return existing, False
@@ -152,7 +205,9 @@ class ResourceService:
         if data["resourceType"] == "Subscription":
             data = self._subscription(data, None)
         if data["resourceType"] == "ServiceRequest":
-            referral = referrals.receive(self.repo, self.ctx, self.principal, data, resource_id=resource_id)
+            referral = referrals.receive(
+                self.repo, self.ctx, self.principal, data, resource_id=resource_id, digest=digest
+            )
             stored, created = referral.service_request, referral.created
         else:
             stored, created = self.repo.create(data, resource_id=resource_id), True
@@ -567,3 +622,9 @@ def check_patch(operations: Any) -> None:
                         )
                     ],
                 )
+
+
+def _readable(resource: Any, expected_type: str | None) -> bool:
+    """Whether profile rules can be applied: an object of a known type, the one the URL names."""
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    return isinstance(rtype, str) and is_known_type(rtype) and expected_type in (None, rtype)
