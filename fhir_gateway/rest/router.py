@@ -311,7 +311,12 @@ class Router:
         echo = list(query.echo)
         if not any(k == "_count" for k, _ in echo):
             echo.append(("_count", str(query.count)))
-        links = [{"relation": "self", "url": _url(req.base_url, resource_type, echo + _cursor_param(query))}]
+        # `first` is the search without a cursor; no `previous`: a keyset cursor only walks forward
+        # (a reverse cursor would need every sort path run backwards), and FHIR makes it optional
+        links = [
+            {"relation": "self", "url": _url(req.base_url, resource_type, echo + _cursor_param(query))},
+            {"relation": "first", "url": _url(req.base_url, resource_type, echo)},
+        ]
         if page.next_cursor is not None:
             nxt = [*echo, ("_cursor", encode_cursor(*page.next_cursor))]
             links.append({"relation": "next", "url": _url(req.base_url, resource_type, nxt)})
