@@ -117,10 +117,12 @@ def _keyed_page(query: SearchQuery) -> sa.Select[Any]:
             filtered(query, skip=driver, pk=pk),
         ]
     exprs = [sort_expression(query.resource_type, key, pk) for key in query.sort_keys]
-    stmt = stmt.add_columns(*(e.label(f"sort_{i}") for i, e in enumerate(exprs)))
+    labels = [e.label(f"sort_{i}") for i, e in enumerate(exprs)]
+    stmt = stmt.add_columns(*labels)
     if query.cursor is not None and query.cursor_keys is not None:
         where.append(_after_keys(query.sort_keys, exprs, query.cursor_keys, pk, query.cursor[1]))
-    order = [(e.desc() if k.desc else e.asc()).nulls_last() for k, e in zip(query.sort_keys, exprs, strict=True)]
+    # ORDER BY the selected labels: each lookup runs once per match, not again for the sort
+    order = [(lb.desc() if k.desc else lb.asc()).nulls_last() for k, lb in zip(query.sort_keys, labels, strict=True)]
     return stmt.where(*where).order_by(*order, pk).limit(query.count + 1)
 
 
