@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from fhir_gateway.fhir.elements import parse_elements
 from fhir_gateway.fhir.outcome import FhirError, Issue, error, warning
 from fhir_gateway.fhir.searchparams import (
     DateRange,
@@ -98,6 +99,7 @@ class SearchQuery:
     sort_by: str = "_pk"  # _pk (insertion order, stable) | _lastUpdated | _id | _keys (sort_keys)
     sort_keys: list[SortKey] = field(default_factory=list)
     cursor_keys: tuple[str | None, ...] | None = None  # the _keys sort values of the last row seen
+    elements: tuple[str, ...] = ()  # _elements: the top-level elements the matches are cut to
     includes: list[Include] = field(default_factory=list)
     summary_count: bool = False
     total: bool = False
@@ -250,7 +252,7 @@ def parse_search(
             query.conditions.append(Condition("_id", "id", None, values))
         elif name == "_lastUpdated":
             query.conditions.append(Condition("_lastUpdated", "date", None, (_date_value(name, raw_value),)))
-        elif name in definitions:
+        elif name in definitions and "." not in modifier:  # `owner:Organization.name=` is a chain
             param = definitions[name]
             query.conditions.append(_condition(param, modifier or None, raw_value, base_url))
         else:
@@ -312,7 +314,9 @@ def _control(
         query.total = value == "accurate"
     elif name == "_cursor":
         query.cursor = decode_cursor(value)
-    elif name in ("_elements", "_pretty", "_format"):
+    elif name == "_elements":
+        query.elements = (*query.elements, *parse_elements(query.resource_type, value))
+    elif name in ("_pretty", "_format"):
         return
     if name not in ("_cursor", "_format"):
         query.echo.append((name if not modifier else f"{name}:{modifier}", value))

@@ -125,3 +125,56 @@ def test_worklist_sorted_by_authored_on(any_client: TestClient) -> None:
     forbidden = any_client.get("/fhir/ServiceRequest?_sort=reason-code")
     assert forbidden.status_code == 403
     assert forbidden.json()["issue"][0]["expression"] == ["_sort"]
+
+
+def _tags(resource: dict[str, Any]) -> list[str]:
+    return [t["code"] for t in resource.get("meta", {}).get("tag", [])]
+
+
+def test_elements_cut_the_minimised_view_never_widen_it(any_client: TestClient) -> None:
+    load_directory(any_client)
+    sr = send_referral(any_client, referral_id="REF-EL1")
+    whole = any_client.get(f"/fhir/ServiceRequest/{sr['id']}?_elements=reasonCode,status").json()
+    assert set(whole) == {"resourceType", "id", "meta", "reasonCode", "status"}
+    assert "SUBSETTED" in _tags(whole)
+    authorize(any_client, "welzijn-de-brug-cms")
+    read = any_client.get(f"/fhir/ServiceRequest/{sr['id']}?_elements=reasonCode,status").json()
+    assert set(read) == {"resourceType", "id", "meta", "status"}  # the consent withholds reasonCode
+    assert "SUBSETTED" in _tags(read) and read["meta"]["security"][0]["code"] == "REDACTED"
+    patient = any_client.get(f"/fhir/{sr['subject']['reference']}?_elements=identifier,name").json()
+    assert "identifier" not in patient and patient["name"]
+    found = any_client.get(f"/fhir/ServiceRequest?_id={sr['id']}&_elements=ServiceRequest.note,reasonCode")
+    body = found.json()
+    resource = body["entry"][0]["resource"]
+    assert set(resource) == {"resourceType", "id", "meta", "note"} and "SUBSETTED" in _tags(resource)
+    assert "_elements=" in next(lk["url"] for lk in body["link"] if lk["relation"] == "self")
+    plain = any_client.get(f"/fhir/ServiceRequest/{sr['id']}").json()
+    assert "SUBSETTED" not in _tags(plain) and plain["note"]
+
+
+def test_bad_elements_are_400(client: TestClient) -> None:
+    for value in ("name.family", "Practitioner.name", "na me"):
+        resp = client.get(f"/fhir/Patient?_elements={value}")
+        assert resp.status_code == 400, value
+        assert resp.json()["issue"][0]["expression"] == ["_elements"]
+    assert client.get("/fhir/Patient/x?_elements=name.family").status_code in (400, 404)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "Task?focus.status=active",  # a chain
+        "Task?owner:Organization.name=brug",  # a typed chain
+        "Patient?_has:Task:patient:status=requested",  # reverse chaining
+        "Task?_filter=status eq requested",
+    ],
+)
+def test_unsupported_search_features_are_400_under_strict(client: TestClient, query: str) -> None:
+    strict = client.get(f"/fhir/{query}", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400, strict.text
+    assert strict.json()["issue"][0]["code"] in ("not-supported", "invalid")
+    lenient = client.get(f"/fhir/{query}")
+    assert lenient.status_code in (200, 400)
+    if lenient.status_code == 200:
+        outcomes = [e for e in lenient.json().get("entry", []) if e["search"]["mode"] == "outcome"]
+        assert outcomes and outcomes[0]["resource"]["issue"][0]["severity"] == "warning"
