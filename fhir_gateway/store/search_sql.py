@@ -100,16 +100,21 @@ def _keyed_page(query: SearchQuery) -> sa.Select[Any]:
     match's lowest (ascending) or highest (descending) indexed value, NULL when it has none, and
     NULLs sort last either way. The matches come from the driving index entry (owner=X, the
     compartment) like a pk-ordered page, but all of them are sorted: a page costs the matches of
-    the filter, not the table. The sort values are returned as `sort_0`… for the next cursor."""
+    the filter, not the table.
+
+    The matches and their sort values are a subquery fenced with OFFSET 0, so each lookup runs
+    once per match: the cursor's comparisons and the ORDER BY read its columns instead of
+    running the lookups again (which made a second page cost several times the first). The sort
+    values are returned as `sort_0`… for the next cursor."""
     driver = driving_value(query)
     if driver is None:
         pk: sa.ColumnElement[Any] = R.c.pk
-        stmt = sa.select(R)
+        keyed = sa.select(pk.label("kpk"))
         where: list[sa.ColumnElement[bool]] = [filtered(query)]
     else:
         drv = IX.alias("drv")
         pk = drv.c.resource_pk
-        stmt = sa.select(R).select_from(drv.join(R, R.c.pk == drv.c.resource_pk))
+        keyed = sa.select(pk.label("kpk")).select_from(drv.join(R, R.c.pk == drv.c.resource_pk))
         where = [
             drv.c.resource_type == query.resource_type,
             drv.c.param == driver[0],
@@ -117,13 +122,14 @@ def _keyed_page(query: SearchQuery) -> sa.Select[Any]:
             filtered(query, skip=driver, pk=pk),
         ]
     exprs = [sort_expression(query.resource_type, key, pk) for key in query.sort_keys]
-    labels = [e.label(f"sort_{i}") for i, e in enumerate(exprs)]
-    stmt = stmt.add_columns(*labels)
+    inner = keyed.add_columns(*(e.label(f"sort_{i}") for i, e in enumerate(exprs))).where(*where)
+    matches = inner.offset(0).subquery("keyed")
+    cols = [matches.c[f"sort_{i}"] for i in range(len(exprs))]
+    stmt = sa.select(R, *cols).select_from(matches.join(R, R.c.pk == matches.c.kpk))
     if query.cursor is not None and query.cursor_keys is not None:
-        where.append(_after_keys(query.sort_keys, exprs, query.cursor_keys, pk, query.cursor[1]))
-    # ORDER BY the selected labels: each lookup runs once per match, not again for the sort
-    order = [(lb.desc() if k.desc else lb.asc()).nulls_last() for k, lb in zip(query.sort_keys, labels, strict=True)]
-    return stmt.where(*where).order_by(*order, pk).limit(query.count + 1)
+        stmt = stmt.where(_after_keys(query.sort_keys, cols, query.cursor_keys, matches.c.kpk, query.cursor[1]))
+    order = [(c.desc() if k.desc else c.asc()).nulls_last() for k, c in zip(query.sort_keys, cols, strict=True)]
+    return stmt.order_by(*order, matches.c.kpk).limit(query.count + 1)
 
 
 def sort_expression(resource_type: str, key: SortKey, pk: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
