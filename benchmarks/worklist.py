@@ -491,6 +491,16 @@ def queries(now: datetime) -> dict[str, tuple[str, str, list[tuple[str, str]]]]:
             "Task",
             [("owner", "Organization/welzijn-de-brug"), ("status", "requested"), ("_count", "50")],
         ),
+        "Task worklist sorted (owner, status=requested, _sort=-authored-on, _count=50)": (
+            "welzijn-de-brug-cms",
+            "Task",
+            [
+                ("owner", "Organization/welzijn-de-brug"),
+                ("status", "requested"),
+                ("_sort", "-authored-on"),
+                ("_count", "50"),
+            ],
+        ),
         "Communication inbox (recipient, _lastUpdated=gt 7 days ago)": (
             "praktijk-de-geinoord-his",
             "Communication",

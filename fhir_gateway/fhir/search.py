@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from fhir_gateway.fhir.elements import parse_elements
 from fhir_gateway.fhir.outcome import FhirError, Issue, error, warning
 from fhir_gateway.fhir.searchparams import (
     DateRange,
@@ -40,6 +41,8 @@ CONTROL_PARAMS = {
     "_elements",
 }
 SORTS = {"_lastUpdated": False, "-_lastUpdated": True, "_id": False, "-_id": True}
+MAX_SORT_KEYS = 3  # each key on a search parameter is a correlated lookup per match
+SORTABLE_TYPES = ("date", "token", "string")
 # What no search value may hold: C0 controls but tab, LF, CR (PostgreSQL refuses U+0000 in text and
 # jsonb; the rest never occurs in FHIR strings) and lone surrogates (not encodable as UTF-8)
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
@@ -78,13 +81,25 @@ class Include:
     reverse: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """One `_sort` key: `_lastUpdated`, `_id` or a declared date, token or string parameter."""
+
+    name: str
+    desc: bool
+    param: SearchParam | None = None  # None for _lastUpdated and _id (columns of the resource)
+
+
 @dataclass
 class SearchQuery:
     resource_type: str
     conditions: list[Condition] = field(default_factory=list)
     count: int = 50
     sort_desc: bool = False
-    sort_by: str = "_pk"  # _pk (insertion order, stable) | _lastUpdated | _id
+    sort_by: str = "_pk"  # _pk (insertion order, stable) | _lastUpdated | _id | _keys (sort_keys)
+    sort_keys: list[SortKey] = field(default_factory=list)
+    cursor_keys: tuple[str | None, ...] | None = None  # the _keys sort values of the last row seen
+    elements: tuple[str, ...] = ()  # _elements: the top-level elements the matches are cut to
     includes: list[Include] = field(default_factory=list)
     summary_count: bool = False
     total: bool = False
@@ -237,7 +252,7 @@ def parse_search(
             query.conditions.append(Condition("_id", "id", None, values))
         elif name == "_lastUpdated":
             query.conditions.append(Condition("_lastUpdated", "date", None, (_date_value(name, raw_value),)))
-        elif name in definitions:
+        elif name in definitions and "." not in modifier:  # `owner:Organization.name=` is a chain
             param = definitions[name]
             query.conditions.append(_condition(param, modifier or None, raw_value, base_url))
         else:
@@ -253,6 +268,8 @@ def parse_search(
         query.echo.append((raw_name, raw_value))
     if query.cursor is not None and query.sort_by == "_lastUpdated":
         _cursor_moment(query.cursor[0])
+    if query.cursor is not None and query.sort_by == "_keys":
+        query.cursor_keys = _cursor_keys(query.cursor[0], query.sort_keys)
     return query
 
 
@@ -284,10 +301,7 @@ def _control(
                 warning("too-costly", f"_count reduced to the maximum {max_count}", "_count")
             )
     elif name == "_sort":
-        if value not in SORTS:
-            raise _bad(f"_sort supports {', '.join(SORTS)}; got '{value}'", "_sort")
-        query.sort_by = value.lstrip("-")
-        query.sort_desc = SORTS[value]
+        _sort(query, value, definitions)
     elif name in ("_include", "_revinclude"):
         query.includes.append(_include(query.resource_type, name, value, definitions))
     elif name == "_summary":
@@ -301,10 +315,41 @@ def _control(
         query.total = value == "accurate"
     elif name == "_cursor":
         query.cursor = decode_cursor(value)
-    elif name in ("_elements", "_pretty", "_format"):
+    elif name == "_elements":
+        query.elements = (*query.elements, *parse_elements(query.resource_type, value))
+    elif name in ("_pretty", "_format"):
         return
     if name not in ("_cursor", "_format"):
         query.echo.append((name if not modifier else f"{name}:{modifier}", value))
+
+
+def _sort(query: SearchQuery, value: str, definitions: dict[str, SearchParam]) -> None:
+    """A single `_lastUpdated` / `_id` key keeps its column sort (and its cursors); anything else
+    (a declared date, token or string parameter, or several keys) is a `_keys` sort."""
+    if value in SORTS:
+        query.sort_by, query.sort_desc, query.sort_keys = value.lstrip("-"), SORTS[value], []
+        return
+    names = value.split(",")
+    if len(names) > MAX_SORT_KEYS:
+        raise _too_costly(f"_sort takes at most {MAX_SORT_KEYS} keys; got {len(names)}", "_sort")
+    keys: list[SortKey] = []
+    for raw in names:
+        desc, name = raw.startswith("-"), raw.lstrip("-")
+        param = definitions.get(name)
+        if name in ("_lastUpdated", "_id"):
+            keys.append(SortKey(name, desc))
+        elif param is not None and param.type in SORTABLE_TYPES:
+            keys.append(SortKey(name, desc, param))
+        else:
+            sortable = sorted(n for n, p in definitions.items() if p.type in SORTABLE_TYPES)
+            raise _bad(
+                f"Cannot sort {query.resource_type} on '{raw[:100]}': _sort takes _lastUpdated, _id"
+                f"{''.join(', ' + n for n in sortable)} (each optionally with '-')",
+                "_sort",
+            )
+        if any(k.name == name for k in keys[:-1]):
+            raise _bad(f"_sort names '{name}' twice", "_sort")
+    query.sort_by, query.sort_desc, query.sort_keys = "_keys", False, keys
 
 
 def _include(resource_type: str, name: str, value: str, definitions: dict[str, SearchParam]) -> Include:
@@ -443,6 +488,25 @@ def _cursor_moment(value: str) -> None:
         naive = False
     if not naive:
         raise _bad("_cursor is not a paging token issued by this server", "_cursor")
+
+
+def _cursor_keys(value: str, keys: list[SortKey]) -> tuple[str | None, ...]:
+    """The sort values a `_keys` cursor carries: one string (or null: no value, sorted last) per
+    key, dates as instants the store compares as timestamps."""
+    try:
+        values = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        values = None
+    if not isinstance(values, list) or len(values) != len(keys):
+        raise _bad("_cursor is not a paging token issued by this server", "_cursor")
+    for key, item in zip(keys, values, strict=True):
+        if item is None:
+            continue
+        if not isinstance(item, str) or FORBIDDEN_CHARACTERS.search(item):
+            raise _bad("_cursor is not a paging token issued by this server", "_cursor")
+        if key.name == "_lastUpdated" or (key.param is not None and key.param.type == "date"):
+            _cursor_moment(item)
+    return tuple(values)
 
 
 def cursor_value(moment: datetime) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_gateway import __version__
+from fhir_gateway.fhir.search import SORTABLE_TYPES
 from fhir_gateway.fhir.searchparams import load_search_params
 from fhir_gateway.vocabulary import BACKPORT_TOPIC_CANONICAL, WORKLIST_TOPIC
 
@@ -62,6 +63,9 @@ def capability_statement(
             "conditionalCreate": True,
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
+            # R4 has no element for sort keys: the resource's documentation names them
+            "documentation": "_sort keys: "
+            + ", ".join(["_lastUpdated", "_id", *(n for n, p in params.items() if p.type in SORTABLE_TYPES)]),
             "searchInclude": [f"{rtype}:{n}" for n, p in params.items() if p.type == "reference"],
             "searchParam": [
                 {"name": "_id", "type": "token"},
@@ -90,7 +94,18 @@ def capability_statement(
         "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
         "searchParam": [
             {"name": "_count", "type": "number"},
-            {"name": "_sort", "type": "string", "documentation": "_lastUpdated, -_lastUpdated, _id, -_id"},
+            {
+                "name": "_sort",
+                "type": "string",
+                "documentation": "_lastUpdated, _id and each type's date, token and string parameters "
+                "(listed per resource), '-' for descending, up to three keys; paging stays stable",
+            },
+            {
+                "name": "_elements",
+                "type": "string",
+                "documentation": "top-level elements to return (with id, meta); on search matches, read "
+                "and vread; cut from the caller's (minimised) view and tagged SUBSETTED",
+            },
             {"name": "_summary", "type": "token", "documentation": "count"},
             {"name": "_total", "type": "token", "documentation": "accurate"},
         ],

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
+from fhir_gateway.fhir.elements import parse_elements, subset
 from fhir_gateway.fhir.models import is_known_type, rest_types
 from fhir_gateway.fhir.outcome import FhirError, error, operation_outcome
 from fhir_gateway.fhir.search import (
@@ -208,11 +209,11 @@ class Router:
         stored = svc.read(args["type"], args["id"])
         if _not_modified(req, stored):
             return FhirResponse(304, None, _resource_headers(req, stored))
-        return FhirResponse(200, svc.view(stored), _resource_headers(req, stored))
+        return FhirResponse(200, _cut(svc.view(stored), _read_elements(req, args)), _resource_headers(req, stored))
 
     def _vread(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored = svc.vread(args["type"], args["id"], _version(args["vid"], "vid"))
-        return FhirResponse(200, svc.view(stored), _resource_headers(req, stored))
+        return FhirResponse(200, _cut(svc.view(stored), _read_elements(req, args)), _resource_headers(req, stored))
 
     def _update(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored, created = svc.update(args["type"], args["id"], req.body, if_match=if_match(req))
@@ -311,12 +312,17 @@ class Router:
         echo = list(query.echo)
         if not any(k == "_count" for k, _ in echo):
             echo.append(("_count", str(query.count)))
-        links = [{"relation": "self", "url": _url(req.base_url, resource_type, echo + _cursor_param(query))}]
+        # `first` is the search without a cursor; no `previous`: a keyset cursor only walks forward
+        # (a reverse cursor would need every sort path run backwards), and FHIR makes it optional
+        links = [
+            {"relation": "self", "url": _url(req.base_url, resource_type, echo + _cursor_param(query))},
+            {"relation": "first", "url": _url(req.base_url, resource_type, echo)},
+        ]
         if page.next_cursor is not None:
             nxt = [*echo, ("_cursor", encode_cursor(*page.next_cursor))]
             links.append({"relation": "next", "url": _url(req.base_url, resource_type, nxt)})
         bundle["link"] = links
-        entries = [_search_entry(req.base_url, s, "match", svc.view(s)) for s in page.matches]
+        entries = [_search_entry(req.base_url, s, "match", _cut(svc.view(s), query.elements)) for s in page.matches]
         entries += [_search_entry(req.base_url, s, "include", svc.view(s)) for s in page.included]
         if query.warnings:
             entries.append({"resource": operation_outcome(query.warnings), "search": {"mode": "outcome"}})
@@ -409,6 +415,16 @@ def _not_modified(req: FhirRequest, stored: Stored) -> bool:
 def _url(base: str, path: str, params: list[tuple[str, str]]) -> str:
     query = urlencode(params, safe="|:/,")
     return f"{base}/{path}" + (f"?{query}" if query else "")
+
+
+def _read_elements(req: FhirRequest, args: dict[str, str]) -> tuple[str, ...]:
+    """`_elements` of a read or vread (repeats add up, like on a search)."""
+    return tuple(n for k, v in req.params if k == "_elements" for n in parse_elements(args["type"], v))
+
+
+def _cut(content: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
+    """The caller's view cut to `_elements` (never more than the view: it is cut after it)."""
+    return subset(content, elements) if elements else content
 
 
 def _cursor_param(query: Any) -> list[tuple[str, str]]:

@@ -491,12 +491,20 @@ class Repository:
         decides which _include/_revinclude resources may join them. The SQL is `search_sql`'s."""
         if query.summary_count:
             return SearchPage([], total=self.count(query))
-        found = self._page_rows(query) if query.count else []
-        matches = found[: query.count]
-        page = SearchPage(matches)
-        if len(found) > query.count and matches:
-            last = matches[-1]
-            page.next_cursor = search_sql.next_cursor(query, last.pk, last.last_updated, last.id)
+        if query.sort_by == "_keys" and query.count:
+            # the sort values of the last row make the next cursor: they come with the rows
+            rows = self.session.execute(search_sql.page_statement(query, self.session.dialect.name)).all()
+            page = SearchPage([_stored(r) for r in rows[: query.count]])
+            if len(rows) > query.count:
+                page.next_cursor = search_sql.keys_cursor(query, rows[query.count - 1])
+        else:
+            found = self._page_rows(query) if query.count else []
+            matches = found[: query.count]
+            page = SearchPage(matches)
+            if len(found) > query.count and matches:
+                last = matches[-1]
+                page.next_cursor = search_sql.next_cursor(query, last.pk, last.last_updated, last.id)
+        matches = page.matches
         if query.total:
             page.total = self.count(query)
         if query.includes and matches:

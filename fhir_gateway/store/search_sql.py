@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
-from fhir_gateway.fhir.search import Condition, DateValue, Include, SearchQuery, TokenValue
+from fhir_gateway.fhir.search import Condition, DateValue, Include, SearchQuery, SortKey, TokenValue
 from fhir_gateway.store.index import LAST_UPDATED_PAIRS, pair_param
 from fhir_gateway.store.tables import ResourceRow, SearchIndexRow
 
@@ -26,6 +27,8 @@ def page_statement(query: SearchQuery, dialect: str = "sqlite") -> sa.Select[Any
     """One page of matches (`query.count` + 1 rows, so the caller knows whether a next page exists).
 
     `dialect` picks the shape each planner runs lazily (see the pair branch)."""
+    if query.sort_by == "_keys":
+        return _keyed_page(query)
     sort_col: sa.ColumnElement[Any] = {"_pk": R.c.pk, "_lastUpdated": R.c.last_updated, "_id": R.c.id}[
         query.sort_by
     ]
@@ -89,6 +92,93 @@ def page_statement(query: SearchQuery, dialect: str = "sqlite") -> sa.Select[Any
     if query.sort_by == "_pk":
         order = order[:1]
     return stmt.order_by(*order).limit(query.count + 1)
+
+
+def _keyed_page(query: SearchQuery) -> sa.Select[Any]:
+    """A page sorted on `query.sort_keys`, then pk (unique, so the keyset is stable however many
+    matches share a sort value). Each key on a search parameter is a correlated lookup of the
+    match's lowest (ascending) or highest (descending) indexed value, NULL when it has none, and
+    NULLs sort last either way. The matches come from the driving index entry (owner=X, the
+    compartment) like a pk-ordered page, but all of them are sorted: a page costs the matches of
+    the filter, not the table.
+
+    The matches and their sort values are a subquery fenced with OFFSET 0, so each lookup runs
+    once per match: the cursor's comparisons and the ORDER BY read its columns instead of
+    running the lookups again (which made a second page cost several times the first). The sort
+    values are returned as `sort_0`… for the next cursor."""
+    driver = driving_value(query)
+    if driver is None:
+        pk: sa.ColumnElement[Any] = R.c.pk
+        keyed = sa.select(pk.label("kpk"))
+        where: list[sa.ColumnElement[bool]] = [filtered(query)]
+    else:
+        drv = IX.alias("drv")
+        pk = drv.c.resource_pk
+        keyed = sa.select(pk.label("kpk")).select_from(drv.join(R, R.c.pk == drv.c.resource_pk))
+        where = [
+            drv.c.resource_type == query.resource_type,
+            drv.c.param == driver[0],
+            drv.c.value == driver[1],
+            filtered(query, skip=driver, pk=pk),
+        ]
+    exprs = [sort_expression(query.resource_type, key, pk) for key in query.sort_keys]
+    inner = keyed.add_columns(*(e.label(f"sort_{i}") for i, e in enumerate(exprs))).where(*where)
+    matches = inner.offset(0).subquery("keyed")
+    cols = [matches.c[f"sort_{i}"] for i in range(len(exprs))]
+    stmt = sa.select(R, *cols).select_from(matches.join(R, R.c.pk == matches.c.kpk))
+    if query.cursor is not None and query.cursor_keys is not None:
+        stmt = stmt.where(_after_keys(query.sort_keys, cols, query.cursor_keys, matches.c.kpk, query.cursor[1]))
+    order = [(c.desc() if k.desc else c.asc()).nulls_last() for k, c in zip(query.sort_keys, cols, strict=True)]
+    return stmt.order_by(*order, matches.c.kpk).limit(query.count + 1)
+
+
+def sort_expression(resource_type: str, key: SortKey, pk: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """What a match sorts on for `key`: a resource column, or its lowest / highest index value
+    of the parameter (a date's low end ascending, its high end descending)."""
+    if key.param is None:
+        return R.c.last_updated if key.name == "_lastUpdated" else R.c.id
+    column = (IX.c.high if key.desc else IX.c.low) if key.param.type == "date" else IX.c.value
+    pick = sa.func.max(column) if key.desc else sa.func.min(column)
+    return (
+        sa.select(pick)
+        .where(IX.c.resource_pk == pk, IX.c.resource_type == resource_type, IX.c.param == key.name)
+        .scalar_subquery()
+    )
+
+
+def _after_keys(
+    keys: list[SortKey],
+    exprs: list[sa.ColumnElement[Any]],
+    values: tuple[str | None, ...],
+    pk: sa.ColumnElement[Any],
+    last_pk: int,
+) -> sa.ColumnElement[bool]:
+    """Rows after the cursor in (key…, pk) order, NULLs last: some key strictly after the
+    cursor's value with all the keys before it equal, or all equal and a larger pk."""
+    alternatives: list[sa.ColumnElement[bool]] = []
+    equal: list[sa.ColumnElement[bool]] = []
+    for key, expr, raw in zip(keys, exprs, values, strict=True):
+        if raw is None:  # the cursor is among the rows without this value: nothing sorts after NULL
+            equal.append(expr.is_(None))
+            continue
+        value = _typed(key, raw)
+        beyond = expr < value if key.desc else expr > value
+        alternatives.append(sa.and_(*equal, sa.or_(expr.is_(None), beyond)))
+        equal.append(expr == value)
+    alternatives.append(sa.and_(*equal, pk > last_pk))
+    return sa.or_(*alternatives)
+
+
+def _typed(key: SortKey, raw: str) -> Any:
+    dated = key.name == "_lastUpdated" or (key.param is not None and key.param.type == "date")
+    return datetime.fromisoformat(raw) if dated else raw
+
+
+def keys_cursor(query: SearchQuery, row: Any) -> tuple[str, int]:
+    """The `_keys` cursor after `row` (selected by `_keyed_page`): its sort values as JSON, its pk."""
+    values = [row._mapping[f"sort_{i}"] for i in range(len(query.sort_keys))]
+    text = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    return orjson.dumps(text).decode(), row._mapping["pk"]
 
 
 def _pk_after(query: SearchQuery) -> Any:

@@ -429,11 +429,12 @@ class ResourceService:
 
     def _check_searchable(self, query: SearchQuery) -> None:
         """A minimised caller searches only on elements its view always shows: a parameter (or
-        `:missing`, or an _include) on an element the consent may withhold would answer "is it
+        `:missing`, an _include, a _sort key) on an element the consent may withhold would answer "is it
         there?" for what the view hides. Refused the same way whatever the data."""
         rules = self.ctx.minimisation
         params = [(c.param, c.name) for c in query.conditions if c.param is not None]
         params += [(inc.param, f"_{'rev' if inc.reverse else ''}include") for inc in query.includes]
+        params += [(key.param, "_sort") for key in query.sort_keys if key.param is not None]  # order leaks too
         for param, name in params:
             if not rules.applies(self.principal.role, param.resource_type):
                 continue

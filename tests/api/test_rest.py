@@ -357,6 +357,15 @@ def test_capability_statement_is_truthful(client: TestClient) -> None:
                 f"/fhir/{rtype}", params={param["name"]: value}, headers={"Prefer": "handling=strict"}
             )
             assert resp.status_code == 200, (rtype, param["name"], resp.json())
+        # and every sort key the resource's documentation names, both ways, strictly
+        keys = entry["documentation"].removeprefix("_sort keys: ").split(", ")
+        for key in keys:
+            for sort in (key, f"-{key}"):
+                resp = client.get(f"/fhir/{rtype}", params={"_sort": sort}, headers={"Prefer": "handling=strict"})
+                assert resp.status_code == 200, (rtype, sort, resp.json())
+    documented = {p["name"] for p in cap["rest"][0]["searchParam"]}
+    assert {"_sort", "_elements", "_count"} <= documented
+    assert "authored-on" in types["Task"]["documentation"] and "status" in types["Task"]["documentation"]
 
 
 def test_prefer_return_minimal(client: TestClient) -> None:

@@ -268,6 +268,8 @@ def test_a_reference_to_anothers_record_is_answered_as_one_to_nothing(
         {"reason-code:missing": "false"},
         {"code": "x"},
         {"_include": "ServiceRequest:based-on"},
+        {"_sort": "reason-code"},  # the order alone would tell which referral has which code
+        {"_sort": "-authored,-code"},
     ],
 )
 def test_a_welfare_organisation_cannot_search_what_its_view_withholds(
@@ -284,11 +286,26 @@ def test_a_welfare_organisation_cannot_search_what_its_view_withholds(
     assert "reasonCode" not in visible.json()["entry"][0]["resource"]
 
 
+@pytest.mark.parametrize("sort", ["-authored-on", "status,-_lastUpdated", "-modified,business-status"])
+def test_a_sorted_search_stays_in_the_compartment(loop: tuple[TestClient, dict[str, Any]], sort: str) -> None:
+    """The sorted path builds its own statement: it must confine to the caller's records too."""
+    client, a = loop
+    for who, sees in ((W2, False), (W1, True), (GP_B, False), (GP_A, True)):
+        resp = as_(client, who).get("/fhir/Task", params={"_sort": sort})
+        assert resp.status_code == 200, (who, resp.text)
+        ids = [e["resource"]["id"] for e in resp.json().get("entry", [])]
+        assert (a["Task"]["id"] in ids) is sees, who
+        owner = as_(client, who).get("/fhir/Task", params={"_sort": sort, "owner": DE_BRUG})
+        assert (a["Task"]["id"] in [e["resource"]["id"] for e in owner.json().get("entry", [])]) is sees
+
+
 def test_the_practice_keeps_searching_its_own_referrals_in_full(
     loop: tuple[TestClient, dict[str, Any]],
 ) -> None:
     client, a = loop
     resp = as_(client, GP_A).get("/fhir/ServiceRequest", params={"reason-code": "Z12"})
+    assert [e["resource"]["id"] for e in resp.json()["entry"]] == [a["ServiceRequest"]["id"]]
+    resp = client.get("/fhir/ServiceRequest", params={"_sort": "-reason-code"})
     assert [e["resource"]["id"] for e in resp.json()["entry"]] == [a["ServiceRequest"]["id"]]
 
 

@@ -81,9 +81,15 @@ def test_search_parsing() -> None:
     assert parse_search("Task", [("patient", "p1")]).conditions[0].values == ("Patient/p1",)
     with pytest.raises(FhirError):
         parse_search("Task", [("owner", "w1")])  # owner may be several types: must say which
-    with pytest.raises(FhirError) as err:
-        parse_search("Task", [("_sort", "status")])
-    assert err.value.status == 400
+    q = parse_search("Task", [("_sort", "-authored-on,status")])
+    assert q.sort_by == "_keys" and [(k.name, k.desc) for k in q.sort_keys] == [
+        ("authored-on", True),
+        ("status", False),
+    ]
+    for bad in ("owner", "bogus", "status,status", "a,b,c,d"):  # a reference, unknown, twice, too many
+        with pytest.raises(FhirError) as err:
+            parse_search("Task", [("_sort", bad)])
+        assert err.value.status == 400
     with pytest.raises(FhirError):
         parse_search("Task", [("_include", "Task:status")])
     q = parse_search("Task", [("nope", "1")])
