@@ -80,7 +80,7 @@ def capability_statement(
             entry["profile"] = profiles[rtype]
         if rtype == "Subscription":  # what the Backport IG asks a server to declare
             entry["extension"] = [{"url": BACKPORT_TOPIC_CANONICAL, "valueCanonical": WORKLIST_TOPIC}]
-            entry["documentation"] = SUBSCRIPTION_DOCUMENTATION
+            entry["documentation"] += "\n\n" + SUBSCRIPTION_DOCUMENTATION
         ops = _operations(operations, rtype)
         if ops:
             entry["operation"] = ops
