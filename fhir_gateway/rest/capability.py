@@ -6,6 +6,7 @@ from typing import Any
 
 from fhir_gateway import __version__
 from fhir_gateway.fhir.searchparams import load_search_params
+from fhir_gateway.vocabulary import OAUTH_URIS, RESTFUL_SECURITY_SERVICE, SMART_ON_FHIR
 
 _SEARCH_TYPE_DOCS = {
     "token": "token",
@@ -33,6 +34,32 @@ def _operations(definitions: dict[tuple[str | None, str], dict[str, Any]], rtype
         for (t, name), definition in sorted(definitions.items(), key=lambda item: item[0][1])
         if t == rtype
     ]
+
+
+def token_url_for(base_url: str) -> str:
+    """The token endpoint beside the FHIR base (`…/fhir` → `…/auth/token`), as
+    `api.auth.token_endpoint_url` derives it: clients reading only the CapabilityStatement find
+    the same URL as those reading `.well-known/smart-configuration`."""
+    base = base_url.rstrip("/")
+    root = base[: -len("/fhir")] if base.endswith("/fhir") else base
+    return root + "/auth/token"
+
+
+def security(token_url: str) -> dict[str, Any]:
+    """`rest.security` for SMART Backend Services (SMART App Launch: "Capability Statement
+    discovery", kept for R4 clients that look here rather than at `.well-known`)."""
+    return {
+        "extension": [{"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_url}]}],
+        "cors": False,
+        "service": [
+            {
+                "coding": [{"system": RESTFUL_SECURITY_SERVICE, "code": SMART_ON_FHIR}],
+                "text": "SMART Backend Services (client_credentials, private_key_jwt)",
+            }
+        ],
+        "description": "Every call except /metadata needs a bearer token from the token endpoint; "
+        "see [base]/.well-known/smart-configuration.",
+    }
 
 
 def capability_statement(
@@ -73,6 +100,7 @@ def capability_statement(
         "mode": "server",
         "documentation": "Welzijn op Recept referral gateway: GP practices refer, welfare organisations "
         "work the Task, feedback returns as Communication.",
+        "security": security(token_url_for(base_url)),
         "resource": resources,
         "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
         "searchParam": [

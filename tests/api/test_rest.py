@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fhir_gateway.vocabulary import OAUTH_URIS, RESTFUL_SECURITY_SERVICE
 from tests.conftest import FHIR_JSON
 from tests.wor import BSN, DE_BRUG, load_directory, send_referral, task_for
 
@@ -318,6 +319,15 @@ def test_formats_other_than_json_are_415(client: TestClient) -> None:
     resp = client.get("/fhir/metadata", headers={"Accept": "application/fhir+xml"})
     assert resp.status_code == 415 and outcome_code(resp) == "not-supported"
     assert client.get("/fhir/metadata", headers={"Accept": "application/fhir+json"}).status_code == 200
+
+
+def test_capability_statement_names_smart_and_the_token_endpoint(client: TestClient) -> None:
+    security = client.get("/fhir/metadata").json()["rest"][0]["security"]
+    assert security["service"][0]["coding"] == [{"system": RESTFUL_SECURITY_SERVICE, "code": "SMART-on-FHIR"}]
+    (oauth,) = security["extension"]
+    assert oauth["url"] == OAUTH_URIS
+    token = client.get("/fhir/.well-known/smart-configuration").json()["token_endpoint"]
+    assert oauth["extension"] == [{"url": "token", "valueUri": token}]
 
 
 def test_capability_statement_is_truthful(client: TestClient) -> None:
