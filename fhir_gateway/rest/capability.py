@@ -121,7 +121,14 @@ def capability_statement(
         "software": {"name": "fhir-gateway", "version": __version__},
         "implementation": {"description": "Welzijn op Recept FHIR gateway", "url": base_url},
         "fhirVersion": "4.0.1",
-        "format": ["json", "application/fhir+json"],
+        "format": [
+            "json",
+            "xml",
+            "application/fhir+json",
+            "application/fhir+xml",
+            "application/json",
+            "application/xml",
+        ],
         "patchFormat": ["application/json-patch+json"],
         "rest": [rest],
     }
