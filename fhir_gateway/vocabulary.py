@@ -252,3 +252,10 @@ PROVENANCE_PARTICIPANT_TYPE: Final = _THO + "provenance-participant-type"
 SECURITY_SOURCE_TYPE: Final = _THO + "security-source-type"
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"
 UCUM: Final = "http://unitsofmeasure.org"
+
+# -- SMART on FHIR discovery in the CapabilityStatement (rest.security) ---------------------------
+
+RESTFUL_SECURITY_SERVICE: Final = _THO + "restful-security-service"
+SMART_ON_FHIR: Final = "SMART-on-FHIR"  # the code of RESTFUL_SECURITY_SERVICE
+OAUTH_URIS: Final = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+"""SMART's extension on `rest.security` naming the token endpoint (sub-extension `token`)."""

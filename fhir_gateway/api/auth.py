@@ -37,6 +37,7 @@ from fhir_gateway.store.database import Database, DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/auth/token"
+FHIR_WELL_KNOWN = "/fhir/.well-known/"
 # The console authenticates itself (session cookie); the API description holds no personal data.
 PUBLIC_PATHS = frozenset(
     {
@@ -46,6 +47,7 @@ PUBLIC_PATHS = frozenset(
         TOKEN_PATH,
         "/fhir/metadata",
         "/fhir/metadata/",
+        FHIR_WELL_KNOWN + "smart-configuration",
         "/openapi.json",
         "/docs",
         "/docs/oauth2-redirect",
@@ -145,6 +147,7 @@ def build_auth_api(
         return oauth_error_response(exc)
 
     @api.get("/.well-known/smart-configuration")
+    @api.get(FHIR_WELL_KNOWN + "smart-configuration")  # [base]/.well-known: where SMART clients look
     async def well_known(request: Request) -> JSONResponse:
         return JSONResponse(smart_configuration(token_endpoint_url(request, settings)))
 
@@ -282,11 +285,17 @@ def install_auth(
             "Never use this outside a developer's machine. !!!"
         )
     app.state.tokens = tokens
-    app.include_router(
-        build_auth_api(
-            database, tokens, settings, failures=failures, requests=requests, on_throttle=on_throttle
-        )
+    auth_api = build_auth_api(
+        database, tokens, settings, failures=failures, requests=requests, on_throttle=on_throttle
     )
+    app.include_router(auth_api)
+    # `[base]/.well-known/…` must win over the FHIR API's catch-all `/fhir/{path:path}`, which
+    # app.py includes before this router: Starlette takes the first route that matches. None of
+    # this router's other paths is matched by an earlier route, so it moves to the front whole.
+    routes = app.router.routes
+    for entry in [r for r in routes if getattr(r, "original_router", None) is auth_api]:
+        routes.remove(entry)
+        routes.insert(0, entry)
     app.add_middleware(
         BearerAuthMiddleware,
         tokens=tokens,

@@ -1,10 +1,12 @@
 """FastAPI glue: turn an HTTP call on /fhir into a `FhirRequest`, and the answer back into HTTP.
 
-Content negotiation lives here (JSON only); everything else is the router's job.
+Content negotiation lives here: FHIR JSON and FHIR XML in and out (`fhir.xml` turns XML into
+the JSON dict and back, so the router only ever sees JSON); everything else is the router's job.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -13,6 +15,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from fhir_gateway.fhir import strict_json
+from fhir_gateway.fhir import xml as fhir_xml
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.search import parse_query
 from fhir_gateway.fhir.strict_json import JsonLimits
@@ -20,15 +23,46 @@ from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.rest.router import Router, error_response
 from fhir_gateway.security.principal import Principal
 
+log = logging.getLogger(__name__)
+
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
-_ACCEPTABLE = (*_JSON_TYPES, "*/*", "application/*", "application/json-patch+json")
-_FORMAT_OK = ("json", "application/json", "application/fhir+json", "application/json+fhir")
+_XML_TYPES = ("application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml")
+# What a requested type (Accept, `_format`) is answered with: the type itself (R4 http.html#mime-type:
+# the server should answer in the type asked for), the pre-R4 `+fhir` names with their R4 names.
+_ANSWER_AS = {
+    **{t: t for t in (*_JSON_TYPES, *_XML_TYPES)},
+    "application/json+fhir": FHIR_JSON,
+    "application/xml+fhir": FHIR_XML,
+    "json": FHIR_JSON,
+    "xml": FHIR_XML,
+    "application/json-patch+json": FHIR_JSON,  # a PATCH client's Accept: the answer is a resource
+}
+_ANYTHING = ("*/*", "application/*")
+SUPPORTED = "application/fhir+json, application/json, application/fhir+xml or application/xml"
 
 
-def fhir_response(resp: FhirResponse) -> Response:
-    body = orjson.dumps(resp.body) if resp.body is not None else b""
-    media = f"{FHIR_JSON}; charset=utf-8" if resp.body is not None else None
+def is_xml(media_type: str) -> bool:
+    return media_type in _XML_TYPES
+
+
+def fhir_response(resp: FhirResponse, media_type: str = FHIR_JSON) -> Response:
+    """The router's answer in the negotiated type (an OperationOutcome or Bundle included)."""
+    if resp.body is None:
+        return Response(content=b"", status_code=resp.status, headers=resp.headers)
+    if is_xml(media_type):
+        try:
+            body = fhir_xml.dumps(resp.body)
+        except Exception as exc:  # a bug: what the gateway built does not fit its own model
+            log.error("cannot render %s as XML: %s", resp.body.get("resourceType"), type(exc).__name__)
+            failed = error_response(
+                FhirError(500, [error("exception", "The answer could not be rendered as XML")])
+            )
+            return fhir_response(failed, media_type)
+    else:
+        body = orjson.dumps(resp.body)
+    media = f"{media_type}; charset=utf-8"
     return Response(content=body, status_code=resp.status, headers=resp.headers, media_type=media)
 
 
@@ -36,11 +70,13 @@ def build_fhir_api(router: Router, limits: JsonLimits, max_parameters: int = 50)
     api = APIRouter()
 
     def serve(request: Request, raw: bytes, path: str) -> Response:
+        media = FHIR_JSON  # a 406 is answered in JSON: the one type every FHIR client reads
         try:
+            media = negotiate(request)
             req = to_fhir_request(request, raw, path, limits, max_parameters)
         except FhirError as exc:
-            return fhir_response(error_response(exc))
-        return fhir_response(router.handle(req))
+            return fhir_response(error_response(exc), media)
+        return fhir_response(router.handle(req), media)
 
     async def endpoint(request: Request, path: str = "") -> Response:
         # Parsing, the JSON checks and serialising run in the worker thread with the request
@@ -59,7 +95,6 @@ def to_fhir_request(
     request: Request, raw: bytes, path: str, limits: JsonLimits, max_parameters: int = 50
 ) -> FhirRequest:
     params = parse_query(query_string(request), max_parameters=max_parameters)
-    _negotiate(request, params)
     body: Any = None
     if raw and request.method in ("POST", "PUT", "PATCH"):
         body = _parse_body(request, raw, path, limits, max_parameters)
@@ -100,33 +135,48 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def _negotiate(request: Request, params: list[tuple[str, str]]) -> None:
-    for name, value in params:
-        if name == "_format" and value.split(";")[0].strip() not in _FORMAT_OK:
-            raise FhirError(
-                415,
-                [
-                    error(
-                        "not-supported",
-                        f"_format '{value}' is not supported; this server speaks application/fhir+json only",
-                        "_format",
-                    )
-                ],
-            )
+def negotiate(request: Request) -> str:
+    """The media type to answer in: `_format` first (it overrides Accept, R4 http.html#mime-type),
+    then Accept by preference (q); with neither, the type of the body sent, else FHIR JSON.
+    406 when what is asked for cannot be produced."""
+    content_type = _media(request.headers.get("content-type") or "")
+    default = FHIR_XML if is_xml(content_type) else FHIR_JSON
+    formats = request.query_params.getlist("_format")
+    if formats:
+        wanted = _media(formats[-1])
+        if wanted in _ANSWER_AS:
+            return _ANSWER_AS[wanted]
+        raise _not_acceptable(f"_format '{formats[-1][:100]}' is not supported", "_format")
     accept = request.headers.get("accept")
-    if accept:
-        kinds = [a.split(";")[0].strip().lower() for a in accept.split(",")]
-        if not any(k in _ACCEPTABLE for k in kinds):
-            raise FhirError(
-                415,
-                [
-                    error(
-                        "not-supported",
-                        f"Accept '{accept}' cannot be served; this server speaks application/fhir+json only",
-                        "Accept",
-                    )
-                ],
-            )
+    if not accept or not accept.strip():
+        return default
+    ranked: list[tuple[float, int, str]] = []
+    for i, part in enumerate(accept.split(",")):
+        kind, _, rest = part.partition(";")
+        q = 1.0
+        for param in rest.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            ranked.append((-q, i, _media(kind)))
+    for _, _, kind in sorted(ranked):
+        if kind in _ANSWER_AS:
+            return _ANSWER_AS[kind]
+        if kind in _ANYTHING:
+            return default
+    raise _not_acceptable(f"Accept '{accept[:200]}' cannot be served", "Accept")
+
+
+def _media(value: str) -> str:
+    return value.split(";")[0].strip().lower()
+
+
+def _not_acceptable(what: str, where: str) -> FhirError:
+    return FhirError(406, [error("not-supported", f"{what}; this server answers in {SUPPORTED}", where)])
 
 
 def _parse_body(request: Request, raw: bytes, path: str, limits: JsonLimits, max_parameters: int) -> Any:
@@ -149,13 +199,15 @@ def _parse_body(request: Request, raw: bytes, path: str, limits: JsonLimits, max
                     )
                 ],
             )
+    elif is_xml(content_type):
+        return fhir_xml.loads(raw, limits)
     elif content_type not in _JSON_TYPES:
         raise FhirError(
             415,
             [
                 error(
                     "not-supported",
-                    f"Content-Type '{content_type or 'none'}' is not supported; send application/fhir+json",
+                    f"Content-Type '{content_type or 'none'}' is not supported; send {SUPPORTED}",
                     "Content-Type",
                 )
             ],

@@ -47,7 +47,8 @@ ERRORS = {
     "409": "Workflow conflict, e.g. an illegal Task transition (OperationOutcome names the allowed states)",
     "410": "Deleted",
     "412": "If-Match names a version that is not current",
-    "415": "Only application/fhir+json",
+    "406": "Accept or _format names a type the gateway cannot produce (FHIR JSON or XML)",
+    "415": "A body type other than FHIR JSON, JSON, FHIR XML or XML (JSON Patch for PATCH)",
     "422": "Not valid against the base specification or the WoR profiles (OperationOutcome with expression)",
     "428": "Task updates need If-Match",
 }

@@ -33,6 +33,11 @@ def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+def model_class(resource_type: str) -> Any:
+    """The R4B model of a type (cached): the XML reader and writer (`fhir.xml`) build on it."""
+    return _model(resource_type)
+
+
 def check_resource(data: Any, expected_type: str | None = None) -> dict[str, Any]:
     """Return `data` if it is a structurally valid resource, else raise `Invalid` (400)."""
     if not isinstance(data, dict):

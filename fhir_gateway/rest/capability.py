@@ -7,7 +7,13 @@ from typing import Any
 from fhir_gateway import __version__
 from fhir_gateway.fhir.search import SORTABLE_TYPES
 from fhir_gateway.fhir.searchparams import load_search_params
-from fhir_gateway.vocabulary import BACKPORT_TOPIC_CANONICAL, WORKLIST_TOPIC
+from fhir_gateway.vocabulary import (
+    BACKPORT_TOPIC_CANONICAL,
+    OAUTH_URIS,
+    RESTFUL_SECURITY_SERVICE,
+    SMART_ON_FHIR,
+    WORKLIST_TOPIC,
+)
 
 SUBSCRIPTION_DOCUMENTATION = (
     "rest-hook only; payload empty, id-only or full-resource (the owner's minimised view). "
@@ -46,50 +52,88 @@ def _operations(definitions: dict[tuple[str | None, str], dict[str, Any]], rtype
     ]
 
 
+def token_url_for(base_url: str) -> str:
+    """The token endpoint beside the FHIR base (`…/fhir` → `…/auth/token`), as
+    `api.auth.token_endpoint_url` derives it: clients reading only the CapabilityStatement find
+    the same URL as those reading `.well-known/smart-configuration`."""
+    base = base_url.rstrip("/")
+    root = base[: -len("/fhir")] if base.endswith("/fhir") else base
+    return root + "/auth/token"
+
+
+def security(token_url: str) -> dict[str, Any]:
+    """`rest.security` for SMART Backend Services (SMART App Launch: "Capability Statement
+    discovery", kept for R4 clients that look here rather than at `.well-known`)."""
+    return {
+        "extension": [{"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_url}]}],
+        "cors": False,
+        "service": [
+            {
+                "coding": [{"system": RESTFUL_SECURITY_SERVICE, "code": SMART_ON_FHIR}],
+                "text": "SMART Backend Services (client_credentials, private_key_jwt)",
+            }
+        ],
+        "description": "Every call except /metadata needs a bearer token from the token endpoint; "
+        "see [base]/.well-known/smart-configuration.",
+    }
+
+
+def _resource_entry(
+    rtype: str,
+    params: dict[str, Any],
+    operations: dict[tuple[str | None, str], dict[str, Any]],
+    profiles: dict[str, str],
+) -> dict[str, Any]:
+    """One `rest.resource`: interactions, search parameters, sort keys, profile, operations."""
+    entry: dict[str, Any] = {
+        "type": rtype,
+        "interaction": [{"code": c} for c in _INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        # R4 has no element for sort keys: the resource's documentation names them
+        "documentation": "_sort keys: "
+        + ", ".join(["_lastUpdated", "_id", *(n for n, p in params.items() if p.type in SORTABLE_TYPES)]),
+        "searchInclude": [f"{rtype}:{n}" for n, p in params.items() if p.type == "reference"],
+        "searchParam": [
+            {"name": "_id", "type": "token"},
+            {"name": "_lastUpdated", "type": "date"},
+            *(
+                {"name": n, "type": _SEARCH_TYPE_DOCS[p.type], "documentation": p.expression}
+                for n, p in params.items()
+            ),
+        ],
+    }
+    if rtype in profiles:
+        entry["profile"] = profiles[rtype]
+    if rtype == "Subscription":  # what the Backport IG asks a server to declare
+        entry["extension"] = [{"url": BACKPORT_TOPIC_CANONICAL, "valueCanonical": WORKLIST_TOPIC}]
+        entry["documentation"] += "\n\n" + SUBSCRIPTION_DOCUMENTATION
+    ops = _operations(operations, rtype)
+    if ops:
+        entry["operation"] = ops
+    return entry
+
+
 def capability_statement(
     base_url: str,
     operations: dict[tuple[str | None, str], dict[str, Any]],
     profiles: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`operations`: (resource type or None, $name) → OperationDefinition."""
-    resources = []
-    for rtype, params in sorted(load_search_params().items()):
-        entry: dict[str, Any] = {
-            "type": rtype,
-            "interaction": [{"code": c} for c in _INTERACTIONS],
-            "versioning": "versioned-update",
-            "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
-            # R4 has no element for sort keys: the resource's documentation names them
-            "documentation": "_sort keys: "
-            + ", ".join(["_lastUpdated", "_id", *(n for n, p in params.items() if p.type in SORTABLE_TYPES)]),
-            "searchInclude": [f"{rtype}:{n}" for n, p in params.items() if p.type == "reference"],
-            "searchParam": [
-                {"name": "_id", "type": "token"},
-                {"name": "_lastUpdated", "type": "date"},
-                *(
-                    {"name": n, "type": _SEARCH_TYPE_DOCS[p.type], "documentation": p.expression}
-                    for n, p in params.items()
-                ),
-            ],
-        }
-        if profiles and rtype in profiles:
-            entry["profile"] = profiles[rtype]
-        if rtype == "Subscription":  # what the Backport IG asks a server to declare
-            entry["extension"] = [{"url": BACKPORT_TOPIC_CANONICAL, "valueCanonical": WORKLIST_TOPIC}]
-            entry["documentation"] += "\n\n" + SUBSCRIPTION_DOCUMENTATION
-        ops = _operations(operations, rtype)
-        if ops:
-            entry["operation"] = ops
-        resources.append(entry)
+    resources = [
+        _resource_entry(rtype, params, operations, profiles or {})
+        for rtype, params in sorted(load_search_params().items())
+    ]
     system_ops = _operations(operations, None)
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": "Welzijn op Recept referral gateway: GP practices refer, welfare organisations "
         "work the Task, feedback returns as Communication.",
+        "security": security(token_url_for(base_url)),
         "resource": resources,
         "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
         "searchParam": [
@@ -121,7 +165,14 @@ def capability_statement(
         "software": {"name": "fhir-gateway", "version": __version__},
         "implementation": {"description": "Welzijn op Recept FHIR gateway", "url": base_url},
         "fhirVersion": "4.0.1",
-        "format": ["json", "application/fhir+json"],
+        "format": [
+            "json",
+            "xml",
+            "application/fhir+json",
+            "application/fhir+xml",
+            "application/json",
+            "application/xml",
+        ],
         "patchFormat": ["application/json-patch+json"],
         "rest": [rest],
     }

@@ -569,6 +569,7 @@ APP_ROUTES: dict[tuple[str, str], tuple[str, str, str] | str] = {
     ("GET", "/readyz"):                           ("200", "200", "200"),
     ("GET", "/metrics"):                          ("200", "200", "200"),
     ("GET", "/.well-known/smart-configuration"):  ("200", "200", "200"),
+    ("GET", "/fhir/.well-known/smart-configuration"): ("200", "200", "200"),
     ("GET", "/admin/outbox"):                     ("401", "403", "200"),
     ("POST", "/admin/outbox/{event_id}/retry"):   ("401", "403", "404"),
     ("GET", "/console"):                          ("303", "303", "303"),  # a bearer token is no session
@@ -599,7 +600,7 @@ def app_routes(app: Any) -> set[tuple[str, str]]:
                 walk(route.original_router.routes)  # an included router
                 continue
             methods = set(getattr(route, "methods", None) or ()) - {"HEAD"}
-            if route.path.startswith("/fhir"):
+            if route.path in ("/fhir", "/fhir/{path:path}"):
                 found.add(("*", route.path))
             else:
                 found.update((m, route.path) for m in methods)

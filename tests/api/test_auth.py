@@ -131,6 +131,16 @@ def test_smart_configuration(api: TestClient) -> None:
     assert "system/*.cruds" in conf["scopes_supported"]
 
 
+def test_smart_configuration_relative_to_the_fhir_base(api: TestClient) -> None:
+    """SMART App Launch puts discovery at `[base]/.well-known/…`: the same public document."""
+    api.headers.pop("Authorization", None)
+    resp = api.get("/fhir/.well-known/smart-configuration")
+    assert resp.status_code == 200
+    assert resp.json() == api.get("/.well-known/smart-configuration").json()
+    assert is_public("/fhir/.well-known/smart-configuration")
+    assert not is_public("/fhir/.well-known/../Patient")
+
+
 def test_smart_configuration_uses_base_url(sqlite_url: str, tokens: TokenService) -> None:
     with build(sqlite_url, tokens, base_url="https://wor.example.nl/fhir") as c:
         assert c.get("/.well-known/smart-configuration").json()["token_endpoint"] == (

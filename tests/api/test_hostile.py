@@ -233,11 +233,11 @@ JSON_CORPUS: list[tuple[str, str, str, bytes, str, int, str, str]] = [
         "not valid JSON",
     ),
     (
-        "XML content type",
+        "CSV content type",  # FHIR XML: tests/api/test_xml.py
         "POST",
         "/fhir/Patient",
-        b'<Patient xmlns="http://hl7.org/fhir"/>',
-        "application/fhir+xml",
+        b"resourceType\nPatient\n",
+        "text/csv",
         415,
         "not-supported",
         "application/fhir+json",

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fhir_gateway.vocabulary import OAUTH_URIS, RESTFUL_SECURITY_SERVICE
 from tests.conftest import FHIR_JSON
 from tests.wor import BSN, DE_BRUG, load_directory, send_referral, task_for
 
@@ -283,7 +284,13 @@ def test_unknown_search_parameter_warns_or_fails_strict(client: TestClient) -> N
         (b'{"resourceType": "Patient", "birthDate": "12-04-1961"}', FHIR_JSON, 400, "value"),
         (b'{"name": []}', FHIR_JSON, 400, "required"),
         (b"[1, 2]", FHIR_JSON, 400, "structure"),
-        (b"<Patient/>", {"content-type": "application/fhir+xml"}, 415, "not-supported"),
+        (
+            b"<Patient/>",
+            {"content-type": "application/fhir+xml", "accept": "application/json"},
+            400,
+            "structure",
+        ),
+        (b"<Patient/>", {"content-type": "text/csv"}, 415, "not-supported"),
     ],
 )
 def test_bad_input_gets_specific_outcome(
@@ -313,15 +320,57 @@ def test_id_mismatch_missing_and_unknown_type(client: TestClient) -> None:
     assert client.delete("/fhir/Patient").status_code == 405
 
 
-def test_formats_other_than_json_are_415(client: TestClient) -> None:
-    assert client.get("/fhir/metadata?_format=xml").status_code == 415
-    resp = client.get("/fhir/metadata", headers={"Accept": "application/fhir+xml"})
-    assert resp.status_code == 415 and outcome_code(resp) == "not-supported"
-    assert client.get("/fhir/metadata", headers={"Accept": "application/fhir+json"}).status_code == 200
+def test_formats_the_gateway_cannot_produce_are_406(client: TestClient) -> None:
+    for asked in ({"Accept": "text/csv"}, {"Accept": "application/fhir+json;q=0, text/html"}):
+        resp = client.get("/fhir/metadata", headers=asked)
+        assert resp.status_code == 406 and outcome_code(resp) == "not-supported", asked
+        assert resp.headers["content-type"].startswith("application/fhir+json")
+    bad_format = client.get("/fhir/metadata?_format=turtle")
+    assert bad_format.status_code == 406 and bad_format.json()["issue"][0]["expression"] == ["_format"]
+
+
+@pytest.mark.parametrize(
+    ("query", "accept", "answered_as"),
+    [
+        ("", None, "application/fhir+json"),
+        ("", "application/fhir+json", "application/fhir+json"),
+        ("", "application/json", "application/json"),
+        ("", "application/json+fhir", "application/fhir+json"),
+        ("", "*/*", "application/fhir+json"),
+        ("", "application/fhir+xml", "application/fhir+xml"),
+        ("", "application/xml", "application/xml"),
+        ("", "text/csv, application/xml;q=0.5, application/json;q=0.9", "application/json"),
+        ("?_format=xml", "application/fhir+json", "application/fhir+xml"),
+        ("?_format=json", "application/fhir+xml", "application/fhir+json"),
+        ("?_format=application/xml", None, "application/xml"),
+        ("?_format=application/fhir%2Bjson", None, "application/fhir+json"),
+    ],
+)
+def test_answers_in_the_requested_type(
+    client: TestClient, query: str, accept: str | None, answered_as: str
+) -> None:
+    headers = {"Accept": accept} if accept else {}
+    resp = client.get(f"/fhir/metadata{query}", headers=headers)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == f"{answered_as}; charset=utf-8"
+    if "xml" in answered_as:
+        assert resp.content.lstrip().startswith(b"<?xml") and b"<CapabilityStatement" in resp.content
+    else:
+        assert resp.json()["resourceType"] == "CapabilityStatement"
+
+
+def test_capability_statement_names_smart_and_the_token_endpoint(client: TestClient) -> None:
+    security = client.get("/fhir/metadata").json()["rest"][0]["security"]
+    assert security["service"][0]["coding"] == [{"system": RESTFUL_SECURITY_SERVICE, "code": "SMART-on-FHIR"}]
+    (oauth,) = security["extension"]
+    assert oauth["url"] == OAUTH_URIS
+    token = client.get("/fhir/.well-known/smart-configuration").json()["token_endpoint"]
+    assert oauth["extension"] == [{"url": "token", "valueUri": token}]
 
 
 def test_capability_statement_is_truthful(client: TestClient) -> None:
     cap = client.get("/fhir/metadata").json()
+    assert {"json", "xml", "application/fhir+json", "application/fhir+xml"} <= set(cap["format"])
     assert cap["resourceType"] == "CapabilityStatement" and cap["fhirVersion"] == "4.0.1"
     types = {r["type"]: r for r in cap["rest"][0]["resource"]}
     required = {
