@@ -28,13 +28,13 @@ AGB = "http://fhir.nl/fhir/NamingSystem/agb-z"
 
 GP_SCOPES = [
     "system/ServiceRequest.crs",
-    "system/Task.rs",
+    "system/Task.rus",
     "system/CarePlan.rs",
     "system/Communication.rs",
-    "system/Patient.cr",
+    "system/Patient.crus",
     "system/Practitioner.cr",
     "system/PractitionerRole.cr",
-    "system/Consent.cr",
+    "system/Consent.cru",
     "system/Organization.rs",
     "system/HealthcareService.rs",
     "system/Subscription.cruds",  # their own rest-hook Subscriptions (README: Notifications)

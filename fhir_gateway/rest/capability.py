@@ -92,8 +92,8 @@ def _resource_entry(
         "readHistory": True,
         "updateCreate": True,
         "conditionalCreate": True,
-        "conditionalUpdate": False,
-        "conditionalDelete": "not-supported",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
         # R4 has no element for sort keys: the resource's documentation names them
         "documentation": "_sort keys: "
         + ", ".join(["_lastUpdated", "_id", *(n for n, p in params.items() if p.type in SORTABLE_TYPES)]),

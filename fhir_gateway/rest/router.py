@@ -67,6 +67,8 @@ class Router:
             RestRoute("GET", ("{type}",), self._search, False),
             RestRoute("POST", ("{type}", "_search"), self._search, False),
             RestRoute("POST", ("{type}",), self._create, True),
+            RestRoute("PUT", ("{type}",), self._conditional_update, True),
+            RestRoute("DELETE", ("{type}",), self._conditional_delete, True),
             RestRoute("GET", ("{type}", "_history"), self._history, False),
             RestRoute("GET", ("OperationDefinition", "{id}"), self._operation_definition, False),
             RestRoute("POST", ("{type}", "{op}"), self._operation, True),
@@ -127,6 +129,8 @@ class Router:
             self.search_query(req, args)
         elif route.handler == self._create and req.header("if-none-exist"):
             conditional_query(args["type"], req.header("if-none-exist") or "", self.ctx.settings)
+        elif route.handler in (self._conditional_update, self._conditional_delete):
+            conditional_query(args["type"], _criteria(req), self.ctx.settings, "url")
 
     def write_audit(self, req: FhirRequest, trail: audit.AuditTrail, status: int) -> None:
         """Reads (and failed writes) are logged in a transaction of their own."""
@@ -218,6 +222,20 @@ class Router:
     def _update(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored, created = svc.update(args["type"], args["id"], req.body, if_match=if_match(req))
         return self.resource_response(req, stored, 201 if created else 200, svc)
+
+    def _conditional_update(
+        self, req: FhirRequest, svc: ResourceService, args: dict[str, str]
+    ) -> FhirResponse:
+        stored, created = svc.conditional_update(
+            args["type"], _criteria(req), req.body, if_match=if_match(req)
+        )
+        return self.resource_response(req, stored, 201 if created else 200, svc)
+
+    def _conditional_delete(
+        self, req: FhirRequest, svc: ResourceService, args: dict[str, str]
+    ) -> FhirResponse:
+        stored = svc.conditional_delete(args["type"], _criteria(req))
+        return FhirResponse(204, None, {"ETag": stored.etag} if stored else {})
 
     def _patch(self, req: FhirRequest, svc: ResourceService, args: dict[str, str]) -> FhirResponse:
         stored = svc.patch(args["type"], args["id"], req.body, if_match=if_match(req))
@@ -362,6 +380,11 @@ def _match(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
         elif token != part:
             return None
     return args
+
+
+def _criteria(req: FhirRequest) -> str:
+    """The query string of a conditional update or delete: the search that picks the record."""
+    return urlencode(list(req.params), safe="|:/,")
 
 
 def if_match(req: FhirRequest) -> int | None:

@@ -225,12 +225,14 @@ class ResourceService:
         compartment = organization_filter(self.principal, "ServiceRequest")
         return referrals.find_resend(self.repo, service_request, compartment)
 
-    def conditional_match(self, resource_type: str, criteria: str) -> Stored | None:
+    def conditional_match(
+        self, resource_type: str, criteria: str, where: str = "If-None-Exist"
+    ) -> Stored | None:
         """The single resource matching `criteria` (a search query string) among those the caller
         may already see, None if none; 412 if several. Another organisation's record is no match:
         the caller makes its own, and learns nothing of the other. Holds a lock on the criteria
         (per organisation) until commit, so two racing conditional creates cannot both miss."""
-        query = conditional_query(resource_type, criteria, self.ctx.settings)
+        query = conditional_query(resource_type, criteria, self.ctx.settings, where)
         self._check_searchable(query)
         query.compartment = organization_filter(self.principal, resource_type)
         self.repo.lock(f"{query.compartment or '*'} {resource_type}?{criteria}")
@@ -243,7 +245,7 @@ class ResourceService:
                     error(
                         "multiple-matches",
                         f"Criteria '{criteria}' match more than one {resource_type}",
-                        "If-None-Exist",
+                        where,
                     )
                 ],
             )
@@ -272,6 +274,45 @@ class ResourceService:
             self.claim(stored)
         self.audit.touch("update", stored)
         return stored, created
+
+    def conditional_update(
+        self, resource_type: str, criteria: str, resource: Any, *, if_match: int | None = None
+    ) -> tuple[Stored, bool]:
+        """`PUT [base]/Type?criteria` (R4 http.html#cond-update), matched by `conditional_match`
+        inside the caller's compartment only: no match creates a record of the caller's own (the
+        server assigns its id, so a body id never reaches another's record), one match is an
+        ordinary update of it (If-Match honoured), several are 412. The match grants nothing:
+        the update and the create check scopes and compartments as they always do."""
+        self._allow(resource_type, "update")
+        existing = self.conditional_match(resource_type, criteria, "url")
+        if existing is None:
+            if isinstance(resource, dict) and "id" in resource:  # a server-assigned id, never the body's
+                resource = {k: v for k, v in resource.items() if k != "id"}
+            return self.create(resource, resource_type=resource_type)
+        if isinstance(resource, dict):
+            if resource.get("id") not in (None, existing.id):
+                raise Invalid(
+                    [
+                        error(
+                            "invalid",
+                            f"The resource id '{resource.get('id')}' is not the id of the match",
+                            f"{resource_type}.id",
+                        )
+                    ]
+                )
+            resource = {**resource, "id": existing.id}
+        return self.update(resource_type, existing.id, resource, if_match=if_match)
+
+    def conditional_delete(self, resource_type: str, criteria: str) -> Stored | None:
+        """`DELETE [base]/Type?criteria` in single-delete mode: the one match inside the caller's
+        compartment is deleted as an ordinary delete; several are 412; none is 204, like the
+        delete of what does not exist (R4 allows 204 or 404: 204 also says nothing about records
+        of other organisations)."""
+        self._allow(resource_type, "delete")
+        existing = self.conditional_match(resource_type, criteria, "url")
+        if existing is None:
+            return None
+        return self.delete(resource_type, existing.id)
 
     def patch(self, resource_type: str, rid: str, operations: Any, *, if_match: int | None = None) -> Stored:
         self._allow(resource_type, "patch")
@@ -543,13 +584,16 @@ def _client_status(data: dict[str, Any], existing: dict[str, Any] | None) -> str
     return "requested"
 
 
-def conditional_query(resource_type: str, criteria: str, settings: Settings) -> SearchQuery:
-    """The search an If-None-Exist header (or a Bundle entry's ifNoneExist) asks for: strict, and
-    capped like any search (400 before the store is asked)."""
+def conditional_query(
+    resource_type: str, criteria: str, settings: Settings, where: str = "If-None-Exist"
+) -> SearchQuery:
+    """The search an If-None-Exist header (or a Bundle entry's ifNoneExist, or the query of a
+    conditional update or delete: `where` = "url") asks for: strict, and capped like any search
+    (400 before the store is asked)."""
     params = parse_query(
         criteria.lstrip("?"),
         max_parameters=settings.max_query_parameters,
-        where="If-None-Exist",
+        where=where,
         keep_blank_values=False,
     )
     if not params:
@@ -558,8 +602,8 @@ def conditional_query(resource_type: str, criteria: str, settings: Settings) -> 
             [
                 error(
                     "invalid",
-                    "If-None-Exist needs search criteria, e.g. identifier=system|value",
-                    "If-None-Exist",
+                    f"{where} needs search criteria, e.g. identifier=system|value",
+                    where,
                 )
             ],
         )

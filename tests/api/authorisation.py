@@ -4,8 +4,8 @@ One loop is played (practice A refers to welfare organisation 1, which accepts a
 Positive Health, so feedback goes back). Then every principal probes every cell; the outcome is
 compared with `MATRIX`. Outcomes: a status code, with `found` / `none` where a 200 search or
 include tells whether A's record came back, and `own` / `theirs` where a conditional create
-answers with the caller's own record or with A's. `docs/authorisation-matrix.md` is rendered
-from this module (`python -m tests.api.authorisation`) and a test keeps it current.
+or update answers with the caller's own record or with A's. `docs/authorisation-matrix.md` is
+rendered from this module (`python -m tests.api.authorisation`) and a test keeps it current.
 
 Coverage: `ROUTE_CELLS` names the interactions that test each route of the FHIR router,
 `OPERATION_CELLS` each registered operation, and `APP_ROUTES` every HTTP route outside `/fhir`;
@@ -156,16 +156,8 @@ MATRIX: dict[str, Cells] = {
         "Communication":        ("200 theirs", "403", "403", "200 theirs", "422"),
         "QuestionnaireResponse": ("200 theirs", "403", "403", "200 theirs", "422"),
     },
-    "conditional-update": {
-        "Patient":              ("405", "405", "405", "405", "405"),
-        "Task":                 ("405", "405", "405", "405", "405"),
-    },
-    "conditional-delete": {
-        "Patient":              ("405", "405", "405", "405", "405"),
-        "Task":                 ("405", "405", "405", "405", "405"),
-    },
     "update": {
-        "Patient":              ("200", "403", "403", "403", "403"),
+        "Patient":              ("200", "200", "404", "403", "403"),
         "Consent":              ("200", "200", "404", "403", "403"),
         "ServiceRequest":       ("200", "403", "403", "403", "403"),
         "Task":                 ("200", "409", "404", "200", "404"),
@@ -178,7 +170,7 @@ MATRIX: dict[str, Cells] = {
         "Subscription":         ("200", "404", "404", "200", "404"),
     },
     "patch": {
-        "Patient":              ("200", "403", "403", "403", "403"),
+        "Patient":              ("200", "200", "404", "403", "403"),
         "Consent":              ("200", "200", "404", "403", "403"),
         "Task":                 ("200", "409", "404", "200", "404"),
         "CarePlan":             ("200", "403", "403", "200", "404"),
@@ -205,6 +197,17 @@ MATRIX: dict[str, Cells] = {
     },
     "Subscription/$events": {
         "Subscription":         ("200", "404", "404", "200", "404"),
+    },
+    # late: practice B's conditional update makes a second Patient with A's patient's BSN (its
+    # own), and the administrator's conditional delete removes A's Patient. A Task needs If-Match
+    # (428); creating one by a conditional update is refused like any other create of a Task.
+    "conditional-update": {
+        "Patient":              ("200 theirs", "200 theirs", "201 own", "403", "403"),
+        "Task":                 ("428", "428", "403", "428", "403"),
+    },
+    "conditional-delete": {
+        "Patient":              ("204", "403", "403", "403", "403"),
+        "Task":                 ("409", "403", "403", "403", "403"),
     },
 }
 # fmt: on
@@ -324,7 +327,7 @@ def _types(resp: Any) -> str:
 
 
 def _match(resp: Any, rid: str) -> str:
-    """A conditional create: with A's record (`theirs`) or a record of the caller's own."""
+    """A conditional create or update: with A's record (`theirs`) or a record of the caller's own."""
     if resp.status_code not in (200, 201):
         return _status(resp)
     return f"{resp.status_code} {'theirs' if resp.json().get('id') == rid else 'own'}"
@@ -402,8 +405,11 @@ def probe_conditional_create(loop: Loop, rtype: str) -> str:
 
 
 def probe_conditional_update(loop: Loop, rtype: str) -> str:
+    """A's record put back unchanged (its id in the body) with A's id as the criteria: updated
+    for those who may see it, a record of the caller's own for those who may not."""
     body = current(loop, rtype)
-    return _status(loop.client.put(f"/fhir/{rtype}?_id={loop.ids[rtype]}", json=body, headers=FHIR_JSON))
+    resp = loop.client.put(f"/fhir/{rtype}?_id={loop.ids[rtype]}", json=body, headers=FHIR_JSON)
+    return _match(resp, loop.ids[rtype])
 
 
 def probe_conditional_delete(loop: Loop, rtype: str) -> str:
@@ -544,6 +550,8 @@ ROUTE_CELLS: dict[str, tuple[str, ...]] = {
     ),
     "_read": ("read",),
     "_update": ("update",),
+    "_conditional_update": ("conditional-update",),
+    "_conditional_delete": ("conditional-delete",),
     "_patch": ("patch",),
     "_delete": ("delete",),
     "_vread": ("vread",),
@@ -612,8 +620,9 @@ def app_routes(app: Any) -> set[tuple[str, str]]:
 # -- the document ---------------------------------------------------------------------------------
 LEGEND = """\
 Outcomes: the HTTP status; for a 200 search or include, `found` / `none` says whether practice A's
-record came back, or which types did; for a conditional create, `theirs` means the answer was
-practice A's record (for practice A its own) and `own` a record of the caller's own. 404 is the
+record came back, or which types did; for a conditional create or update, `theirs` means the
+answer was practice A's record (for practice A its own) and `own` a record of the caller's own
+(created: a match never reaches outside the caller's compartment). 404 is the
 answer outside a compartment (existence is not revealed); 403 a missing scope or an admin-only
 type; 405 an interaction the gateway does not offer; 409/412/422 the workflow or the data."""
 

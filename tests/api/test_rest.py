@@ -317,7 +317,9 @@ def test_id_mismatch_missing_and_unknown_type(client: TestClient) -> None:
     unknown = client.get("/fhir/Observation")
     assert unknown.status_code == 404 and outcome_code(unknown) == "not-supported"
     assert client.get("/fhir/Patient/x/_history/abc").status_code == 400
-    assert client.delete("/fhir/Patient").status_code == 405
+    unconditional = client.delete("/fhir/Patient")  # a conditional delete needs its criteria
+    assert unconditional.status_code == 400 and outcome_code(unconditional) == "invalid"
+    assert client.patch("/fhir/Patient", json=[]).status_code == 405
 
 
 def test_formats_the_gateway_cannot_produce_are_406(client: TestClient) -> None:
