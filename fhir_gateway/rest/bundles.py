@@ -231,7 +231,9 @@ class BundleProcessor:
                 else:
                     mapping.ids[full_url] = f"{rtype}/{new_id()}"
                     mapping.new.add(mapping.ids[full_url])
-            elif request["method"] == "PUT" and full_url and "resource" in entry:
+            elif request["method"] == "PUT" and full_url and "resource" in entry and len(parts) == 2:
+                # a conditional update (`Type?criteria`, one part) is given no id here: the body's
+                # id names no record it writes (the match, or a server-assigned id, decides)
                 resource = entry["resource"]
                 # no resourceType: the PUT fails validation with a 400 later, not a KeyError 500 here
                 if (
