@@ -584,6 +584,13 @@ def _client_status(data: dict[str, Any], existing: dict[str, Any] | None) -> str
     return "requested"
 
 
+# Search result parameters: they shape a page, they select nothing (`_format`, `_pretty` may ride
+# along on a conditional update's URL and shape only the answer)
+RESULT_PARAMETERS = frozenset(
+    {"_count", "_sort", "_include", "_revinclude", "_summary", "_total", "_cursor", "_elements"}
+)
+
+
 def conditional_query(
     resource_type: str, criteria: str, settings: Settings, where: str = "If-None-Exist"
 ) -> SearchQuery:
@@ -603,6 +610,19 @@ def conditional_query(
                 error(
                     "invalid",
                     f"{where} needs search criteria, e.g. identifier=system|value",
+                    where,
+                )
+            ],
+        )
+    shaping = [name for name, _ in params if name.partition(":")[0] in RESULT_PARAMETERS]
+    if shaping:  # `_summary=count` alone matched nothing, so a conditional write always created
+        raise FhirError(
+            400,
+            [
+                error(
+                    "invalid",
+                    f"{where} takes criteria that select resources; '{shaping[0][:64]}' only shapes "
+                    "a search result",
                     where,
                 )
             ],

@@ -199,3 +199,20 @@ def test_a_conditional_update_in_a_transaction(scene: tuple[TestClient, dict[str
         assert answer["response"]["status"].split()[0] == status
         assert (answer["resource"]["id"] == a["Patient"]["id"]) is same
     assert admin_read(client, f"Patient/{a['Patient']['id']}")["address"][0]["line"] == ["Brink 200"]
+
+
+@pytest.mark.parametrize("criteria", ["_summary=count", "_count=1", "_sort=_id", "_elements=name"])
+def test_result_parameters_select_nothing_and_are_refused(database_url: str, criteria: str) -> None:
+    """`_summary=count` alone matched nothing, so every conditional write with it created a new
+    record: criteria must select resources."""
+    with make_client(database_url) as client:
+        load_directory(client)
+        authorize(client, "praktijk-de-geinoord-his")
+        created = client.post(
+            "/fhir/Patient", json=patient(fresh_bsn()), headers={**FHIR_JSON, "If-None-Exist": criteria}
+        )
+        assert created.status_code == 400, created.text
+        assert created.json()["issue"][0]["expression"] == ["If-None-Exist"]
+        updated = client.put(f"/fhir/Patient?{criteria}", json=patient(fresh_bsn()), headers=FHIR_JSON)
+        assert updated.status_code == 400, updated.text
+        assert client.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 0
