@@ -141,6 +141,16 @@ def referral_bundle(referral_id: str | None = None, **patient_args: str) -> dict
     }
 
 
+def refer_new_patient(client: TestClient) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Post a referral of a patient no other test knows, as the client's current principal:
+    (BSN, Patient, Consent, ServiceRequest) as stored."""
+    bsn = fresh_bsn()
+    resp = client.post("/fhir", json=referral_bundle(bsn=bsn), headers=FHIR_JSON)
+    assert resp.status_code == 200, resp.text
+    patient_, consent_, sr = (e["resource"] for e in resp.json()["entry"])
+    return bsn, patient_, consent_, sr
+
+
 def send_referral(client: TestClient, **kwargs: Any) -> dict[str, Any]:
     """Post a referral Bundle; return the stored ServiceRequest."""
     resp = client.post("/fhir", json=referral_bundle(**kwargs), headers=FHIR_JSON)

@@ -14,7 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import authorize, make_client
-from tests.wor import BSN, FHIR_JSON, fresh_bsn, load_directory, patient, put_task, referral_bundle
+from tests.wor import (
+    BSN,
+    FHIR_JSON,
+    fresh_bsn,
+    load_directory,
+    patient,
+    put_task,
+    refer_new_patient,
+)
 
 GP_A, GP_B = "praktijk-de-geinoord-his", "praktijk-batau-his"
 W1 = "welzijn-de-brug-cms"
@@ -27,10 +35,7 @@ def scene(database_url: str) -> Iterator[tuple[TestClient, dict[str, Any]]]:
     with make_client(database_url) as client:
         load_directory(client)
         authorize(client, GP_A)
-        bsn = fresh_bsn()
-        resp = client.post("/fhir", json=referral_bundle(bsn=bsn), headers=FHIR_JSON)
-        assert resp.status_code == 200, resp.text
-        pat, _consent, sr = (e["resource"] for e in resp.json()["entry"])
+        bsn, pat, _consent, sr = refer_new_patient(client)
         yield client, {"bsn": bsn, "Patient": pat, "ServiceRequest": sr}
 
 

@@ -28,6 +28,7 @@ from tests.wor import (
     load_directory,
     patient,
     put_task,
+    refer_new_patient,
     referral_bundle,
     task_for,
 )
@@ -44,10 +45,7 @@ def loop(database_url: str) -> Iterator[tuple[TestClient, dict[str, Any]]]:
     with make_client(database_url) as client:
         load_directory(client)
         authorize(client, GP_A)
-        bsn = fresh_bsn()
-        resp = client.post("/fhir", json=referral_bundle(bsn=bsn), headers=FHIR_JSON)
-        assert resp.status_code == 200, resp.text
-        pat, cons, sr = (e["resource"] for e in resp.json()["entry"])
+        bsn, pat, cons, sr = refer_new_patient(client)
         authorize(client, W1)
         task = put_task(client, task_for(client, sr["id"]), status="accepted").json()
         authorize(client, ADMIN)
