@@ -127,10 +127,11 @@ class FeedbackKind:
 
 
 class ReminderKind:
-    """Codes of `REMINDER_KINDS` (Communication.category of a reminder to the welfare owner)."""
+    """Codes of `REMINDER_KINDS` (Communication.category of a notice the gateway itself sends)."""
 
     INTAKE_OVERDUE: Final = "intake-overdue"
     TRAJECTORY_OVERDUE: Final = "trajectory-overdue"
+    ADDRESS_CHANGED: Final = "address-changed"
 
 
 class ConsentScope:

@@ -90,10 +90,13 @@ class BundleProcessor:
                 if replay is not None:
                     results = replay
                     order = []
+                refers = _is_referral(entries)
                 for i in order:
                     entry = resolved[i]
                     if i in mapping.existing:
                         stored = svc.read(*mapping.ids[entry["fullUrl"]].split("/"))
+                        if refers and stored.resource_type == "Patient":
+                            stored = svc.refresh_patient(stored, entry["resource"])
                         response = self.router.resource_response(req, stored, 200, svc)
                     else:
                         sub = _entry_request(req, entry, self._max_parameters)
@@ -263,6 +266,14 @@ class _IdMapping:
         self.ids: dict[str, str] = {}  # fullUrl → Type/id
         self.existing: set[int] = set()  # entries satisfied by ifNoneExist
         self.new: set[str] = set()  # Type/id this transaction creates (other entries may point there)
+
+
+def _is_referral(entries: list[dict[str, Any]]) -> bool:
+    """A Bundle that posts a ServiceRequest: its matched Patient is brought up to date."""
+    return any(
+        e["request"]["method"] == "POST" and (e.get("resource") or {}).get("resourceType") == "ServiceRequest"
+        for e in entries
+    )
 
 
 def _type_rank(entry: dict[str, Any]) -> int:

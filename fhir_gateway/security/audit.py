@@ -55,6 +55,7 @@ class AuditTrail:
     entities: list[str] = field(default_factory=list)
     patients: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # versioned references written (Provenance targets)
+    reasons: list[str] = field(default_factory=list)  # why, when the change was not asked for as such
     query: str | None = None
     description: str | None = None  # what was attempted, when no stored resource says it
     outcome_text: str | None = None  # AuditEvent.outcomeDesc: why it was refused
@@ -236,13 +237,16 @@ class AuditTrail:
         activity = {"create": "CREATE", "update": "UPDATE", "patch": "UPDATE", "delete": "DELETE"}.get(
             self.interaction, "UPDATE"
         )
-        return {
+        provenance: dict[str, Any] = {
             "resourceType": "Provenance",
             "target": [{"reference": ref} for ref in self.changed],
             "recorded": format_instant(utc_now()),
             "activity": {"coding": [{"system": DATA_OPERATION, "code": activity}]},
             "agent": [agent],
         }
+        if self.reasons:
+            provenance["reason"] = [{"text": text} for text in self.reasons]
+        return provenance
 
 
 def write(repo: Repository, trail: AuditTrail, status: int) -> None:

@@ -31,7 +31,7 @@ from fhir_gateway.security.writes import WriteCheck
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
 from fhir_gateway.vocabulary import DIRECTORY_TYPES, SUBSCRIPTION_OWNER
-from fhir_gateway.workflow import consents, feedback, referrals, tasks
+from fhir_gateway.workflow import consents, feedback, patients, referrals, tasks
 from fhir_gateway.workflow import subscriptions as subs
 from fhir_gateway.workflow.context import GatewayContext
 
@@ -275,6 +275,30 @@ class ResourceService:
         self.audit.touch("update", stored)
         return stored, created
 
+    def refresh_patient(self, stored: Stored, posted: dict[str, Any]) -> Stored:
+        """A referral's Patient that `ifNoneExist` matched to one of the caller's own records but
+        says something new (a new address, a corrected name) updates that record: a new version
+        (If-Match the matched one; the request's Provenance says the referral brought it), so the
+        referral is routed on the address in force. A client that may not update Patients gets a
+        409 instead of a referral routed on stale data."""
+        if not patients.differs(stored.content, posted):
+            return stored
+        if not self.may_write("Patient", "update"):
+            raise FhirError(
+                409,
+                [
+                    error(
+                        "conflict",
+                        f"The Patient matched by ifNoneExist ({stored.reference}) differs from the "
+                        "stored one and this client may not update Patients: update it first",
+                        "Patient",
+                    )
+                ],
+            )
+        updated, _ = self.update("Patient", stored.id, {**posted, "id": stored.id}, if_match=stored.version_id)
+        self.audit.reasons.append(f"{updated.reference} updated from the Patient of a referral Bundle")
+        return updated
+
     def conditional_update(
         self, resource_type: str, criteria: str, resource: Any, *, if_match: int | None = None
     ) -> tuple[Stored, bool]:
@@ -343,6 +367,12 @@ class ResourceService:
             stored, created = self.repo.update(data, if_match=if_match, method=method)
             if consents.withdrawn(before.content if before else None, stored.content):
                 consents.on_withdrawal(self.repo, self.ctx, stored)
+            return stored, created
+        if data["resourceType"] == "Patient":
+            before = self.repo.find("Patient", data["id"])
+            stored, created = self.repo.update(data, if_match=if_match, method=method)
+            if patients.address_changed(before.content if before else None, stored.content):
+                patients.on_address_change(self.repo, self.ctx, stored)
             return stored, created
         if data["resourceType"] != "Task":
             return self.repo.update(data, if_match=if_match, method=method)

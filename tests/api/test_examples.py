@@ -99,3 +99,16 @@ def test_error_scenarios(gateway: TestClient, name: str, status: int, code: str)
     resp = gateway.post("/fhir", json=read(name), headers=FHIR_JSON)
     assert resp.status_code == status
     assert resp.json()["issue"][0]["code"] == code
+
+
+def test_patient_moved_scenario(gateway: TestClient) -> None:
+    """10: the example patient, moved to IJsselstein, referred again: routed on the new address;
+    the open referral stays at De Brug, which (and the practice) gets an address-changed notice."""
+    _sr, first = referral(gateway, "01-referral-bundle.json")
+    moved, task = referral(gateway, "10-patient-moved.json")
+    assert task["owner"]["reference"] == "Organization/welzijn-ijsselstein-samen"
+    assert moved["subject"] == _sr["subject"]  # the same Patient record, a new version
+    notices = gateway.get("/fhir/Communication", params={"about": f"Task/{first['id']}"}).json()["entry"]
+    assert [n["resource"]["category"][0]["coding"][0]["code"] for n in notices] == ["address-changed"]
+    still = gateway.get(f"/fhir/Task/{first['id']}").json()
+    assert still["owner"]["reference"] == "Organization/welzijn-de-brug"
