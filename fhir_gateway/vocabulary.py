@@ -32,6 +32,9 @@ DIRECTORY_TYPES: Final = (
     "PractitionerRole",
 )
 """Resource types of the directory: public to every client, cached in memory by the router."""
+PRACTICE_REGISTERED_TYPES: Final = ("Practitioner", "PractitionerRole")
+"""Directory types a GP practice may also register for itself (a locum, a new colleague): such a
+record is in the practice's compartment, not the public directory."""
 
 # -- WoR canonical URLs --------------------------------------------------------------------------
 

@@ -32,8 +32,8 @@ GP_SCOPES = [
     "system/CarePlan.rs",
     "system/Communication.rs",
     "system/Patient.crus",
-    "system/Practitioner.cr",
-    "system/PractitionerRole.cr",
+    "system/Practitioner.crus",
+    "system/PractitionerRole.crus",
     "system/Consent.cru",
     "system/Organization.rs",
     "system/HealthcareService.rs",
@@ -47,6 +47,8 @@ WELFARE_SCOPES = [
     "system/Communication.crs",
     "system/QuestionnaireResponse.crs",
     "system/Organization.rs",
+    "system/Practitioner.rs",  # who referred (Task.requester), a practice's locum included
+    "system/PractitionerRole.rs",
     "system/Subscription.cruds",  # their own rest-hook Subscriptions (README: Notifications)
 ]
 ADMIN_SCOPES = ["system/*.cruds"]

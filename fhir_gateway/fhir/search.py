@@ -67,7 +67,7 @@ class Condition:
     """One parameter occurrence: any of `values` must match (OR)."""
 
     name: str
-    kind: str  # token | reference | date | string | id | missing
+    kind: str  # token | reference | date | string | id | missing | chain | has (values: a SearchQuery)
     modifier: str | None
     values: tuple[object, ...]
     param: SearchParam | None = None
@@ -107,6 +107,7 @@ class SearchQuery:
     warnings: list[Issue] = field(default_factory=list)
     echo: list[tuple[str, str]] = field(default_factory=list)  # parameters as understood (for links)
     compartment: str | None = None  # confine matches to what this organisation may see
+    with_public: bool = False  # ... plus the records in no compartment (the public directory)
 
 
 def _bad(diagnostics: str, name: str) -> FhirError:
@@ -255,6 +256,8 @@ def parse_search(
         elif name in definitions and "." not in modifier:  # `owner:Organization.name=` is a chain
             param = definitions[name]
             query.conditions.append(_condition(param, modifier or None, raw_value, base_url))
+        elif (linked := _linked(resource_type, raw_name, raw_value, base_url)) is not None:
+            query.conditions.append(linked)
         else:
             issue = warning(
                 "not-supported",
@@ -365,6 +368,48 @@ def _include(resource_type: str, name: str, value: str, definitions: dict[str, S
     if param is None or param.type != "reference":
         raise _bad(f"'{source}:{param_name}' is not a reference search parameter", name)
     return Include(source, param, target, reverse=name == "_revinclude")
+
+
+def _linked(resource_type: str, raw_name: str, raw_value: str, base_url: str) -> Condition | None:
+    """One level of chaining (`focus:ServiceRequest.status=active`, `patient.identifier=…`) or of
+    `_has` (`_has:Task:focus:status=requested`) as a condition holding the search on the other
+    type; None for anything else (deeper chains, unknown names), which the caller reports."""
+    if raw_name.startswith("_has:"):
+        parts = raw_name.split(":")
+        if len(parts) != 4 or parts[3].startswith("_has"):
+            return None
+        other, ref_name, inner = parts[1], parts[2], parts[3]
+        ref = load_search_params().get(other, {}).get(ref_name)
+        if ref is None or ref.type != "reference" or (ref.targets and resource_type not in ref.targets):
+            return None
+        sub = _sub_query(other, inner, raw_value, base_url)
+        return None if sub is None else Condition("_has", "has", None, (sub,), ref)
+    head, dot, inner = raw_name.partition(".")
+    if not dot or "." in inner:
+        return None
+    name, _, target = head.partition(":")
+    ref = load_search_params().get(resource_type, {}).get(name)
+    if ref is None or ref.type != "reference":
+        return None
+    target = target or (ref.targets[0] if len(ref.targets) == 1 else "")
+    if not target or (ref.targets and target not in ref.targets):
+        return None
+    sub = _sub_query(target, inner, raw_value, base_url)
+    return None if sub is None else Condition(name, "chain", None, (sub,), ref)
+
+
+def _sub_query(resource_type: str, raw_name: str, raw_value: str, base_url: str) -> SearchQuery | None:
+    """The search on the other type of a chain or `_has`: one declared parameter, or `_id`."""
+    name, _, modifier = raw_name.partition(":")
+    sub = SearchQuery(resource_type=resource_type, count=0)
+    if name == "_id" and not modifier:
+        sub.conditions.append(Condition("_id", "id", None, tuple(v for v in raw_value.split(",") if v)))
+        return sub
+    param = load_search_params().get(resource_type, {}).get(name)
+    if param is None:
+        return None
+    sub.conditions.append(_condition(param, modifier or None, raw_value, base_url))
+    return sub
 
 
 def _condition(param: SearchParam, modifier: str | None, raw: str, base_url: str) -> Condition:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_gateway.fhir.search import SearchQuery
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.routing import Directory
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
-from fhir_gateway.vocabulary import DIRECTORY_TYPES, SUBSCRIPTION_OWNER
+from fhir_gateway.vocabulary import DIRECTORY_TYPES, PRACTICE_REGISTERED_TYPES, SUBSCRIPTION_OWNER
 
 ADMIN_ONLY_TYPES = frozenset({"AuditEvent", "Provenance"})
 
@@ -30,10 +31,28 @@ def organization_filter(principal: Principal, resource_type: str) -> str | None:
     return principal.organization or "Organization/-none-"
 
 
+def confine(query: SearchQuery, principal: Principal) -> SearchQuery:
+    """Confine a search (or a conditional match) to what the principal may see: its compartment;
+    for Practitioner and PractitionerRole the public directory plus the practice's own records."""
+    query.compartment = organization_filter(principal, query.resource_type)
+    if query.resource_type in PRACTICE_REGISTERED_TYPES and not sees_everything(principal):
+        query.compartment = principal.organization or "Organization/-none-"
+        query.with_public = True
+    return query
+
+
+def registered_by_practice(repo: Repository, stored: Stored) -> bool:
+    """A Practitioner(Role) a practice registered for itself (it has a compartment; the public
+    directory's records have none)."""
+    return stored.resource_type in PRACTICE_REGISTERED_TYPES and bool(repo.compartments_of(stored.pk))
+
+
 def visible_to(repo: Repository, stored: Stored, organization: str | None) -> bool:
     """May `organization` see this resource? None stands for admin / the gateway itself."""
-    if organization is None or stored.resource_type in DIRECTORY_TYPES:
+    if organization is None:
         return True
+    if stored.resource_type in DIRECTORY_TYPES:
+        return not registered_by_practice(repo, stored) or organization in repo.compartments_of(stored.pk)
     if stored.resource_type in ADMIN_ONLY_TYPES:
         return False
     return organization in repo.compartments_of(stored.pk)
@@ -67,7 +86,7 @@ class CompartmentKeeper:
         orgs = {_ref(repo, content.get("owner")), _practice(repo, directory, content.get("requester"))}
         orgs.discard(None)
         sr = _find(repo, content.get("focus"))
-        related = [task, sr, _find(repo, content.get("for"))]
+        related = [task, sr, _find(repo, content.get("for")), *_registered_people(repo, content.get("requester"))]
         if sr is not None:
             consents = (_find(repo, info) for info in sr.content.get("supportingInfo", []))
             related += [c for c in consents if c is not None and c.resource_type == "Consent"]
@@ -91,6 +110,17 @@ class CompartmentKeeper:
                 owner = _ref(repo, ext.get("valueReference"))
                 if owner:
                     repo.grant(sub, {owner})
+
+
+def _registered_people(repo: Repository, requester: dict[str, Any] | None) -> list[Stored]:
+    """The referrer a practice registered for itself (a locum's role and its practitioner): the
+    parties of the referral see it, as everyone sees the public directory's."""
+    role = _find(repo, requester)
+    found = [role] if role is not None else []
+    if role is not None and role.resource_type == "PractitionerRole":
+        practitioner = _find(repo, role.content.get("practitioner"))
+        found += [practitioner] if practitioner is not None else []
+    return [s for s in found if registered_by_practice(repo, s)]
 
 
 def _ref(repo: Repository, reference: dict[str, Any] | None) -> str | None:

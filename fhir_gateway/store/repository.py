@@ -518,7 +518,7 @@ class Repository:
     def _page_rows(self, query: SearchQuery) -> list[Stored]:
         """Up to count + 1 matches (one more tells whether a next page exists)."""
         probe = search_sql.token_probe(query)
-        if probe is None:
+        if probe is None or query.with_public:
             statement = search_sql.page_statement(query, self.session.dialect.name)
             return [_stored(r) for r in self.session.execute(statement).all()]
         param, system, code = probe

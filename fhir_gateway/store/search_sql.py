@@ -233,18 +233,20 @@ def filtered(
         if skip is None or (c.name, c.values) != (skip[0], (skip[1],))
     )
     if query.compartment is not None and skip != (COMPARTMENT, query.compartment):
-        clauses.append(
-            _probe(
-                sa.select(IX.c.resource_pk).where(
-                    IX.c.resource_pk == (R.c.pk if pk is None else pk),
-                    IX.c.resource_type == query.resource_type,
-                    IX.c.param == COMPARTMENT,
-                    IX.c.value == query.compartment,
-                ),
-                pk,
-            )
-        )
+        clauses.append(_compartment_clause(query, pk))
     return sa.and_(*clauses)
+
+
+def _compartment_clause(query: SearchQuery, pk: sa.ColumnElement[Any] | None) -> sa.ColumnElement[bool]:
+    """In the organisation's compartment; with `with_public` also in none at all (the public
+    directory beside the records a practice registered for itself)."""
+    rows = sa.select(IX.c.resource_pk).where(
+        IX.c.resource_pk == (R.c.pk if pk is None else pk),
+        IX.c.resource_type == query.resource_type,
+        IX.c.param == COMPARTMENT,
+    )
+    own = _probe(rows.where(IX.c.value == query.compartment), pk)
+    return sa.or_(own, ~_probe(rows, pk)) if query.with_public else own
 
 
 def _probe(rows: sa.Select[Any], pk: sa.ColumnElement[Any] | None) -> sa.Exists:
@@ -254,6 +256,8 @@ def _probe(rows: sa.Select[Any], pk: sa.ColumnElement[Any] | None) -> sa.Exists:
 def clause(
     resource_type: str, cond: Condition, pk: sa.ColumnElement[Any] | None = None
 ) -> sa.ColumnElement[bool]:
+    if cond.kind in ("chain", "has"):  # workflow.linked_search turns them into plain conditions
+        raise ValueError(f"unresolved {cond.kind} condition '{cond.name}'")
     if cond.kind == "id":
         return R.c.id.in_(list(cond.values))
     if cond.name == "_lastUpdated":
@@ -351,7 +355,7 @@ def driving_value(query: SearchQuery) -> tuple[str, str] | None:
     for cond in query.conditions:
         if cond.kind == "reference" and len(cond.values) == 1:
             return cond.name, str(cond.values[0])
-    if query.compartment is not None:
+    if query.compartment is not None and not query.with_public:
         return COMPARTMENT, query.compartment
     return None
 

@@ -63,6 +63,7 @@ _FROM_ISSUE = {
     "business-rule": TABLE_VALUE_NOT_FOUND,
     "duplicate": DUPLICATE_KEY,
     "conflict": DUPLICATE_KEY,
+    "forbidden": UNKNOWN_KEY_IDENTIFIER,  # e.g. a requester (PRD) who is not one of the sending practice's people
     "processing": APPLICATION_INTERNAL_ERROR,
     "exception": APPLICATION_INTERNAL_ERROR,
     "transient": APPLICATION_INTERNAL_ERROR,

@@ -46,6 +46,10 @@ V2_SCOPES = (
     "system/PractitionerRole.r",
     "system/Organization.r",
 )
+# Granted to a v2 referral when the registration has them: the PID of a referral updates the
+# practice's stored Patient, and a PRD naming someone the directory does not know registers that
+# locum in the practice's compartment. Without them those referrals get a precise AE instead.
+V2_OPTIONAL_SCOPES = ("system/Patient.u", "system/Practitioner.c", "system/PractitionerRole.c")
 MSH4 = Loc("MSH", 1, 4)
 
 
@@ -147,7 +151,8 @@ def authorise(sender: Sender, message: Message, directory: Any) -> Principal:
             f"The credentials of {who} do not grant {' '.join(missing)}, needed to send a referral",
             loc=None,
         )
-    return Principal(sender.client_id, sender.organization, "gp-practice", V2_SCOPES, authenticated=True)
+    scopes = V2_SCOPES + tuple(s for s in V2_OPTIONAL_SCOPES if _granted(sender.scopes, s))
+    return Principal(sender.client_id, sender.organization, "gp-practice", scopes, authenticated=True)
 
 
 def facility_principal(message: Message, directory: Any) -> Principal:
@@ -162,7 +167,7 @@ def facility_principal(message: Message, directory: Any) -> Principal:
         client_id=f"v2-insecure-dev:{message.sender}",
         organization=f"Organization/{org['id']}",
         role="gp-practice",
-        scopes=V2_SCOPES,
+        scopes=V2_SCOPES + V2_OPTIONAL_SCOPES,
         authenticated=True,
     )
 

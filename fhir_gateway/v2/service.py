@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 MAX_ERR_SEGMENTS = 20
 MAX_CONTROL_ID = 64  # v2_messages.control_id: the journal's key, with the sender
 MAX_SENDER = 255  # v2_messages.sender (MSH-3.1^MSH-4.1)
-_RETRYABLE = {401, 403, 408, 429}  # not the content's fault: AR, so the sender tries again
+# not the content's fault: AR, so the sender tries again. A 403 is the content's (a requester who
+# is not one of the practice's people): resending the same message would fail the same way.
+_RETRYABLE = {401, 408, 429}
 
 
 @dataclass

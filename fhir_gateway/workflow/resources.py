@@ -20,7 +20,9 @@ from fhir_gateway.security.audit import AuditTrail
 from fhir_gateway.security.compartments import (
     ADMIN_ONLY_TYPES,
     can_see,
+    confine,
     organization_filter,
+    registered_by_practice,
     sees_everything,
     visible_to,
 )
@@ -30,8 +32,8 @@ from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.security.writes import WriteCheck
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
-from fhir_gateway.vocabulary import DIRECTORY_TYPES, SUBSCRIPTION_OWNER
-from fhir_gateway.workflow import consents, feedback, patients, referrals, tasks
+from fhir_gateway.vocabulary import DIRECTORY_TYPES, PRACTICE_REGISTERED_TYPES, SUBSCRIPTION_OWNER
+from fhir_gateway.workflow import consents, feedback, linked_search, patients, practitioners, referrals, tasks
 from fhir_gateway.workflow import subscriptions as subs
 from fhir_gateway.workflow.context import GatewayContext
 
@@ -77,10 +79,34 @@ class ResourceService:
             interaction in ("create", "update", "patch", "delete")
             and resource_type in DIRECTORY_TYPES
             and not sees_everything(self.principal)
+            and not self._registers(resource_type)
         ):
             raise FhirError(
                 403, [error("forbidden", f"The directory ({resource_type}) is maintained by administrators")]
             )
+
+    def _registers(self, resource_type: str) -> bool:
+        """A GP practice registers its own people (a locum, a new colleague) in its compartment."""
+        return resource_type in PRACTICE_REGISTERED_TYPES and self.principal.role == "gp-practice"
+
+    def _own_registration(self, stored: Stored) -> Stored:
+        """A practice changes only the Practitioner(Role) records it registered itself; the public
+        directory stays the administrators'."""
+        if self._registers(stored.resource_type) and not (
+            registered_by_practice(self.repo, stored)
+            and self.principal.organization in self.repo.compartments_of(stored.pk)
+        ):
+            raise FhirError(
+                403,
+                [
+                    error(
+                        "forbidden",
+                        f"{stored.reference} is in the public directory, maintained by administrators; "
+                        "a practice changes only the records it registered",
+                    )
+                ],
+            )
+        return stored
 
     def _visible(self, stored: Stored) -> Stored:
         """404, not 403, for what lies outside the caller's compartment: existence is not revealed."""
@@ -118,6 +144,8 @@ class ResourceService:
                 raise Invalid(issues, status)
         data: dict[str, Any] = resource
         if not sees_everything(self.principal):
+            if self._registers(data.get("resourceType", "")):
+                practitioners.check(data)
             self._check_write(data)
         return data
 
@@ -213,11 +241,17 @@ class ResourceService:
             stored, created = self.repo.create(data, resource_id=resource_id), True
         self.claim(stored)
         self.audit.touch("create", stored)
+        if self._registers(stored.resource_type):
+            role = practitioners.registered(self.repo, self.principal, stored)
+            if role is not None:
+                self.audit.touch("create", role)
         return stored, created
 
     def claim(self, stored: Stored) -> None:
         """Let the caller's organisation see a resource it created or proved to know."""
-        if self.principal.organization and stored.resource_type not in DIRECTORY_TYPES:
+        if not self.principal.organization:
+            return
+        if stored.resource_type not in DIRECTORY_TYPES or self._registers(stored.resource_type):
             self.repo.grant(stored, {self.principal.organization})
 
     def find_referral(self, service_request: dict[str, Any]) -> Stored | None:
@@ -234,7 +268,8 @@ class ResourceService:
         (per organisation) until commit, so two racing conditional creates cannot both miss."""
         query = conditional_query(resource_type, criteria, self.ctx.settings, where)
         self._check_searchable(query)
-        query.compartment = organization_filter(self.principal, resource_type)
+        linked_search.resolve(query, self._linked_search)
+        confine(query, self.principal)
         self.repo.lock(f"{query.compartment or '*'} {resource_type}?{criteria}")
         query.count = 2
         page = self.repo.search(query)
@@ -257,7 +292,7 @@ class ResourceService:
         self._allow(resource_type, "update")
         existing = self.repo.find(resource_type, rid)
         if existing is not None:
-            self._visible(existing)
+            self._own_registration(self._visible(existing))
         data = self.validate(resource, resource_type)
         if data.get("id") != rid:
             raise Invalid(
@@ -340,7 +375,7 @@ class ResourceService:
 
     def patch(self, resource_type: str, rid: str, operations: Any, *, if_match: int | None = None) -> Stored:
         self._allow(resource_type, "patch")
-        current = self._visible(self.repo.read(resource_type, rid))
+        current = self._own_registration(self._visible(self.repo.read(resource_type, rid)))
         check_patch(operations)
         try:
             patched = jsonpatch.apply_patch(current.content, operations)
@@ -447,6 +482,11 @@ class ResourceService:
             raise FhirError(422, issues) from None
         if query.includes:
             raise FhirError(422, [error("invalid", "criteria may not use _include", "Subscription.criteria")])
+        if any(c.kind in ("chain", "has") for c in query.conditions):
+            raise FhirError(
+                422,
+                [error("invalid", "criteria may not chain or use _has (they are matched per write)", "Subscription.criteria")],
+            )
         self._check_searchable(query)
 
     def _practice_of(self, task: dict[str, Any]) -> str | None:
@@ -458,7 +498,7 @@ class ResourceService:
         self._allow(resource_type, "delete")
         existing = self.repo.find(resource_type, rid)
         if existing is not None:
-            self._visible(existing)
+            self._own_registration(self._visible(existing))
             if resource_type == "Task" or resource_type == "ServiceRequest":
                 raise FhirError(
                     409,
@@ -529,11 +569,19 @@ class ResourceService:
         )
         self._allow(query.resource_type, "search")
         self._check_searchable(query)
-        query.compartment = organization_filter(self.principal, query.resource_type)
+        linked_search.resolve(query, self._linked_search)
+        confine(query, self.principal)
         page = self.repo.search(query, include_filter=lambda s: can_see(self.repo, self.principal, s))
         for stored in (*page.matches, *page.included):
             self.audit.touch("search-type", stored)
         return page
+
+    def _linked_search(self, sub: SearchQuery) -> SearchPage:
+        """The search behind a chain or `_has`, run as the caller: its scope, its view, its compartment."""
+        self._allow(sub.resource_type, "search")
+        self._check_searchable(sub)
+        confine(sub, self.principal)
+        return self.repo.search(sub)
 
     def history(
         self, resource_type: str | None, rid: str | None, **kwargs: Any

@@ -375,11 +375,12 @@ def probe_revinclude(loop: Loop, rtype: str) -> str:
 
 
 def probe_chain_has(loop: Loop, rtype: str) -> str:
-    """Chains and _has are not supported: ignored with a warning, results stay confined."""
+    """One level of chaining / _has: the linked search runs as the caller (its scope, view and
+    compartment), so A's record is found only by those who may see it."""
     if rtype == "Task":
-        resp = loop.client.get("/fhir/Task", params={"focus.identifier": "x", "_id": loop.ids["Task"]})
+        resp = loop.client.get("/fhir/Task", params={"focus:ServiceRequest._id": loop.ids["ServiceRequest"]})
     else:
-        resp = loop.client.get("/fhir/Patient", params={"_has:Task:patient:status": "accepted"})
+        resp = loop.client.get("/fhir/Patient", params={"_has:Task:patient:_id": loop.ids["Task"]})
     return _found(resp, loop.ids[rtype])
 
 

@@ -163,9 +163,9 @@ def test_bad_elements_are_400(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "query",
     [
-        "Task?focus.status=active",  # a chain
-        "Task?owner:Organization.name=brug",  # a typed chain
-        "Patient?_has:Task:patient:status=requested",  # reverse chaining
+        "Task?focus.status=active",  # a chain on a parameter without a declared target, no type
+        "Task?owner:Organization.partof:Organization.name=brug",  # two levels of chaining
+        "Patient?_has:Task:patient:_has:Communication:about:status=requested",  # nested _has
         "Task?_filter=status eq requested",
     ],
 )
