@@ -100,6 +100,16 @@ class Processes:
         self.running[name] = proc
         return proc
 
+    def finish(self, name: str, timeout: float = 120) -> str:
+        """Wait for a command started with `start` to end; its output, or the test fails with it."""
+        proc = self.running[name]
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name} did not end in {timeout:.0f} s:\n{self.log(name)[-4000:]}")
+        assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{self.log(name)[-4000:]}"
+        return self.log(name)
+
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text("utf-8", "replace") if path.exists() else ""

@@ -63,8 +63,9 @@ TIMEOUT = httpx.Timeout(30, connect=5)  # no request can hang the test
 @dataclass
 class Referral:
     number: str  # the referral number (ServiceRequest.identifier, RF1-6)
-    channel: str  # "A", "B" (replicas) or "mllp"
+    channel: str  # "A", "B" (replicas) or "mllp"; a resend is a Referral of its own
     bsn: str
+    body: dict[str, Any] | None = None  # the FHIR transaction Bundle, the same when resent
     control_id: str = ""  # MSH-10 of a v2 referral
     answer: str = "none"  # "ack", "refused <code>", "none <error>"
     sr_id: str = ""  # from the transaction-response
@@ -81,18 +82,25 @@ class Ledger:
         self.items: list[Referral] = []
         self.lock = threading.Lock()
 
-    def new(self, channel: str, bsn: str | None = None) -> Referral:
-        ref = Referral(f"DEP-{channel}-{uuid.uuid4().hex[:10]}", channel, bsn or fresh_bsn())
+    def new(self, channel: str, bsn: str | None = None, again: Referral | None = None) -> Referral:
+        """A new referral, or (`again`) the same one sent once more."""
+        if again is not None:
+            ref = Referral(again.number, channel, again.bsn, again.body)
+        else:
+            ref = Referral(f"DEP-{channel}-{uuid.uuid4().hex[:10]}", channel, bsn or fresh_bsn())
+            ref.body = referral_bundle(ref.number, bsn=ref.bsn)
         with self.lock:
             self.items.append(ref)
         return ref
 
 
-def post_referral(client: httpx.Client, ledger: Ledger, channel: str, bsn: str | None = None) -> Referral:
+def post_referral(
+    client: httpx.Client, ledger: Ledger, channel: str, bsn: str | None = None, again: Referral | None = None
+) -> Referral:
     """A referral Bundle through one replica; raises httpx.HTTPError when no answer came."""
-    ref = ledger.new(channel, bsn)
+    ref = ledger.new(channel, bsn, again)
     try:
-        resp = client.post("", json=referral_bundle(ref.number, bsn=ref.bsn), headers=FHIR_JSON)
+        resp = client.post("", json=ref.body, headers=FHIR_JSON)
     except httpx.HTTPError as exc:
         ref.answer = f"none {type(exc).__name__}"
         raise
@@ -191,18 +199,21 @@ def start(
     procs: Processes, url: str, tmp_path: Path, fhir_feedback: Receiver, v2_feedback: MllpReceiver
 ) -> Gateway:
     """What an operator does: migrate once, load the directory and the registrations, start
-    the processes; then wait until each one answers."""
+    the processes (they need no data to start, so all at once); then wait until each answers."""
     procs.run("db", "upgrade")
     directory = directory_with_endpoints(
         tmp_path / "directory", fhir_feedback.url, f"mllp://127.0.0.1:{v2_feedback.port}"
     )
-    procs.run("load", str(directory))
-    procs.run("clients", "load", str(clients_with_mllp_address(tmp_path / "clients")), "--allow-dev-only")
+    procs.start("load", "load", str(directory))
+    clients = clients_with_mllp_address(tmp_path / "clients")
+    procs.start("clients", "clients", "load", str(clients), "--allow-dev-only")
     port_a, port_b, mllp_port = free_port(), free_port(), free_port()
     procs.start("serve-a", "serve", "--port", str(port_a), "--no-worker")
     procs.start("serve-b", "serve", "--port", str(port_b), "--no-worker")
     procs.start("worker", "worker", "--interval", "0.2")
     procs.start("mllp", "mllp", "--port", str(mllp_port))
+    procs.finish("load")  # non-zero exit when a file failed
+    procs.finish("clients")
     a, b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     procs.wait_http_ready("serve-a", a)
     procs.wait_http_ready("serve-b", b)
@@ -285,33 +296,27 @@ def wait_for_delivery(gw: Gateway, expected_fhir: int, expected_v2: int) -> dict
 def test_replicas_worker_and_mllp_on_one_postgres(deployment: Gateway) -> None:
     gw = deployment
     ledger = Ledger()
-    # 1. traffic through both replicas and MLLP at once; the first referrals come in pairs for
-    # one new patient each, through A and B at the same moment (ifNoneExist across processes)
-    with ThreadPoolExecutor(4) as pool, gw.client(gw.a, GP) as gp_a, gw.client(gw.b, GP) as gp_b:
-        bsns = [fresh_bsn(), fresh_bsn(), None, None]
-        first = [
-            pool.submit(post_referral, c, ledger, ch, bsn)
-            for bsn in bsns
-            for c, ch in [(gp_a, "A"), (gp_b, "B")]
-        ]
-        first += [pool.submit(send_v2_referral, gw.mllp_port, ledger) for _ in range(4)]
-        sent = [f.result(timeout=120) for f in first]
+    sent = first_traffic(gw, ledger)
     assert all(r.acknowledged for r in sent), [(r.channel, r.answer) for r in sent]
     # 2. A dies (SIGKILL) while referrals and Task accepts are in flight on it
     to_accept: queue.Queue[str] = queue.Queue()
-    for ref in sent:
-        if ref.sr_id:
-            to_accept.put(ref.sr_id)
+    for sr_id in sorted({r.sr_id for r in sent if r.sr_id}):  # the twin's once
+        to_accept.put(sr_id)
     kill_mid_stream(gw, ledger, to_accept)
-    assert any(r.channel == "A" and r.answer.startswith("none") for r in ledger.items)
-    # 3. B and MLLP go on
-    with gw.client(gw.b, GP) as gp_b:
+    unanswered = [r for r in ledger.items if not r.acknowledged]
+    assert unanswered and all(r.channel == "A" and r.answer.startswith("none") for r in unanswered)
+    with gw.client(gw.b, "gateway-admin") as admin, gw.client(gw.b, GP) as gp_b:
+        check_referrals(admin, unanswered)  # each one all there or not at all
+        # 3. the practice resends what got no answer, through B; B and MLLP go on
+        for ref in unanswered:
+            again = post_referral(gp_b, ledger, "B-resend", again=ref)
+            assert again.acknowledged, again.answer
         for _ in range(3):
             assert post_referral(gp_b, ledger, "B").acknowledged
             assert send_v2_referral(gw.mllp_port, ledger).acknowledged
     # 4. what is there, and the coach completes each Task through B
     with gw.client(gw.b, "gateway-admin") as admin, gw.client(gw.b, COACH) as coach:
-        present = check_referrals(admin, ledger)
+        present = check_referrals(admin, ledger.items)
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda sr_id: complete(coach, sr_id), present.values(), timeout=120))
         feedback = {
@@ -324,11 +329,30 @@ def test_replicas_worker_and_mllp_on_one_postgres(deployment: Gateway) -> None:
         gw.procs.alive(name)
 
 
-def check_referrals(admin: httpx.Client, ledger: Ledger) -> dict[str, str]:
+def first_traffic(gw: Gateway, ledger: Ledger) -> list[Referral]:
+    """Referrals through both replicas and MLLP at once. Among them, across the two processes at
+    the same moment: two new patients with a referral through each replica (one Patient each,
+    ifNoneExist), and one referral sent through both (a resend: stored once)."""
+    twin = Referral(f"DEP-twin-{uuid.uuid4().hex[:10]}", "twin", fresh_bsn())
+    twin.body = referral_bundle(twin.number, bsn=twin.bsn)
+    with ThreadPoolExecutor(4) as pool, gw.client(gw.a, GP) as gp_a, gw.client(gw.b, GP) as gp_b:
+        pairs = [(gp_a, "A"), (gp_b, "B")]
+        first = [pool.submit(post_referral, c, ledger, ch, None, twin) for c, ch in pairs]
+        first += [
+            pool.submit(post_referral, c, ledger, ch, bsn)
+            for bsn in (fresh_bsn(), fresh_bsn())
+            for c, ch in pairs
+        ]
+        first += [pool.submit(post_referral, c, ledger, ch) for c, ch in pairs * 2]
+        first += [pool.submit(send_v2_referral, gw.mllp_port, ledger) for _ in range(4)]
+        return [f.result(timeout=120) for f in first]
+
+
+def check_referrals(admin: httpx.Client, referrals: list[Referral]) -> dict[str, str]:
     """Acknowledged: exactly once. Unanswered: all or nothing. Refused: nothing. Returns referral
     number → ServiceRequest id of every referral that is there."""
     present: dict[str, str] = {}
-    for ref in ledger.items:
+    for ref in referrals:
         srs = admin.get("/ServiceRequest", params={"identifier": ref.number}).json().get("entry", [])
         patients = admin.get("/Patient", params={"identifier": ref.bsn}).json().get("entry", [])
         where = f"{ref.channel} referral {ref.number} ({ref.answer})"
