@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from tests.e2e.deployment import (
     private_postgres,
     rri_fields,
 )
-from tests.wor import FHIR_JSON, fresh_bsn, milestone, referral_bundle
+from tests.wor import DE_BRUG, FHIR_JSON, fresh_bsn, milestone, referral_bundle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -222,40 +222,48 @@ def start(
     return Gateway(procs, url, a, b, mllp_port, fhir_feedback, v2_feedback)
 
 
-def stream_to_a(
-    gw: Gateway, ledger: Ledger, to_accept: queue.Queue[str], answered: list[int], errors: list[str]
-) -> None:
-    """Referrals and Task accepts through replica A until A stops answering."""
+def until_killed(work: Callable[[], None], errors: list[str]) -> None:
+    """Run `work` against replica A (bounded: 200 requests) until A stops answering."""
     try:
-        with gw.client(gw.a, GP) as gp, gw.client(gw.a, COACH) as coach:
-            for _ in range(200):  # bounded: A is killed long before
-                post_referral(gp, ledger, "A")
-                answered.append(1)
-                try:
-                    sr_id = to_accept.get_nowait()
-                except queue.Empty:
-                    continue
-                resp = move_task(coach, the_task(coach, sr_id), "accepted")
-                assert resp.status_code == 200, resp.text
-                answered.append(1)
-            errors.append("replica A was never killed")
+        for _ in range(200):
+            work()
+        errors.append("replica A was never killed")
     except httpx.HTTPError:
         return  # A is gone: the request in flight got no answer
-    except Exception as exc:  # reported by the test thread
+    except Exception as exc:  # reported by the test's thread
         errors.append(repr(exc))
 
 
-def kill_mid_stream(gw: Gateway, ledger: Ledger, to_accept: queue.Queue[str]) -> None:
-    """Three threads stream to A, B and MLLP get traffic too; A is killed once it has answered a
-    few requests of this stream, with requests of all three threads still going."""
+def kill_mid_stream(gw: Gateway, ledger: Ledger, to_move: queue.Queue[str]) -> None:
+    """Two threads send referrals through A, one moves Tasks through A (a step at a time,
+    round robin over `to_move`); B and MLLP get referrals too. A is killed once it has answered
+    a few requests of this stream: the referral threads are then in the middle of a request."""
     answered: list[int] = []
     errors: list[str] = []
-    streams = [
-        threading.Thread(target=stream_to_a, args=(gw, ledger, to_accept, answered, errors)) for _ in range(3)
-    ]
-    for t in streams:
-        t.start()
-    with ThreadPoolExecutor(2) as pool, gw.client(gw.b, GP) as gp_b:
+    gp, coach = gw.client(gw.a, GP), gw.client(gw.a, COACH)
+
+    def refer() -> None:
+        post_referral(gp, ledger, "A")
+        answered.append(1)
+
+    def move() -> None:
+        try:
+            sr_id = to_move.get_nowait()
+        except queue.Empty:
+            coach.get("/Task", params={"owner": DE_BRUG})  # all completed: keep A busy
+            return
+        task = the_task(coach, sr_id)
+        step = TASK_ORDER[TASK_ORDER.index(task["status"]) + 1]
+        resp = move_task(coach, task, step)
+        assert resp.status_code == 200, resp.text
+        answered.append(1)
+        if step != "completed":
+            to_move.put(sr_id)
+
+    streams = [threading.Thread(target=until_killed, args=(w, errors)) for w in (refer, refer, move)]
+    with gp, coach, ThreadPoolExecutor(2) as pool, gw.client(gw.b, GP) as gp_b:
+        for t in streams:
+            t.start()
         others = [pool.submit(post_referral, gp_b, ledger, "B") for _ in range(4)]
         others += [pool.submit(send_v2_referral, gw.mllp_port, ledger) for _ in range(4)]
         deadline = time.monotonic() + 60
@@ -298,11 +306,11 @@ def test_replicas_worker_and_mllp_on_one_postgres(deployment: Gateway) -> None:
     ledger = Ledger()
     sent = first_traffic(gw, ledger)
     assert all(r.acknowledged for r in sent), [(r.channel, r.answer) for r in sent]
-    # 2. A dies (SIGKILL) while referrals and Task accepts are in flight on it
-    to_accept: queue.Queue[str] = queue.Queue()
+    # 2. A dies (SIGKILL) while referrals and Task updates are in flight on it
+    to_move: queue.Queue[str] = queue.Queue()
     for sr_id in sorted({r.sr_id for r in sent if r.sr_id}):  # the twin's once
-        to_accept.put(sr_id)
-    kill_mid_stream(gw, ledger, to_accept)
+        to_move.put(sr_id)
+    kill_mid_stream(gw, ledger, to_move)
     unanswered = [r for r in ledger.items if not r.acknowledged]
     assert unanswered and all(r.channel == "A" and r.answer.startswith("none") for r in unanswered)
     with gw.client(gw.b, "gateway-admin") as admin, gw.client(gw.b, GP) as gp_b:
