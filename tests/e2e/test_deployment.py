@@ -15,6 +15,7 @@ it; traffic goes on through replica B and MLLP. Then:
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -335,6 +336,20 @@ def test_replicas_worker_and_mllp_on_one_postgres(deployment: Gateway) -> None:
     print(f"referrals: {dict(sorted(answers.items()))}; present {len(present)}")  # shown with -s
     for name in ("serve-b", "worker", "mllp"):
         gw.procs.alive(name)
+        check_log(gw.procs.log(name), name)
+
+
+def check_log(text: str, name: str) -> None:
+    """A process that lived through it all logged JSON lines only (what a log pipeline parses),
+    none of them an error, and no traceback."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines, f"{name} logged nothing"
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            pytest.fail(f"{name} logged a line that is not JSON: {line[:300]}")
+        assert record.get("level") not in ("error", "critical"), f"{name}: {line[:500]}"
 
 
 def first_traffic(gw: Gateway, ledger: Ledger) -> list[Referral]:
