@@ -15,6 +15,7 @@ it; traffic goes on through replica B and MLLP. Then:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import threading
@@ -67,7 +68,8 @@ class Referral:
     channel: str  # "A", "B" (replicas) or "mllp"; a resend is a Referral of its own
     bsn: str
     body: dict[str, Any] | None = None  # the FHIR transaction Bundle, the same when resent
-    control_id: str = ""  # MSH-10 of a v2 referral
+    message: str = ""  # or the REF^I12
+    control_id: str = ""  # its MSH-10
     answer: str = "none"  # "ack", "refused <code>", "none <error>"
     sr_id: str = ""  # from the transaction-response
 
@@ -86,7 +88,7 @@ class Ledger:
     def new(self, channel: str, bsn: str | None = None, again: Referral | None = None) -> Referral:
         """A new referral, or (`again`) the same one sent once more."""
         if again is not None:
-            ref = Referral(again.number, channel, again.bsn, again.body)
+            ref = dataclasses.replace(again, channel=channel, answer="none", sr_id="")
         else:
             ref = Referral(f"DEP-{channel}-{uuid.uuid4().hex[:10]}", channel, bsn or fresh_bsn())
             ref.body = referral_bundle(ref.number, bsn=ref.bsn)
@@ -113,16 +115,18 @@ def post_referral(
     return ref
 
 
-def send_v2_referral(port: int, ledger: Ledger) -> Referral:
-    ref = ledger.new("mllp")
-    ref.control_id = f"DEP{uuid.uuid4().hex[:12]}"
-    message = (
-        V2_REFERRAL.replace("BATAU-000123", ref.control_id)
-        .replace("REF-2026-0001", ref.number)
-        .replace("999911120", ref.bsn)
-    )
+def send_v2_referral(port: int, ledger: Ledger, again: Referral | None = None) -> Referral:
+    """A REF^I12 over its own MLLP connection (`again`: the same message once more)."""
+    ref = ledger.new("mllp" if again is None else "mllp-resend", again=again)
+    if again is None:
+        ref.control_id = f"DEP{uuid.uuid4().hex[:12]}"
+        ref.message = (
+            V2_REFERRAL.replace("BATAU-000123", ref.control_id)
+            .replace("REF-2026-0001", ref.number)
+            .replace("999911120", ref.bsn)
+        )
     try:
-        code = mllp_send(port, message)
+        code = mllp_send(port, ref.message)
     except OSError as exc:
         ref.answer = f"none {type(exc).__name__}"
         return ref
@@ -323,6 +327,8 @@ def test_replicas_worker_and_mllp_on_one_postgres(deployment: Gateway) -> None:
         for _ in range(3):
             assert post_referral(gp_b, ledger, "B").acknowledged
             assert send_v2_referral(gw.mllp_port, ledger).acknowledged
+        v2_first = next(r for r in ledger.items if r.channel == "mllp")  # a HIS resends: stored once
+        assert send_v2_referral(gw.mllp_port, ledger, again=v2_first).acknowledged
     # 4. what is there, and the coach completes each Task through B
     with gw.client(gw.b, "gateway-admin") as admin, gw.client(gw.b, COACH) as coach:
         present = check_referrals(admin, ledger.items)
@@ -413,7 +419,9 @@ def check_feedback(
 ) -> None:
     """Every feedback Communication delivered once to its practice: FHIR pushes counted per
     Communication, RRI^I12 messages per referral (and answering the right REF^I12)."""
-    by_number = {r.number: r for r in ledger.items}
+    by_number: dict[str, Referral] = {}
+    for ref in ledger.items:
+        by_number.setdefault(ref.number, ref)  # the first sending; its resends share the number
     v2 = {n for n in present if by_number[n].channel == "mllp"}
     expected_fhir = Counter(c for n, ids in feedback.items() if n not in v2 for c in ids)
     expected_v2 = Counter({n: len(feedback[n]) for n in v2})
