@@ -5,12 +5,14 @@ Referrals come in through both replicas (FHIR transaction Bundles) and over MLLP
 welfare coach moves their Tasks to completed, which makes feedback for the practices: De Geinoord
 gets it pushed to its FHIR endpoint, Batau-Noord as RRI^I12 over MLLP (both endpoints are servers
 in this test). Replica A is killed with SIGKILL while referrals and Task updates are in flight on
-it; traffic goes on through replica B and MLLP. Then:
+it; what got no answer is resent through replica B, and traffic goes on through B and MLLP. Then:
 
-* every acknowledged referral (200/201, MLLP AA) exists exactly once, with one Task;
-* a referral that got no answer is there completely (with its Task) or not at all (not even its
-  Patient); a refused one is not there;
-* every feedback Communication is delivered exactly once to its practice: none lost, none twice.
+* every acknowledged referral (200/201, MLLP AA) exists exactly once, with one Task, also when
+  it was sent twice (through both replicas at once, resent after the kill, resent over MLLP);
+* a referral that got no answer was there completely (with its Task) or not at all (not even its
+  Patient) before it was resent; a refused one is not there;
+* every feedback Communication is delivered exactly once to its practice: none lost, none twice;
+* the processes that lived logged JSON lines only, no error among them.
 """
 
 from __future__ import annotations
@@ -265,7 +267,9 @@ def kill_mid_stream(gw: Gateway, ledger: Ledger, to_move: queue.Queue[str]) -> N
         if step != "completed":
             to_move.put(sr_id)
 
-    streams = [threading.Thread(target=until_killed, args=(w, errors)) for w in (refer, refer, move)]
+    streams = [  # daemons: a failing test never waits for them at exit
+        threading.Thread(target=until_killed, args=(w, errors), daemon=True) for w in (refer, refer, move)
+    ]
     with gp, coach, ThreadPoolExecutor(2) as pool, gw.client(gw.b, GP) as gp_b:
         for t in streams:
             t.start()
