@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from datetime import timedelta
@@ -11,6 +12,8 @@ import click
 import orjson
 
 from fhir_gateway.delivery import outbox
+
+log = logging.getLogger("fhir_gateway.worker")
 
 
 def _context(click_ctx: click.Context) -> Any:
@@ -96,8 +99,10 @@ def purge_command(click_ctx: click.Context, days: int) -> None:
 def worker_command(click_ctx: click.Context, once: bool, interval: float, batch: int | None) -> None:
     """Deliver the outbox and fire workflow timers; run one per replica (they share safely)."""
     from fhir_gateway.delivery.worker import Worker
+    from fhir_gateway.observability import configure_logging
 
     ctx = _context(click_ctx)
+    configure_logging(ctx.settings.log_level, ctx.settings.log_json)  # like serve and mllp
     worker = Worker(ctx, batch=batch)
     try:
         if once:
@@ -106,6 +111,7 @@ def worker_command(click_ctx: click.Context, once: bool, interval: float, batch:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        log.info("worker started: %d row(s) per pass, %.1f s between idle passes", worker.batch, interval)
         worker.run_forever(stop, interval)
     finally:
         worker.close()
