@@ -41,6 +41,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fhir_gateway.commands.common import settings_of
 from fhir_gateway.security.authn import make_client_assertion
 from fhir_gateway.settings import Settings
 
@@ -597,9 +598,7 @@ def demo(base_url: str | None, port: int | None, examples_dir: Path | None) -> N
 def _examples_dir() -> Path:
     """The CLI's `examples_dir` setting; outside the CLI the default of `Settings`."""
     ctx = click.get_current_context(silent=True)
-    obj = ctx.find_object(dict) if ctx else None
-    settings: Settings | None = obj.get("settings") if obj else None
-    return (settings or Settings()).examples_dir
+    return (settings_of(ctx) if ctx else Settings.from_env()).examples_dir
 
 
 def _run(root: str, examples: Path, console: Console, unique: str | None) -> list[Step]:

@@ -10,17 +10,15 @@ from typing import Any
 import click
 import orjson
 
+from fhir_gateway.commands.common import existing_context, settings_of
 from fhir_gateway.delivery import outbox
 
 
 def _context(click_ctx: click.Context) -> Any:
+    """On the existing database only: the outbox of a database that is not there is no news."""
     from fhir_gateway.delivery import events
-    from fhir_gateway.settings import Settings
-    from fhir_gateway.workflow.context import GatewayContext
 
-    obj = click_ctx.find_root().obj or {}
-    settings = obj.get("settings") or Settings.from_env()
-    ctx = GatewayContext.create(settings)
+    ctx = existing_context(settings_of(click_ctx))
     events.install(ctx)
     return ctx
 
