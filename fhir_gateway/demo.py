@@ -519,7 +519,7 @@ def play(player: LoopPlayer, console: Console) -> list[Step]:
                 try:
                     action(step)
                     step.ok = True
-                except (StepFailed, httpx.HTTPError, KeyError, ValueError) as exc:
+                except (StepFailed, httpx.HTTPError, httpx.InvalidURL, OSError, KeyError, ValueError) as exc:
                     step.detail = (
                         f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailed) else str(exc)
                     )
@@ -575,6 +575,9 @@ def summary(steps: list[Step]) -> Table:
 def demo(base_url: str | None, port: int | None, examples_dir: Path | None) -> None:
     """Play a GP practice and a welfare organisation through the whole WoR loop."""
     examples = examples_dir or _examples_dir()
+    missing = [f"{examples / n}" for n in ("scenarios", "v2", "clients") if not (examples / n).is_dir()]
+    if missing:
+        raise click.ClickException(f"not an examples directory, missing: {', '.join(missing)}")
     console = Console() if sys.stdout.isatty() else Console(width=200, highlight=False)
     started = time.monotonic()
     if base_url:

@@ -43,11 +43,18 @@ def _remote_report(base_url: str, token: str | None, municipality: str, period: 
     headers = {"accept": "application/fhir+json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
-    with httpx.Client(base_url=base_url.rstrip("/"), timeout=120) as client:
-        resp = client.get(
-            "/$wor-report", params={"municipality": municipality, "period": period}, headers=headers
-        )
-    body = resp.json() if resp.content else {}
+    try:
+        with httpx.Client(base_url=base_url.rstrip("/"), timeout=120) as client:
+            resp = client.get(
+                "/$wor-report", params={"municipality": municipality, "period": period}, headers=headers
+            )
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
+    try:
+        body = resp.json() if resp.content else {}
+    except ValueError:
+        raise click.ClickException(f"{resp.status_code} from {base_url}, not JSON: {resp.text[:200]}") from None
+    body = body if isinstance(body, dict) else {}
     if resp.status_code != 200:
         detail = "; ".join(i.get("diagnostics", "") for i in body.get("issue", [])) or resp.text[:200]
         raise click.ClickException(f"{resp.status_code} from the gateway: {detail}")
