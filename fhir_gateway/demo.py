@@ -52,6 +52,7 @@ V2_FILE = "ref-i12-v25.hl7"
 FHIR_JSON = "application/fhir+json"
 JSON_PATCH = "application/json-patch+json"
 ER7 = "x-application/hl7-v2+er7"
+FINAL_TASK_STATES = ("completed", "cancelled", "rejected", "failed", "entered-in-error")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # A child gateway must not inherit settings that would make it someone else's gateway.
 CHILD_ENV_DROP = (
@@ -169,6 +170,7 @@ class LoopPlayer:
         self.state = LoopState()
         self.tokens: dict[str, str] = {}
         self.ack = ""
+        self.v2_identifier = ""  # RF1-6 of the v2 referral this run sent (a shared gateway only)
 
     # -- plumbing -------------------------------------------------------------------------------
     def scenario(self, name: str, **placeholders: str) -> Any:
@@ -243,7 +245,12 @@ class LoopPlayer:
                 True,
             ),
             (
-                Step("referral", "GP refers (FHIR)", "POST /fhir 01-referral-bundle.json", "200, 3x 201"),
+                Step(
+                    "referral",
+                    "GP refers (FHIR)",
+                    "POST /fhir 01-referral-bundle.json (new identifier)",
+                    "200, 201 (Patient 201 or 200 when known)",
+                ),
                 self.refer,
                 True,
             ),
@@ -340,10 +347,19 @@ class LoopPlayer:
                 self.state.patient = resource["id"]
         if not self.state.service_request or not self.state.patient:
             raise StepFailed("the transaction-response holds no Patient / ServiceRequest")
-        if not all(s.startswith("201") for s in statuses):
+        by_type = dict(zip((e["resource"]["resourceType"] for e in bundle["entry"]), statuses, strict=False))
+        # The Patient is created with ifNoneExist on the BSN: a gateway that met the example patient
+        # before answers 200 with that patient (on this gateway's first demo, 201). The referral
+        # itself must be new.
+        if not by_type.get("ServiceRequest", "").startswith("201"):
             raise StepFailed(
-                f"expected three 201 Created, got {statuses} (already sent? try a fresh gateway)"
+                f"expected the ServiceRequest 201 Created, got {by_type.get('ServiceRequest')!r} "
+                "(the same referral identifier was sent before)"
             )
+        if not by_type.get("Patient", "").startswith(("200", "201")):
+            raise StepFailed(f"expected the Patient 201 Created or 200 OK, got {by_type.get('Patient')!r}")
+        if by_type.get("Patient", "").startswith("200"):
+            step.detail = "the example patient was known already (ifNoneExist on the BSN): reused"
 
     def worklist(self, step: Step) -> None:
         sr = f"ServiceRequest/{self.state.service_request}"
@@ -456,8 +472,37 @@ class LoopPlayer:
             step.ids.append(f"MSA-2 {msa[2]}")
         if resp.status_code != 200 or code != "AA":
             raise StepFailed(f"expected ACK AA, got {resp.status_code} {code}")
+        self.v2_identifier = _rf1_6(message) if self.unique else ""
         step.urls.append(f"{self.fhir}/ServiceRequest?requester:missing=false&_sort=-_lastUpdated")
         step.detail = "REF^I12 v2.5 from Batau-Noord, mapped by mappings/v2-ref-i12.yaml"
+
+    def withdraw_open_referrals(self) -> list[str]:
+        """Against a shared gateway: cancel (as the referring practice) every referral this run
+        made whose Task is still open, so no welfare worklist keeps a demo referral. Returns the
+        Tasks cancelled; errors are left for the summary, which already names the failed step."""
+        cancelled = []
+        referrals = [(GP_CLIENT, self.state.service_request)]
+        if self.v2_identifier:
+            found = self.call(V2_CLIENT, "GET", f"ServiceRequest?identifier={self.v2_identifier}")
+            entries = _json(found).get("entry", []) if found.status_code == 200 else []
+            referrals += [(V2_CLIENT, e["resource"]["id"]) for e in entries if e.get("resource")]
+        for client_id, sr_id in referrals:
+            if not sr_id:
+                continue
+            tasks = _json(self.call(client_id, "GET", f"Task?focus=ServiceRequest/{sr_id}")).get("entry", [])
+            for task in (e.get("resource") or {} for e in tasks):
+                if task.get("resourceType") != "Task" or task.get("status") in FINAL_TASK_STATES:
+                    continue
+                resp = self.call(
+                    client_id,
+                    "PATCH",
+                    f"Task/{task['id']}",
+                    body=self.scenario("05-cancel-by-gp.patch.json"),
+                    headers={"Content-Type": JSON_PATCH, "If-Match": f'W/"{task["meta"]["versionId"]}"'},
+                )
+                if resp.status_code == 200:
+                    cancelled.append(f"Task/{task['id']}")
+        return cancelled
 
     def unroutable(self, step: Step) -> None:
         resp = self.call(GP_CLIENT, "POST", "", body=self.scenario("07-unroutable-address.json"))
@@ -481,6 +526,15 @@ def _outcome_text(body: dict[str, Any]) -> str:
     if body.get("resourceType") != "OperationOutcome":
         return ""
     return "; ".join(f"{i.get('code')}: {i.get('diagnostics', '')}" for i in body.get("issue", []))[:300]
+
+
+def _rf1_6(message: bytes) -> str:
+    """The referral number of a REF^I12 (RF1-6)."""
+    for line in re.split(rb"\r\n|\r|\n", message):
+        fields = line.split(b"|")
+        if fields[0] == b"RF1" and len(fields) > 6:
+            return fields[6].decode()
+    return ""
 
 
 def _unique_v2(message: bytes, suffix: str) -> bytes:
@@ -605,8 +659,22 @@ def _examples_dir() -> Path:
 
 
 def _run(root: str, examples: Path, console: Console, unique: str | None) -> list[Step]:
+    """Play the loop; on a shared gateway (`unique`) withdraw what this run left open."""
     with httpx.Client(timeout=30) as http:
-        return play(LoopPlayer(http, root, examples, unique), console)
+        player = LoopPlayer(http, root, examples, unique)
+        steps = play(player, console)
+        if unique and (player.state.service_request or player.v2_identifier):
+            try:
+                withdrawn = player.withdraw_open_referrals()
+            except (StepFailed, httpx.HTTPError, KeyError, ValueError) as exc:
+                console.print(f"[yellow]could not withdraw this run's open referrals: {exc}[/]")
+            else:
+                console.print(
+                    f"withdrew this run's open referral(s), cancelled as the practice: {', '.join(withdrawn)}"
+                    if withdrawn
+                    else "no referral of this run is left open"
+                )
+        return steps
 
 
 if __name__ == "__main__":
