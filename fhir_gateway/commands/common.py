@@ -105,16 +105,21 @@ def home_hint(settings: Settings) -> str:
     )
 
 
-def existing_database(settings: Settings) -> Any:
-    """The configured database, only if it exists and its schema is current (never creates one)."""
-    from fhir_gateway.store.database import Database
-
+def refuse_missing_file(settings: Settings) -> None:
+    """An embedded database that is not there is a wrong directory, not a wish for a new one."""
     path = sqlite_file(settings)
     if path is not None and not path.is_file():
         raise click.ClickException(
             f"no database at {path}. {home_hint(settings)}; a new gateway makes its database "
             "with `fhir-gateway serve` (or `fhir-gateway db upgrade`)"
         )
+
+
+def existing_database(settings: Settings) -> Any:
+    """The configured database, only if it exists and its schema is current (never creates one)."""
+    from fhir_gateway.store.database import Database
+
+    refuse_missing_file(settings)
     database = Database(settings.database_url)
     try:
         current = database.is_current()
@@ -136,11 +141,16 @@ def _reason(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {first}"[:300]
 
 
-def existing_context(settings: Settings) -> Any:
-    """A `GatewayContext` on the existing database (see `existing_database`)."""
+def existing_context(settings: Settings, *, schema: bool = True) -> Any:
+    """A `GatewayContext` on the existing database (see `existing_database`). `schema=False`
+    only refuses a missing embedded database file: a `worker` may start beside a `serve` that is
+    still migrating a new database, and waits for the tables as it waits for work."""
     from fhir_gateway.workflow.context import GatewayContext
 
-    existing_database(settings).dispose()
+    if schema:
+        existing_database(settings).dispose()
+    else:
+        refuse_missing_file(settings)
     return GatewayContext.create(settings)
 
 

@@ -10,15 +10,15 @@ from typing import Any
 import click
 import orjson
 
-from fhir_gateway.commands.common import existing_context, settings_of
+from fhir_gateway.commands.common import database_error, existing_context, settings_of
 from fhir_gateway.delivery import outbox
 
 
-def _context(click_ctx: click.Context) -> Any:
+def _context(click_ctx: click.Context, *, schema: bool = True) -> Any:
     """On the existing database only: the outbox of a database that is not there is no news."""
     from fhir_gateway.delivery import events
 
-    ctx = existing_context(settings_of(click_ctx))
+    ctx = existing_context(settings_of(click_ctx), schema=schema)
     events.install(ctx)
     return ctx
 
@@ -95,11 +95,15 @@ def worker_command(click_ctx: click.Context, once: bool, interval: float, batch:
     """Deliver the outbox and fire workflow timers; run one per replica (they share safely)."""
     from fhir_gateway.delivery.worker import Worker
 
-    ctx = _context(click_ctx)
+    ctx = _context(click_ctx, schema=False)
     worker = Worker(ctx, batch=batch)
     try:
         if once:
-            click.echo(f"{worker.run_once()} delivered")
+            try:
+                delivered = worker.run_once()
+            except Exception as exc:  # an unreachable or unmigrated database: one line, exit 1
+                raise database_error(exc, "the worker pass") from exc
+            click.echo(f"{delivered} delivered")
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
