@@ -5,9 +5,12 @@ loop — a GP practice refers, the welfare organisation works the Task, the prac
 feedback, an HL7 v2 referral is acknowledged, and a bad referral is refused — and that shows
 where every resource can be read afterwards. By default it starts its own gateway on a
 temporary SQLite database (the example directory and DEV-ONLY clients are loaded into it);
-`--base-url` plays against a running gateway instead. Every call carries a real access token
-from the SMART Backend Services flow, signed with the dev-only keys in `examples/clients/`.
-The exit code is non-zero when any step did not answer as expected.
+`--base-url` plays against a running gateway instead, as often as wanted: each run sends its
+referrals with new numbers (the example patient is found again by its BSN), and at the end
+cancels, as the referring practice, whatever referral of the run is still open, so a shared test
+gateway's worklists keep no demo referral. Every call carries a real access token from the SMART
+Backend Services flow, signed with the dev-only keys in `examples/clients/`. The exit code is
+non-zero when any step did not answer as expected.
 """
 
 from __future__ import annotations
