@@ -6,12 +6,21 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
 import orjson
 
 from fhir_gateway import __version__
+from fhir_gateway.commands.clients import mint_token
+from fhir_gateway.commands.common import (
+    add_setting_options,
+    database_error,
+    read_json_resource,
+    setting_params,
+    settings_of,
+)
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.malloc import limit_arenas
 from fhir_gateway.observability import configure_logging
@@ -21,21 +30,19 @@ log = logging.getLogger("fhir_gateway.cli")
 
 
 def _settings(ctx: click.Context) -> Settings:
-    return ctx.obj["settings"]
+    return settings_of(ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--database-url",
-    envvar="GATEWAY_DATABASE_URL",
-    default=None,
-    help="SQLAlchemy URL; default sqlite under ./var/ (postgresql+psycopg://… to scale).",
-)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, params=setting_params())
 @click.pass_context
-def main(ctx: click.Context, database_url: str | None) -> None:
-    """Welzijn op Recept referral gateway (FHIR R4 + HL7 v2)."""
+def main(ctx: click.Context) -> None:
+    """Welzijn op Recept referral gateway (FHIR R4 + HL7 v2).
+
+    Settings come from GATEWAY_* environment variables; --home and --database-url may be given
+    here or on any command. GATEWAY_HOME (default: the current directory) holds var/ with the
+    embedded database and the development signing key, so every command finds the same ones
+    wherever it is run."""
     ctx.ensure_object(dict)
-    ctx.obj["settings"] = Settings.from_env(database_url=database_url)
 
 
 @main.command()
@@ -99,6 +106,7 @@ def serve(
     limit_arenas()  # before the threadpool exists; see fhir_gateway.malloc
     _prepare_database(settings, load_examples=settings.load_examples and not no_examples)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database_url
+    os.environ["GATEWAY_HOME"] = str(Path(settings.home).resolve())  # worker processes: same settings
     os.environ["GATEWAY_WORKER_IN_APP"] = "true" if worker else "false"
     if insecure_dev:
         os.environ["GATEWAY_INSECURE_DEV"] = "true"
@@ -124,7 +132,7 @@ def _prepare_database(settings: Settings, *, load_examples: bool) -> None:
     gw = GatewayContext.create(settings)
     delivery_events.install(gw)
     try:
-        gw.database.upgrade()
+        _upgrade(gw.database)
         directory = settings.examples_dir / "directory"
         if load_examples and settings.is_sqlite and directory.is_dir() and _is_empty(gw):
             results = load_files(build_router(gw), [directory])
@@ -140,6 +148,14 @@ def _prepare_database(settings: Settings, *, load_examples: bool) -> None:
         gw.close()
 
 
+def _upgrade(database: object) -> None:
+    """Create or upgrade the schema; a database that cannot be reached is said in one line."""
+    try:
+        database.upgrade()  # type: ignore[attr-defined]
+    except Exception as exc:
+        raise database_error(exc, "opening the database (schema upgrade)") from exc
+
+
 def _is_empty(gw: object) -> bool:
     from fhir_gateway.store.resource_queries import is_empty
 
@@ -150,76 +166,133 @@ def _is_empty(gw: object) -> bool:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--base-url", default=None, help="Post to a running gateway instead of the database directly.")
+@click.option(
+    "--client",
+    "client_id",
+    default=None,
+    help="With --base-url: act as this registered client, with a token minted as `fhir-gateway token` "
+    "does (same GATEWAY_HOME / database / signing key as the gateway).",
+)
+@click.option(
+    "--token",
+    envvar="GATEWAY_ACCESS_TOKEN",
+    default=None,
+    help="With --base-url: this bearer token [env: GATEWAY_ACCESS_TOKEN].",
+)
 @click.pass_context
-def load(ctx: click.Context, files: tuple[Path, ...], base_url: str | None) -> None:
-    """Load FHIR JSON files or folders (resources or batch/transaction Bundles)."""
-    from fhir_gateway.loading import json_files, request_for
+def load(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    base_url: str | None,
+    client_id: str | None,
+    token: str | None,
+) -> None:
+    """Load FHIR JSON files or folders (resources or batch/transaction Bundles).
+
+    Without --base-url straight into the configured database as the system; with it through the
+    gateway's API, which needs a token: --client or --token."""
+    from fhir_gateway.loading import post_files
 
     settings = _settings(ctx)
-    failures = 0
+    if (client_id or token) and not base_url:
+        raise click.UsageError("--client and --token go with --base-url (a local load needs no token)")
+    if client_id and token:
+        raise click.UsageError("give --client or --token, not both")
     if base_url:
-        with httpx.Client(base_url=base_url.rstrip("/"), timeout=60) as client:
-            for path in json_files(files):
-                req = request_for(orjson.loads(path.read_bytes()), "", None)  # type: ignore[arg-type]
-                resp = client.request(
-                    req.method,
-                    "/" + req.path,
-                    content=orjson.dumps(req.body),
-                    headers={"content-type": "application/fhir+json"},
-                )
-                failures += resp.status_code >= 400
-                click.echo(f"{resp.status_code} {path}")
-    else:
-        from fhir_gateway.app import build_router
-        from fhir_gateway.loading import load_files
-        from fhir_gateway.workflow.context import GatewayContext
-
-        gw = GatewayContext.create(settings)
-        delivery_events.install(gw)
+        if client_id:
+            token = mint_token(settings, client_id)["access_token"]
         try:
-            gw.database.upgrade()
-            for result in load_files(build_router(gw), files):
-                failures += not result.ok
-                click.echo(f"{result.status} {result.path} {result.detail}")
-        finally:
-            gw.close()
+            results = post_files(base_url, files, token)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise click.ClickException(f"cannot reach the gateway at {base_url}: {exc}") from None
+    else:
+        results = _load_local(settings, files)
+    for result in results:
+        click.echo(f"{result.status} {result.path} {result.detail}")
+    failures = sum(not r.ok for r in results)
+    if base_url and not token and any(r.status == 401 for r in results):
+        click.echo("401: the gateway wants a token: give --client CLIENT_ID or --token", err=True)
     if failures:
         click.echo(f"{failures} file(s) failed", err=True)
         sys.exit(1)
+
+
+def _load_local(settings: Settings, files: tuple[Path, ...]) -> list[Any]:
+    from fhir_gateway.app import build_router
+    from fhir_gateway.loading import load_files
+    from fhir_gateway.workflow.context import GatewayContext
+
+    gw = GatewayContext.create(settings)
+    delivery_events.install(gw)
+    try:
+        _upgrade(gw.database)
+        return load_files(build_router(gw), files)
+    finally:
+        gw.close()
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.pass_context
 def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
-    """Validate FHIR JSON files offline against the base spec and the WoR profiles."""
+    """Validate FHIR JSON files offline against the base spec and the WoR profiles.
+
+    In a folder, `*.json` files that are no FHIR resource are skipped and said so: JSON Patch
+    documents (the Task updates in examples/scenarios/) and other JSON such as client
+    registrations. Exit 1 when a file is invalid or nothing was validated."""
     from fhir_gateway.fhir.models import check_resource
     from fhir_gateway.fhir.outcome import FhirError
     from fhir_gateway.loading import json_files
     from fhir_gateway.validation import ProfileSet, Validator
 
     validator = Validator(ProfileSet.load(_settings(ctx).profiles_dir))
-    failed = 0
+    counts = {"valid": 0, "invalid": 0, "skipped": 0}
     for path in json_files(files):
         try:
-            issues = validator.validate(check_resource(orjson.loads(path.read_bytes())))
+            document = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as exc:
-            issues = [_json_issue(exc)]
-        except FhirError as exc:
-            issues = exc.issues
+            document, issues = None, [_json_issue(exc)]
+        except OSError as exc:
+            document, issues = None, [_json_issue(exc, "cannot read")]
+        skip = _skip_reason(document) if document is not None else None
+        if skip:
+            counts["skipped"] += 1
+            click.echo(f"skipped {path}: {skip}")
+            continue
+        if document is not None:
+            try:
+                issues = validator.validate(check_resource(document))
+            except FhirError as exc:
+                issues = exc.issues
         errors = [i for i in issues if i.is_error]
-        failed += bool(errors)
+        counts["invalid" if errors else "valid"] += 1
         click.echo(f"{'INVALID' if errors else 'valid  '} {path}")
         for issue in issues:
             where = f" @ {issue.expression}" if issue.expression else ""
             click.echo(f"  {issue.severity:<8} {issue.code:<14} {issue.diagnostics}{where}")
-    sys.exit(1 if failed else 0)
+    click.echo(", ".join(f"{n} {k}" for k, n in counts.items()), err=True)
+    if not counts["valid"] and not counts["invalid"]:
+        raise click.ClickException("nothing to validate: no FHIR resource among the files given")
+    sys.exit(1 if counts["invalid"] else 0)
 
 
-def _json_issue(exc: Exception) -> object:
+def _skip_reason(document: object) -> str | None:
+    """Why a JSON document is not validated as FHIR, or None when it is a resource."""
+    from fhir_gateway.commands.common import is_json_patch
+
+    if is_json_patch(document):
+        return "a JSON Patch document (RFC 6902), not a FHIR resource; the Task it patches is validated on PATCH"
+    if isinstance(document, dict) and isinstance(document.get("resourceType"), str):
+        return None
+    if isinstance(document, dict) and "client_id" in document:
+        return "a client registration (fhir-gateway clients load), not a FHIR resource"
+    return f"JSON {type(document).__name__} without a resourceType, not a FHIR resource"
+
+
+def _json_issue(exc: Exception, what: str = "not valid JSON") -> object:
     from fhir_gateway.fhir.outcome import error
 
-    return error("structure", f"not valid JSON: {exc}")
+    return error("structure", f"{what}: {exc}")
 
 
 @main.command("map")
@@ -249,18 +322,10 @@ def map_command(
     status: str | None,
 ) -> None:
     """Run mappings offline on a ServiceRequest (or referral Bundle) or a Task and print the result."""
-    from fhir_gateway.fhir.outcome import FhirError
-    from fhir_gateway.mapping import map_file
-    from fhir_gateway.routing import Directory, route
+    from fhir_gateway.mapping import MappingError, map_file
 
     settings = _settings(ctx)
-    document = orjson.loads(file.read_bytes())
-    resources = (
-        [e["resource"] for e in document.get("entry", [])]
-        if document.get("resourceType") == "Bundle"
-        else [document]
-    )
-    by_type = {r.get("resourceType"): r for r in resources}
+    by_type = _resources_by_type(read_json_resource(file))
     names = names or (
         ("milestone-to-communication",)
         if "Task" in by_type and "ServiceRequest" not in by_type
@@ -269,17 +334,52 @@ def map_command(
     inputs: dict[str, object] = {k: v for k, v in (("milestone", milestone), ("status", status)) if v}
     if "ServiceRequest" in by_type:
         directory_path = directory_file or settings.examples_dir / "directory" / "directory.json"
-        directory = Directory.from_bundle(orjson.loads(directory_path.read_bytes()))
-        try:
-            inputs["route"] = route(by_type["ServiceRequest"], by_type.get("Patient"), directory).as_dict()
-        except FhirError as exc:
-            raise click.ClickException(f"cannot route: {exc.message}") from exc
-    results = {name: map_file(file, name, dict(inputs), settings.mappings_dir) for name in names}
+        inputs["route"] = _route_offline(by_type, directory_path)
+    if "milestone-to-communication" in names and not inputs.keys() & {"milestone", "status"}:
+        raise click.UsageError("milestone-to-communication needs --milestone or --status (the Task change)")
+    try:
+        results = {name: map_file(file, name, dict(inputs), settings.mappings_dir) for name in names}
+    except MappingError as exc:
+        hint = " (this region sends no feedback for that --milestone/--status)" if "feedback" in str(exc) else ""
+        raise click.ClickException(f"cannot map {file}: {exc}{hint}") from None
     click.echo(
         orjson.dumps(
             results if len(results) > 1 else next(iter(results.values())), option=orjson.OPT_INDENT_2
         ).decode()
     )
+
+
+def _resources_by_type(document: dict[str, object]) -> dict[str, dict[str, object]]:
+    """The resource, or the resources of a Bundle's entries, by type."""
+    if document.get("resourceType") != "Bundle":
+        return {str(document["resourceType"]): document}
+    entries = document.get("entry")
+    resources = [
+        e["resource"]
+        for e in (entries if isinstance(entries, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ]
+    if not resources:
+        raise click.ClickException("the Bundle has no entry with a resource")
+    return {str(r.get("resourceType")): r for r in resources}
+
+
+def _route_offline(by_type: dict[str, dict[str, object]], directory_path: Path) -> dict[str, object]:
+    """Route the referral on a directory Bundle, as the gateway would on its stored social map."""
+    from fhir_gateway.fhir.outcome import FhirError
+    from fhir_gateway.routing import Directory, route
+
+    bundle = read_json_resource(directory_path)
+    if bundle.get("resourceType") != "Bundle":
+        raise click.ClickException(f"{directory_path}: a directory must be a Bundle, not {bundle['resourceType']}")
+    try:
+        directory = Directory.from_bundle(bundle)
+    except (FhirError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise click.ClickException(f"{directory_path}: not a usable directory Bundle ({exc})") from None
+    try:
+        return route(by_type["ServiceRequest"], by_type.get("Patient"), directory).as_dict()
+    except FhirError as exc:
+        raise click.ClickException(f"cannot route: {exc.message}") from exc
 
 
 from fhir_gateway.commands.clients import clients as _clients  # noqa: E402
@@ -299,6 +399,7 @@ main.add_command(_clients)
 main.add_command(_token)
 main.add_command(_v2)
 main.add_command(_mllp)
+add_setting_options(main)
 
 if __name__ == "__main__":
     main()

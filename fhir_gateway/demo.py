@@ -5,9 +5,12 @@ loop — a GP practice refers, the welfare organisation works the Task, the prac
 feedback, an HL7 v2 referral is acknowledged, and a bad referral is refused — and that shows
 where every resource can be read afterwards. By default it starts its own gateway on a
 temporary SQLite database (the example directory and DEV-ONLY clients are loaded into it);
-`--base-url` plays against a running gateway instead. Every call carries a real access token
-from the SMART Backend Services flow, signed with the dev-only keys in `examples/clients/`.
-The exit code is non-zero when any step did not answer as expected.
+`--base-url` plays against a running gateway instead, as often as wanted: each run sends its
+referrals with new numbers (the example patient is found again by its BSN), and at the end
+cancels, as the referring practice, whatever referral of the run is still open, so a shared test
+gateway's worklists keep no demo referral. Every call carries a real access token from the SMART
+Backend Services flow, signed with the dev-only keys in `examples/clients/`. The exit code is
+non-zero when any step did not answer as expected.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fhir_gateway.commands.common import settings_of
 from fhir_gateway.security.authn import make_client_assertion
 from fhir_gateway.settings import Settings
 
@@ -51,6 +55,7 @@ V2_FILE = "ref-i12-v25.hl7"
 FHIR_JSON = "application/fhir+json"
 JSON_PATCH = "application/json-patch+json"
 ER7 = "x-application/hl7-v2+er7"
+FINAL_TASK_STATES = ("completed", "cancelled", "rejected", "failed", "entered-in-error")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # A child gateway must not inherit settings that would make it someone else's gateway.
 CHILD_ENV_DROP = (
@@ -168,6 +173,7 @@ class LoopPlayer:
         self.state = LoopState()
         self.tokens: dict[str, str] = {}
         self.ack = ""
+        self.v2_identifier = ""  # RF1-6 of the v2 referral this run sent (a shared gateway only)
 
     # -- plumbing -------------------------------------------------------------------------------
     def scenario(self, name: str, **placeholders: str) -> Any:
@@ -242,7 +248,12 @@ class LoopPlayer:
                 True,
             ),
             (
-                Step("referral", "GP refers (FHIR)", "POST /fhir 01-referral-bundle.json", "200, 3x 201"),
+                Step(
+                    "referral",
+                    "GP refers (FHIR)",
+                    "POST /fhir 01-referral-bundle.json (new identifier)",
+                    "200, 201 (Patient 201 or 200 when known)",
+                ),
                 self.refer,
                 True,
             ),
@@ -339,10 +350,19 @@ class LoopPlayer:
                 self.state.patient = resource["id"]
         if not self.state.service_request or not self.state.patient:
             raise StepFailed("the transaction-response holds no Patient / ServiceRequest")
-        if not all(s.startswith("201") for s in statuses):
+        by_type = dict(zip((e["resource"]["resourceType"] for e in bundle["entry"]), statuses, strict=False))
+        # The Patient is created with ifNoneExist on the BSN: a gateway that met the example patient
+        # before answers 200 with that patient (on this gateway's first demo, 201). The referral
+        # itself must be new.
+        if not by_type.get("ServiceRequest", "").startswith("201"):
             raise StepFailed(
-                f"expected three 201 Created, got {statuses} (already sent? try a fresh gateway)"
+                f"expected the ServiceRequest 201 Created, got {by_type.get('ServiceRequest')!r} "
+                "(the same referral identifier was sent before)"
             )
+        if not by_type.get("Patient", "").startswith(("200", "201")):
+            raise StepFailed(f"expected the Patient 201 Created or 200 OK, got {by_type.get('Patient')!r}")
+        if by_type.get("Patient", "").startswith("200"):
+            step.detail = "the example patient was known already (ifNoneExist on the BSN): reused"
 
     def worklist(self, step: Step) -> None:
         sr = f"ServiceRequest/{self.state.service_request}"
@@ -455,8 +475,37 @@ class LoopPlayer:
             step.ids.append(f"MSA-2 {msa[2]}")
         if resp.status_code != 200 or code != "AA":
             raise StepFailed(f"expected ACK AA, got {resp.status_code} {code}")
+        self.v2_identifier = _rf1_6(message) if self.unique else ""
         step.urls.append(f"{self.fhir}/ServiceRequest?requester:missing=false&_sort=-_lastUpdated")
         step.detail = "REF^I12 v2.5 from Batau-Noord, mapped by mappings/v2-ref-i12.yaml"
+
+    def withdraw_open_referrals(self) -> list[str]:
+        """Against a shared gateway: cancel (as the referring practice) every referral this run
+        made whose Task is still open, so no welfare worklist keeps a demo referral. Returns the
+        Tasks cancelled; errors are left for the summary, which already names the failed step."""
+        cancelled = []
+        referrals = [(GP_CLIENT, self.state.service_request)]
+        if self.v2_identifier:
+            found = self.call(V2_CLIENT, "GET", f"ServiceRequest?identifier={self.v2_identifier}")
+            entries = _json(found).get("entry", []) if found.status_code == 200 else []
+            referrals += [(V2_CLIENT, e["resource"]["id"]) for e in entries if e.get("resource")]
+        for client_id, sr_id in referrals:
+            if not sr_id:
+                continue
+            tasks = _json(self.call(client_id, "GET", f"Task?focus=ServiceRequest/{sr_id}")).get("entry", [])
+            for task in (e.get("resource") or {} for e in tasks):
+                if task.get("resourceType") != "Task" or task.get("status") in FINAL_TASK_STATES:
+                    continue
+                resp = self.call(
+                    client_id,
+                    "PATCH",
+                    f"Task/{task['id']}",
+                    body=self.scenario("05-cancel-by-gp.patch.json"),
+                    headers={"Content-Type": JSON_PATCH, "If-Match": f'W/"{task["meta"]["versionId"]}"'},
+                )
+                if resp.status_code == 200:
+                    cancelled.append(f"Task/{task['id']}")
+        return cancelled
 
     def unroutable(self, step: Step) -> None:
         resp = self.call(GP_CLIENT, "POST", "", body=self.scenario("07-unroutable-address.json"))
@@ -480,6 +529,15 @@ def _outcome_text(body: dict[str, Any]) -> str:
     if body.get("resourceType") != "OperationOutcome":
         return ""
     return "; ".join(f"{i.get('code')}: {i.get('diagnostics', '')}" for i in body.get("issue", []))[:300]
+
+
+def _rf1_6(message: bytes) -> str:
+    """The referral number of a REF^I12 (RF1-6)."""
+    for line in re.split(rb"\r\n|\r|\n", message):
+        fields = line.split(b"|")
+        if fields[0] == b"RF1" and len(fields) > 6:
+            return fields[6].decode()
+    return ""
 
 
 def _unique_v2(message: bytes, suffix: str) -> bytes:
@@ -518,7 +576,7 @@ def play(player: LoopPlayer, console: Console) -> list[Step]:
                 try:
                     action(step)
                     step.ok = True
-                except (StepFailed, httpx.HTTPError, KeyError, ValueError) as exc:
+                except (StepFailed, httpx.HTTPError, httpx.InvalidURL, OSError, KeyError, ValueError) as exc:
                     step.detail = (
                         f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailed) else str(exc)
                     )
@@ -574,6 +632,9 @@ def summary(steps: list[Step]) -> Table:
 def demo(base_url: str | None, port: int | None, examples_dir: Path | None) -> None:
     """Play a GP practice and a welfare organisation through the whole WoR loop."""
     examples = examples_dir or _examples_dir()
+    missing = [f"{examples / n}" for n in ("scenarios", "v2", "clients") if not (examples / n).is_dir()]
+    if missing:
+        raise click.ClickException(f"not an examples directory, missing: {', '.join(missing)}")
     console = Console() if sys.stdout.isatty() else Console(width=200, highlight=False)
     started = time.monotonic()
     if base_url:
@@ -597,14 +658,26 @@ def demo(base_url: str | None, port: int | None, examples_dir: Path | None) -> N
 def _examples_dir() -> Path:
     """The CLI's `examples_dir` setting; outside the CLI the default of `Settings`."""
     ctx = click.get_current_context(silent=True)
-    obj = ctx.find_object(dict) if ctx else None
-    settings: Settings | None = obj.get("settings") if obj else None
-    return (settings or Settings()).examples_dir
+    return (settings_of(ctx) if ctx else Settings.from_env()).examples_dir
 
 
 def _run(root: str, examples: Path, console: Console, unique: str | None) -> list[Step]:
+    """Play the loop; on a shared gateway (`unique`) withdraw what this run left open."""
     with httpx.Client(timeout=30) as http:
-        return play(LoopPlayer(http, root, examples, unique), console)
+        player = LoopPlayer(http, root, examples, unique)
+        steps = play(player, console)
+        if unique and (player.state.service_request or player.v2_identifier):
+            try:
+                withdrawn = player.withdraw_open_referrals()
+            except (StepFailed, httpx.HTTPError, KeyError, ValueError) as exc:
+                console.print(f"[yellow]could not withdraw this run's open referrals: {exc}[/]")
+            else:
+                console.print(
+                    f"withdrew this run's open referral(s), cancelled as the practice: {', '.join(withdrawn)}"
+                    if withdrawn
+                    else "no referral of this run is left open"
+                )
+        return steps
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from fhir_gateway.rest.request import FhirRequest
@@ -56,14 +57,52 @@ def load_files(
     principal = principal or Principal.system("fhir-gateway load")
     results = []
     for path in json_files(paths):
-        try:
-            document = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            results.append(LoadResult(path, 400, f"cannot read JSON: {exc}"))
+        document, problem = read_resource(path)
+        if document is None:
+            results.append(LoadResult(path, 400, problem))
             continue
         response = router.handle(request_for(document, base_url, principal))
         detail = _summary(response.body)
         results.append(LoadResult(path, response.status, detail))
+    return results
+
+
+def read_resource(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """The FHIR resource in a JSON file, or None and why not (said per file, the load goes on)."""
+    try:
+        document = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        return None, f"cannot read JSON: {exc}"
+    if isinstance(document, dict) and isinstance(document.get("resourceType"), str):
+        return document, ""
+    if isinstance(document, list) and all(isinstance(op, dict) and "op" in op for op in document):
+        return None, "a JSON Patch document, not a FHIR resource (send it as PATCH to the Task)"
+    return None, f"not a FHIR resource (JSON {type(document).__name__} without a resourceType)"
+
+
+def post_files(
+    base_url: str, paths: Iterable[Path], token: str | None, *, timeout: float = 60
+) -> list[LoadResult]:
+    """Send each file to a running gateway as `load_files` does in-process (PUT with an id, else
+    POST; batch/transaction Bundles to the base), with the bearer token when there is one."""
+    headers = {"content-type": "application/fhir+json", "accept": "application/fhir+json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    results = []
+    with httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout) as client:
+        for path in json_files(paths):
+            document, problem = read_resource(path)
+            if document is None:
+                results.append(LoadResult(path, 400, problem))
+                continue
+            req = request_for(document, "", Principal.system("fhir-gateway load"))
+            resp = client.request(req.method, "/" + req.path, content=orjson.dumps(req.body), headers=headers)
+            try:
+                body = resp.json() if resp.content else None
+            except ValueError:
+                body = None
+            detail = _summary(body) if isinstance(body, dict) else resp.text[:200]
+            results.append(LoadResult(path, resp.status_code, detail))
     return results
 
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _default_database_url() -> str:
-    return f"sqlite:///{Path('var/gateway.db').resolve()}"
+def default_database_url(home: Path) -> str:
+    """The embedded database: `<home>/var/gateway.db` (home: `GATEWAY_HOME`, default the current
+    directory, so `serve`, `token` and `clients` run anywhere find the same database and dev key)."""
+    return f"sqlite:///{(Path(home) / 'var' / 'gateway.db').resolve()}"
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = field(default_factory=_default_database_url)
+    # "" = the embedded SQLite database under <home>/var/ (filled in on construction)
+    database_url: str = ""
+    home: Path = Path(".")  # GATEWAY_HOME: holds var/ (embedded database, dev signing key)
     base_url: str = ""  # public base of the FHIR endpoint; "" = derive from the request
     profiles_dir: Path = REPO_ROOT / "profiles"
     mappings_dir: Path = REPO_ROOT / "mappings"
@@ -56,6 +60,14 @@ class Settings:
     outbox_batch: int = 50  # rows a worker claims at once
     outbox_lease_seconds: int = 60  # a claim not finished by then is taken over
     outbox_timeout_seconds: int = 10  # per delivery
+
+    def __post_init__(self) -> None:
+        """Derive what depends on `home`: the default database, a relative key file."""
+        if not self.database_url:
+            object.__setattr__(self, "database_url", default_database_url(self.home))
+        key_file = str(self.token_key_file or "")
+        if key_file and not Path(key_file).is_absolute():
+            object.__setattr__(self, "token_key_file", str((Path(self.home) / key_file).resolve()))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -8,20 +8,23 @@ from typing import Any
 import click
 import orjson
 
+from fhir_gateway.commands.common import (
+    database_error,
+    existing_database,
+    home_hint,
+    settings_of,
+)
 from fhir_gateway.settings import Settings
 
 
 def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.find_root().obj
-    if isinstance(obj, dict) and isinstance(obj.get("settings"), Settings):
-        return obj["settings"]
-    return Settings.from_env()
+    return settings_of(ctx)
 
 
 def _database(ctx: click.Context) -> Any:
-    from fhir_gateway.store.database import Database
-
-    return Database(_settings(ctx).database_url)
+    """The configured database if it exists with a current schema; registering a client never
+    creates a database (run from the wrong directory it would land in a new, empty one)."""
+    return existing_database(_settings(ctx))
 
 
 def _scope_list(values: tuple[str, ...]) -> list[str]:
@@ -48,9 +51,7 @@ def list_clients_cmd(ctx: click.Context, as_json: bool = False) -> None:
     try:
         regs = list_clients(db)
     except Exception as exc:
-        raise click.ClickException(
-            f"cannot read clients ({type(exc).__name__}); run `fhir-gateway db upgrade`"
-        ) from exc
+        raise database_error(exc, "reading the clients") from None
     finally:
         db.dispose()
     if as_json:
@@ -228,14 +229,10 @@ def mint_token(
     )
     from fhir_gateway.security.clients import get_client
     from fhir_gateway.security.scopes import intersect, parse_scopes
-    from fhir_gateway.security.tokens import TokenService
-    from fhir_gateway.store.database import Database
 
-    tokens = TokenService.from_settings(settings)
-    if lifetime:
-        tokens = TokenService(tokens.keys, tokens.issuer, lifetime)
-    db = Database(settings.database_url)
+    db = existing_database(settings)
     try:
+        tokens = _token_service(settings, lifetime)
         client = get_client(db, client_id)
         if client is None:
             raise click.ClickException(
@@ -271,6 +268,26 @@ def mint_token(
         return issued.response()
     finally:
         db.dispose()
+
+
+def _token_service(settings: Settings, lifetime: int | None) -> Any:
+    """The signing key `serve` uses; a development key is read, never made here (a token signed
+    with a key no gateway has would be refused, and the new key file would be left behind)."""
+    from fhir_gateway.security.tokens import KeyConfigError, TokenService, dev_key_path
+
+    if not str(settings.token_key or "").strip() and not settings.token_key_file:
+        path = dev_key_path(settings)
+        if not path.is_file():
+            raise click.ClickException(
+                f"no gateway signing key: neither GATEWAY_TOKEN_KEY nor GATEWAY_TOKEN_KEY_FILE is set, "
+                f"and there is no development key at {path} (`fhir-gateway serve` makes it on first "
+                f"start). {home_hint(settings)}"
+            )
+    try:
+        tokens = TokenService.from_settings(settings)
+    except KeyConfigError as exc:
+        raise click.ClickException(f"gateway signing key: {exc}") from None
+    return TokenService(tokens.keys, tokens.issuer, lifetime) if lifetime else tokens
 
 
 @click.command("token")

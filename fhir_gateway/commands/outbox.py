@@ -11,19 +11,17 @@ from typing import Any
 import click
 import orjson
 
+from fhir_gateway.commands.common import database_error, existing_context, settings_of
 from fhir_gateway.delivery import outbox
 
 log = logging.getLogger("fhir_gateway.worker")
 
 
-def _context(click_ctx: click.Context) -> Any:
+def _context(click_ctx: click.Context, *, schema: bool = True) -> Any:
+    """On the existing database only: the outbox of a database that is not there is no news."""
     from fhir_gateway.delivery import events
-    from fhir_gateway.settings import Settings
-    from fhir_gateway.workflow.context import GatewayContext
 
-    obj = click_ctx.find_root().obj or {}
-    settings = obj.get("settings") or Settings.from_env()
-    ctx = GatewayContext.create(settings)
+    ctx = existing_context(settings_of(click_ctx), schema=schema)
     events.install(ctx)
     return ctx
 
@@ -101,12 +99,16 @@ def worker_command(click_ctx: click.Context, once: bool, interval: float, batch:
     from fhir_gateway.delivery.worker import Worker
     from fhir_gateway.observability import configure_logging
 
-    ctx = _context(click_ctx)
+    ctx = _context(click_ctx, schema=False)
     configure_logging(ctx.settings.log_level, ctx.settings.log_json)  # like serve and mllp
     worker = Worker(ctx, batch=batch)
     try:
         if once:
-            click.echo(f"{worker.run_once()} delivered")
+            try:
+                delivered = worker.run_once()
+            except Exception as exc:  # an unreachable or unmigrated database: one line, exit 1
+                raise database_error(exc, "the worker pass") from exc
+            click.echo(f"{delivered} delivered")
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from fhir_gateway.commands.common import database_error, settings_of
+
 log = logging.getLogger("fhir_gateway.v2")
 
 
@@ -55,7 +57,9 @@ def parse_cmd(file: Path, structure: bool) -> None:
                             click.echo(f"{label}{where}: {sub!r}")
     if structure:
         problems = check_structure(message)
-        click.echo("hl7apy: structure ok" if not problems else f"hl7apy: {'; '.join(problems)}")
+        if problems:  # a script or CI step must see the failure in the exit code
+            raise click.ClickException(f"hl7apy: structure errors: {'; '.join(problems)}")
+        click.echo("hl7apy: structure ok")
 
 
 @v2.command("map")
@@ -66,12 +70,15 @@ def parse_cmd(file: Path, structure: bool) -> None:
 def map_cmd(file: Path, mapping: Path | None) -> None:
     """Print the FHIR transaction Bundle the gateway makes of FILE."""
     from fhir_gateway.v2.inbound import V2ContentError, V2Rejected, parse, to_bundle
+    from fhir_gateway.v2.mapping import V2MappingError
     from fhir_gateway.v2.message import V2ParseError
 
     try:
         bundle = to_bundle(parse(file.read_bytes()), mapping)
+    except V2MappingError as exc:
+        raise click.ClickException(f"mapping {mapping or 'of the gateway'}: {exc}") from None
     except (V2ParseError, V2Rejected, V2ContentError) as exc:
-        raise click.ClickException(f"{file}: {exc}") from exc
+        raise click.ClickException(f"{file}: {exc}") from None
     click.echo(json.dumps(bundle, indent=2, ensure_ascii=False))
 
 
@@ -138,7 +145,7 @@ def mllp(
         raise click.UsageError("--tls-cert and --tls-key go together")
     if client_ca is not None and tls_cert is None:
         raise click.UsageError("--client-ca needs --tls-cert and --tls-key (client certificates need TLS)")
-    settings: Settings = (ctx.obj or {}).get("settings") or Settings.from_env()
+    settings: Settings = settings_of(ctx)
     configure_logging(settings.log_level, settings.log_json)
     dev = settings.insecure_dev if insecure_dev is None else insecure_dev
     try:
@@ -154,7 +161,10 @@ def mllp(
         log.info("MLLP senders are identified by source address (mllp_addresses of their registration)")
     gw = GatewayContext.create(settings)
     try:
-        gw.database.upgrade()
+        try:
+            gw.database.upgrade()
+        except Exception as exc:
+            raise database_error(exc, "opening the database (schema upgrade)") from exc
         service = V2Service(build_router(gw), settings.base_url, insecure_dev=dev)
         server = MLLPServer(
             host=host,

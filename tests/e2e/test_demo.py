@@ -51,3 +51,28 @@ def test_demo_fails_against_a_gateway_that_is_not_there() -> None:
     )
     assert done.returncode != 0
     assert "FAILED gateway" in done.stdout
+
+
+def test_demo_twice_against_one_gateway(server: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """Repeatable: a second run against the same (real, uvicorn-served) gateway plays every step
+    again with new referral numbers, and neither run leaves a referral open in a worklist."""
+    import httpx
+
+    from tests.e2e.conftest import bearer
+
+    base, _ = server
+    for run in (1, 2):
+        done = subprocess.run(
+            [*_command(), "--base-url", f"{base}/fhir"], capture_output=True, text=True, timeout=120
+        )
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, (run, out)
+        assert "all 11 steps answered as expected" in out, (run, out)
+        assert "withdrew this run's open referral(s)" in out, (run, out)
+    admin = bearer(base)
+    tasks = httpx.get(f"{base}/fhir/Task", params={"_count": 100}, headers=admin).json()
+    statuses = sorted(e["resource"]["status"] for e in tasks.get("entry", []))
+    assert statuses == ["cancelled", "cancelled", "completed", "completed"], statuses  # 2 FHIR, 2 v2
+    referrals = httpx.get(f"{base}/fhir/ServiceRequest", params={"_count": 100}, headers=admin).json()
+    numbers = [i["value"] for e in referrals["entry"] for i in e["resource"].get("identifier", [])]
+    assert len(numbers) == len(set(numbers)) == 4, numbers  # a fresh referral number per run
