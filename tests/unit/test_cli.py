@@ -158,7 +158,7 @@ def test_validate_says_what_it_skips() -> None:
     assert all("JSON Patch" in line and ".patch.json" in line for line in skipped)
     assert not any(line.startswith("INVALID") and ".patch.json" in line for line in lines)
     assert "INVALID" in result.output and "08-invalid-bsn.json" in result.output  # the rest is validated
-    assert "5 valid, 1 invalid, 5 skipped" in result.output
+    assert "6 valid, 1 invalid, 5 skipped" in result.output
     assert result.exit_code == 1
     clients = CliRunner().invoke(main, ["validate", str(ROOT / "examples" / "clients")])
     assert clients.exit_code == 1 and "client registration" in clients.output
