@@ -104,6 +104,7 @@ class SearchQuery:
     summary_count: bool = False
     total: bool = False
     cursor: tuple[str, int] | None = None  # keyset position: (sort value, pk) of the last row seen
+    backward: bool = False  # the cursor is a `previous` link's: the page of rows before it
     warnings: list[Issue] = field(default_factory=list)
     echo: list[tuple[str, str]] = field(default_factory=list)  # parameters as understood (for links)
     compartment: str | None = None  # confine matches to what this organisation may see
@@ -317,7 +318,8 @@ def _control(
     elif name == "_total":
         query.total = value == "accurate"
     elif name == "_cursor":
-        query.cursor = decode_cursor(value)
+        *position, query.backward = decode_cursor(value)
+        query.cursor = (position[0], position[1])
     elif name == "_elements":
         query.elements = (*query.elements, *parse_elements(query.resource_type, value))
     elif name in ("_pretty", "_format"):
@@ -508,19 +510,22 @@ def _date_value(name: str, raw: str) -> DateValue:
         ) from None
 
 
-def encode_cursor(sort_value: str, pk: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([sort_value, pk])).decode().rstrip("=")
+def encode_cursor(sort_value: str, pk: int, backward: bool = False) -> str:
+    """The opaque `_cursor` of a paging link; `backward` for a `previous` link."""
+    position: list[object] = [sort_value, pk, 1] if backward else [sort_value, pk]
+    return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
 
 
-def decode_cursor(token: str) -> tuple[str, int]:
+def decode_cursor(token: str) -> tuple[str, int, bool]:
+    """(sort value, pk, backward) of a `_cursor` this server issued; 400 for anything else."""
     try:
         padded = token + "=" * (-len(token) % 4)
-        sort_value, pk = orjson.loads(base64.urlsafe_b64decode(padded))
+        sort_value, pk, *direction = orjson.loads(base64.urlsafe_b64decode(padded))
         if not isinstance(pk, int) or not 0 <= pk <= MAX_DB_INTEGER or not isinstance(sort_value, str):
             raise ValueError
-        if FORBIDDEN_CHARACTERS.search(sort_value):
+        if FORBIDDEN_CHARACTERS.search(sort_value) or direction not in ([], [1]):
             raise ValueError
-        return sort_value, pk
+        return sort_value, pk, direction == [1]
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise _bad("_cursor is not a paging token issued by this server", "_cursor") from None
 

@@ -132,7 +132,9 @@ def capability_statement(
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": "Welzijn op Recept referral gateway: GP practices refer, welfare organisations "
-        "work the Task, feedback returns as Communication.",
+        "work the Task, feedback returns as Communication. Search chains one level on reference "
+        "parameters (name:Type.param=value, or name.param when the parameter declares one target), "
+        "confined like _has.",
         "security": security(token_url_for(base_url)),
         "resource": resources,
         "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
@@ -149,6 +151,12 @@ def capability_statement(
                 "type": "string",
                 "documentation": "top-level elements to return (with id, meta); on search matches, read "
                 "and vread; cut from the caller's (minimised) view and tagged SUBSETTED",
+            },
+            {
+                "name": "_has",
+                "type": "special",
+                "documentation": "one level: _has:Type:reference:param=value; the search on Type runs as "
+                "the caller (scope, view, compartment), at most 1000 matches",
             },
             {"name": "_summary", "type": "token", "documentation": "count"},
             {"name": "_total", "type": "token", "documentation": "accurate"},

@@ -330,12 +330,15 @@ class Router:
         echo = list(query.echo)
         if not any(k == "_count" for k, _ in echo):
             echo.append(("_count", str(query.count)))
-        # `first` is the search without a cursor; no `previous`: a keyset cursor only walks forward
-        # (a reverse cursor would need every sort path run backwards), and FHIR makes it optional
+        # `first` is the search without a cursor; `previous` reads backwards from this page's first
+        # match (an empty later page has only `first` to go back to)
         links = [
             {"relation": "self", "url": _url(req.base_url, resource_type, echo + _cursor_param(query))},
             {"relation": "first", "url": _url(req.base_url, resource_type, echo)},
         ]
+        if page.previous_cursor is not None:
+            prev = [*echo, ("_cursor", encode_cursor(*page.previous_cursor, backward=True))]
+            links.append({"relation": "previous", "url": _url(req.base_url, resource_type, prev)})
         if page.next_cursor is not None:
             nxt = [*echo, ("_cursor", encode_cursor(*page.next_cursor))]
             links.append({"relation": "next", "url": _url(req.base_url, resource_type, nxt)})
@@ -451,7 +454,7 @@ def _cut(content: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _cursor_param(query: Any) -> list[tuple[str, str]]:
-    return [("_cursor", encode_cursor(*query.cursor))] if query.cursor else []
+    return [("_cursor", encode_cursor(*query.cursor, backward=query.backward))] if query.cursor else []
 
 
 def _search_entry(base: str, stored: Stored, mode: str, content: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,7 @@ class SearchPage:
     matches: list[Stored]
     included: list[Stored] = field(default_factory=list)
     next_cursor: tuple[str, int] | None = None
+    previous_cursor: tuple[str, int] | None = None  # read backwards from here for the page before
     total: int | None = None
 
 
@@ -491,19 +492,7 @@ class Repository:
         decides which _include/_revinclude resources may join them. The SQL is `search_sql`'s."""
         if query.summary_count:
             return SearchPage([], total=self.count(query))
-        if query.sort_by == "_keys" and query.count:
-            # the sort values of the last row make the next cursor: they come with the rows
-            rows = self.session.execute(search_sql.page_statement(query, self.session.dialect.name)).all()
-            page = SearchPage([_stored(r) for r in rows[: query.count]])
-            if len(rows) > query.count:
-                page.next_cursor = search_sql.keys_cursor(query, rows[query.count - 1])
-        else:
-            found = self._page_rows(query) if query.count else []
-            matches = found[: query.count]
-            page = SearchPage(matches)
-            if len(found) > query.count and matches:
-                last = matches[-1]
-                page.next_cursor = search_sql.next_cursor(query, last.pk, last.last_updated, last.id)
+        page = self._page(query)
         matches = page.matches
         if query.total:
             page.total = self.count(query)
@@ -514,6 +503,41 @@ class Repository:
                 if include_filter is None or include_filter(s)
             ]
         return page
+
+    def _page(self, query: SearchQuery) -> SearchPage:
+        """One page and the cursors around it. A `previous` page (`query.backward`) is read in the
+        mirrored order from its cursor, then turned back round."""
+        flip = query.backward and query.sort_by != "_keys"  # _keys mirrors inside its statement
+        query.sort_desc ^= flip
+        try:
+            if query.sort_by == "_keys" and query.count:
+                # the sort values of a row make its cursor: they come with the rows
+                rows = self.session.execute(search_sql.page_statement(query, self.session.dialect.name)).all()
+                kept: list[Any] = rows[: query.count]
+                matches = [_stored(r) for r in kept]
+
+                def cursor_at(i: int) -> tuple[str, int]:
+                    return search_sql.keys_cursor(query, kept[i])
+            else:
+                rows = self._page_rows(query) if query.count else []
+                matches = rows[: query.count]
+
+                def cursor_at(i: int) -> tuple[str, int]:
+                    row = matches[i]
+                    return search_sql.next_cursor(query, row.pk, row.last_updated, row.id)
+
+            more = len(rows) > query.count
+            if query.backward:  # read nearest first: the last one read is the page's first
+                page = SearchPage(matches[::-1])
+                page.previous_cursor = cursor_at(-1) if more and matches else None
+                page.next_cursor = cursor_at(0) if matches else None
+            else:
+                page = SearchPage(matches)
+                page.next_cursor = cursor_at(-1) if more and matches else None
+                page.previous_cursor = cursor_at(0) if query.cursor is not None and matches else None
+            return page
+        finally:
+            query.sort_desc ^= flip
 
     def _page_rows(self, query: SearchQuery) -> list[Stored]:
         """Up to count + 1 matches (one more tells whether a next page exists)."""

@@ -126,10 +126,12 @@ def _keyed_page(query: SearchQuery) -> sa.Select[Any]:
     matches = inner.offset(0).subquery("keyed")
     cols = [matches.c[f"sort_{i}"] for i in range(len(exprs))]
     stmt = sa.select(R, *cols).select_from(matches.join(R, R.c.pk == matches.c.kpk))
+    back = query.backward  # a `previous` page: the same order mirrored, NULLs first, pk descending
     if query.cursor is not None and query.cursor_keys is not None:
-        stmt = stmt.where(_after_keys(query.sort_keys, cols, query.cursor_keys, matches.c.kpk, query.cursor[1]))
-    order = [(c.desc() if k.desc else c.asc()).nulls_last() for k, c in zip(query.sort_keys, cols, strict=True)]
-    return stmt.order_by(*order, matches.c.kpk).limit(query.count + 1)
+        after = _after_keys(query.sort_keys, cols, query.cursor_keys, matches.c.kpk, query.cursor[1], back)
+        stmt = stmt.where(after)
+    order = [_direction(c, k.desc, back) for k, c in zip(query.sort_keys, cols, strict=True)]
+    return stmt.order_by(*order, matches.c.kpk.desc() if back else matches.c.kpk).limit(query.count + 1)
 
 
 def sort_expression(resource_type: str, key: SortKey, pk: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -146,26 +148,40 @@ def sort_expression(resource_type: str, key: SortKey, pk: sa.ColumnElement[Any])
     )
 
 
+def _direction(column: sa.ColumnElement[Any], desc: bool, back: bool) -> sa.UnaryExpression[Any]:
+    """A key's ORDER BY: its direction with NULLs last, or (`back`) the mirror with NULLs first."""
+    ordered = column.desc() if desc != back else column.asc()
+    return ordered.nulls_first() if back else ordered.nulls_last()
+
+
 def _after_keys(
     keys: list[SortKey],
     exprs: list[sa.ColumnElement[Any]],
     values: tuple[str | None, ...],
     pk: sa.ColumnElement[Any],
     last_pk: int,
+    back: bool = False,
 ) -> sa.ColumnElement[bool]:
     """Rows after the cursor in (key…, pk) order, NULLs last: some key strictly after the
-    cursor's value with all the keys before it equal, or all equal and a larger pk."""
+    cursor's value with all the keys before it equal, or all equal and a larger pk. `back`: the
+    mirror (rows before the cursor, nearest first: each key reversed, NULLs first, smaller pk)."""
     alternatives: list[sa.ColumnElement[bool]] = []
     equal: list[sa.ColumnElement[bool]] = []
     for key, expr, raw in zip(keys, exprs, values, strict=True):
-        if raw is None:  # the cursor is among the rows without this value: nothing sorts after NULL
+        if raw is None:  # NULLs sort last: nothing is after NULL, every value is before it
+            if back:
+                alternatives.append(sa.and_(*equal, expr.is_not(None)))
             equal.append(expr.is_(None))
             continue
         value = _typed(key, raw)
-        beyond = expr < value if key.desc else expr > value
-        alternatives.append(sa.and_(*equal, sa.or_(expr.is_(None), beyond)))
+        if back:
+            beyond = expr > value if key.desc else expr < value
+            alternatives.append(sa.and_(*equal, expr.is_not(None), beyond))
+        else:
+            beyond = expr < value if key.desc else expr > value
+            alternatives.append(sa.and_(*equal, sa.or_(expr.is_(None), beyond)))
         equal.append(expr == value)
-    alternatives.append(sa.and_(*equal, pk > last_pk))
+    alternatives.append(sa.and_(*equal, pk < last_pk if back else pk > last_pk))
     return sa.or_(*alternatives)
 
 

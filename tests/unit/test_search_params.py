@@ -97,7 +97,8 @@ def test_search_parsing() -> None:
 
 
 def test_cursor_round_trip_and_tamper() -> None:
-    assert decode_cursor(encode_cursor("2026-01-01T00:00:00", 42)) == ("2026-01-01T00:00:00", 42)
+    assert decode_cursor(encode_cursor("2026-01-01T00:00:00", 42)) == ("2026-01-01T00:00:00", 42, False)
+    assert decode_cursor(encode_cursor("x", 7, backward=True)) == ("x", 7, True)
     with pytest.raises(FhirError):
         decode_cursor("not-a-cursor!")
 
