@@ -19,6 +19,7 @@ from fhir_gateway.fhir.models import rest_types
 from fhir_gateway.fhir.searchparams import load_search_params
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 JSON_PATCH = "application/json-patch+json"
 ER7 = "x-application/hl7-v2+er7"
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
@@ -76,7 +77,8 @@ def _fhir_body(schema: str = "Resource", examples: dict[str, Any] | None = None)
 def _responses(ok: str, description: str, errors: Iterable[str], schema: str = "Resource") -> dict[str, Any]:
     out: dict[str, Any] = {ok: {"description": description}}
     if ok != "204":
-        out[ok]["content"] = _fhir_body(schema)
+        # the same resource in FHIR XML when asked for (Accept: application/fhir+xml, _format=xml)
+        out[ok]["content"] = {**_fhir_body(schema), FHIR_XML: {"schema": {"type": "string"}}}
     for code in errors:
         out[code] = {"$ref": f"#/components/responses/E{code}"}
     return out
@@ -151,6 +153,8 @@ def _type_level_paths(
         base: {
             "get": _search_operation(rtype, search_params),
             "post": _create_operation(rtype, create_examples),
+            "put": _conditional_update_operation(rtype, search_params),
+            "delete": _conditional_delete_operation(rtype, search_params),
         },
         f"{base}/_search": {"post": _search_form_operation(rtype, search_params)},
         f"{base}/_history": {
@@ -185,6 +189,37 @@ def _search_operation(rtype: str, search_params: list[dict[str, Any]]) -> dict[s
         "operationId": f"search-{rtype}",
         "parameters": search_params,
         "responses": _responses("200", "searchset Bundle", ("400", "401", "403"), "Bundle"),
+    }
+
+
+def _conditional_update_operation(rtype: str, search_params: list[dict[str, Any]]) -> dict[str, Any]:
+    """`PUT /fhir/{rtype}?criteria`, matched inside the caller's compartment only."""
+    return {
+        "tags": [rtype],
+        "summary": f"conditional update {rtype} (PUT {rtype}?criteria)",
+        "description": "The criteria match only among the caller's own records: none creates one "
+        "(server-assigned id; the create scope is needed too), one is updated (If-Match honoured, "
+        "still required for Task), several are 412.",
+        "operationId": f"conditional-update-{rtype}",
+        "parameters": [*search_params, _header("If-Match", IF_MATCH)],
+        "requestBody": {"required": True, "content": _fhir_body()},
+        "responses": {
+            **_responses("200", "Updated", (*WRITE_ERRORS, "428")),
+            "201": {"description": "Created (no match)", "content": _fhir_body()},
+        },
+    }
+
+
+def _conditional_delete_operation(rtype: str, search_params: list[dict[str, Any]]) -> dict[str, Any]:
+    """`DELETE /fhir/{rtype}?criteria` in single mode."""
+    return {
+        "tags": [rtype],
+        "summary": f"conditional delete {rtype} (DELETE {rtype}?criteria)",
+        "description": "Single mode, inside the caller's compartment: one match is deleted, none is "
+        "204 as any delete of what does not exist, several are 412.",
+        "operationId": f"conditional-delete-{rtype}",
+        "parameters": search_params,
+        "responses": _responses("204", "Deleted (or nothing matched)", ("400", "401", "403", "409", "412")),
     }
 
 

@@ -7,6 +7,7 @@ rule added here holds everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jsonpatch
@@ -36,6 +37,12 @@ from fhir_gateway.vocabulary import DIRECTORY_TYPES, PRACTICE_REGISTERED_TYPES, 
 from fhir_gateway.workflow import consents, feedback, linked_search, patients, practitioners, referrals, tasks
 from fhir_gateway.workflow import subscriptions as subs
 from fhir_gateway.workflow.context import GatewayContext
+
+# What an update of these types sets off: (did it change what matters, what follows then)
+FOLLOW_UPS: dict[str, tuple[Callable[[Any, dict[str, Any]], bool], Callable[[Repository, GatewayContext, Stored], Any]]] = {
+    "Consent": (consents.withdrawn, consents.on_withdrawal),  # a withdrawal cancels the open Tasks
+    "Patient": (patients.address_changed, patients.on_address_change),  # a move notifies, never re-routes
+}
 
 
 class ResourceService:
@@ -397,17 +404,13 @@ class ResourceService:
     def _update(self, data: dict[str, Any], *, if_match: int | None, method: str) -> tuple[Stored, bool]:
         if data["resourceType"] == "Subscription":
             data = self._subscription(data, self.repo.find("Subscription", data["id"]))
-        if data["resourceType"] == "Consent":
-            before = self.repo.find("Consent", data["id"])
+        follow_up = FOLLOW_UPS.get(data["resourceType"])
+        if follow_up is not None:
+            changed, then = follow_up
+            before = self.repo.find(data["resourceType"], data["id"])
             stored, created = self.repo.update(data, if_match=if_match, method=method)
-            if consents.withdrawn(before.content if before else None, stored.content):
-                consents.on_withdrawal(self.repo, self.ctx, stored)
-            return stored, created
-        if data["resourceType"] == "Patient":
-            before = self.repo.find("Patient", data["id"])
-            stored, created = self.repo.update(data, if_match=if_match, method=method)
-            if patients.address_changed(before.content if before else None, stored.content):
-                patients.on_address_change(self.repo, self.ctx, stored)
+            if changed(before.content if before else None, stored.content):
+                then(self.repo, self.ctx, stored)
             return stored, created
         if data["resourceType"] != "Task":
             return self.repo.update(data, if_match=if_match, method=method)
