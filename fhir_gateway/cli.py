@@ -14,7 +14,7 @@ import orjson
 from fhir_gateway import __version__
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.malloc import limit_arenas
-from fhir_gateway.observability import configure_logging
+from fhir_gateway.observability import configure_logging, multiprocess_metrics
 from fhir_gateway.settings import Settings
 
 log = logging.getLogger("fhir_gateway.cli")
@@ -103,16 +103,17 @@ def serve(
     if insecure_dev:
         os.environ["GATEWAY_INSECURE_DEV"] = "true"
     log.info("serving on http://%s:%d/fhir (%d worker(s))", host, port, workers)
-    uvicorn.run(
-        "fhir_gateway.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        timeout_graceful_shutdown=30,
-        access_log=False,
-    )
+    with multiprocess_metrics(workers):  # /metrics adds up every worker's counters
+        uvicorn.run(
+            "fhir_gateway.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+            access_log=False,
+        )
 
 
 def _prepare_database(settings: Settings, *, load_examples: bool) -> None:

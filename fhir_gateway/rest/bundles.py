@@ -158,6 +158,9 @@ class BundleProcessor:
                     for issue in found
                 )
         if issues:
+            for j, kind in targets:  # each referral of a refused Bundle is refused for its content
+                if kind == "ServiceRequest" and resolved[j]["request"]["method"] == "POST":
+                    referrals.count_refused(svc.ctx, "invalid")
             raise Invalid(issues, status)
         for i, _rtype in targets:
             resource = entries[i]["resource"]

@@ -67,6 +67,7 @@ def _cancel(repo: Repository, ctx: GatewayContext, task: Stored) -> None:
     stored, _ = repo.update(updated, method="PUT")
     if change is not None:
         tasks.follow_up(repo, stored, change)
+        ctx.metrics.task_transition(change.old_status, change.new_status)
         feedback.for_transition(repo, ctx, stored, change)
 
 

@@ -189,7 +189,12 @@ class ResourceService:
         `resource_id` is only for ids the server promised earlier (transaction fullUrl mapping)."""
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
         self._allow(resource_type or rtype or "Resource", "create")
-        data = self.validate(resource, resource_type)
+        try:
+            data = self.validate(resource, resource_type)
+        except Invalid:
+            if rtype == "ServiceRequest":  # a referral refused for its content
+                referrals.count_refused(self.ctx, "invalid")
+            raise
         prepared = self._prepared(resource)
         digest = prepared[1] if prepared is not None else None
         if if_none_exist:
@@ -367,6 +372,7 @@ class ResourceService:
         data = {**data, "lastModified": format_instant(utc_now())}
         stored, _ = self.repo.update(data, if_match=if_match, method=method)
         tasks.follow_up(self.repo, stored, change)
+        self.ctx.metrics.task_transition(change.old_status, change.new_status)
         feedback.for_transition(self.repo, self.ctx, stored, change)
         return stored, False
 
