@@ -112,6 +112,9 @@ def serve(
             workers=workers,
             log_config=None,
             timeout_graceful_shutdown=30,
+            # a new worker imports the gateway before it answers the supervisor's ping: 12 s measured
+            # on a busy 2-core host, and uvicorn's 5 s default killed and restarted it for ever
+            timeout_worker_healthcheck=60,
             access_log=False,
         )
 
