@@ -24,7 +24,7 @@ from fhir_gateway.api.v2_http import build_v2_api, too_large_ack
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.delivery.worker import Worker
 from fhir_gateway.fhir.strict_json import JsonLimits
-from fhir_gateway.observability import Metrics, RequestContextMiddleware
+from fhir_gateway.observability import Metrics, RequestContextMiddleware, route_label
 from fhir_gateway.rest import build_router
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.service import V2Service
@@ -123,5 +123,5 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # last, so outermost: whatever escapes the app or a middleware is a 500 OperationOutcome
     app.add_middleware(ExceptionGuard, oauth_paths=frozenset({TOKEN_PATH}))
-    tracing.instrument_app(app)  # outside all of them: the server span holds the access log line
+    tracing.instrument_app(app, route_label)  # outside all of them: the server span holds the access log line
     return app

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -108,7 +108,9 @@ def provider_from_env(environ: Mapping[str, str]) -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
     attributes = {"service.name": environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME}
-    if not environ.get("OTEL_SERVICE_NAME") and "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+    if not environ.get("OTEL_SERVICE_NAME") and "service.name=" in environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
         attributes = {}  # named there: leave it to the SDK, which reads OTEL_RESOURCE_ATTRIBUTES
     provider = TracerProvider(resource=Resource.create(attributes))
     for name in names:
@@ -123,13 +125,27 @@ def provider_from_env(environ: Mapping[str, str]) -> Any:
     return provider
 
 
-def instrument_app(app: Any) -> None:
-    """The HTTP server span of every request (FastAPI/ASGI), when tracing is on."""
+def instrument_app(app: Any, route_name: Callable[[str], str] | None = None) -> None:
+    """The HTTP server span of every request (FastAPI/ASGI), when tracing is on. `route_name`:
+    the path's label in logs and metrics, which also names the span (the FHIR API is one
+    catch-all route to FastAPI, so its own name would be `GET /fhir/{path:path}` for all)."""
     if _provider is None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider, excluded_urls=_EXCLUDED_URLS)
+    def name_span(span: Any, scope: dict[str, Any]) -> None:
+        if route_name is not None and span.is_recording():
+            label = route_name(scope.get("path", ""))
+            span.update_name(f"{scope.get('method', '')} {label}")
+            span.set_attribute("gateway.route", label)
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        server_request_hook=name_span,
+        tracer_provider=_provider,
+        excluded_urls=_EXCLUDED_URLS,
+        exclude_spans=["receive", "send"],  # a span per body chunk says nothing an operator needs
+    )
 
 
 def instrument_engine(engine: Any) -> None:
