@@ -98,7 +98,9 @@ class Metrics:
     Under `serve --workers N` prometheus-client runs in multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
     set by `serve`): the values live in files per process and `/metrics` adds them up
     (`api/monitoring.py`). Outbox depth, its oldest row and the dead letters are not kept here:
-    they are read from the store at scrape time, so every replica and worker agrees."""
+    they are read from the store at scrape time, so every replica and worker agrees. In that
+    mode the values are keyed by name and labels per process: one Metrics per worker process
+    (create_app makes one), or two would overwrite each other's counts."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
