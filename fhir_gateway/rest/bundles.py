@@ -176,9 +176,14 @@ class BundleProcessor:
         original referral stored for it, or the one its ifNoneExist matched (a directory
         Practitioner or Organization), with its location and etag (`referrals.resent` decides
         what is a resend)."""
-        originals = referrals.resent(svc.repo, entries, svc.find_referral)
+        try:
+            originals = referrals.resent(svc.repo, entries, svc.find_referral)
+        except FhirError:  # a known referral number with other content, or next to a new one
+            referrals.count_refused(svc.ctx, "identifier-reused")
+            raise
         if originals is None:
             return None
+        svc.ctx.metrics.referrals.labels("resend").inc(len(originals))
         results: dict[int, dict[str, Any]] = {}
         for i, stored in enumerate(referrals.resent_answers(svc.repo, entries, originals)):
             full_url = entries[i].get("fullUrl")

@@ -79,6 +79,16 @@ def count_refused(ctx: GatewayContext, reason: str) -> None:
     ctx.metrics.refused.labels(reason).inc()
 
 
+def check_resend(repo: Repository, ctx: GatewayContext, original: Stored, digest: str) -> None:
+    """`require_same`, counted: a resend, or a refused reuse of the identifier (409)."""
+    try:
+        require_same(repo, original, digest, "ServiceRequest.identifier")
+    except FhirError:
+        count_refused(ctx, "identifier-reused")
+        raise
+    ctx.metrics.referrals.labels("resend").inc()
+
+
 def _refused(reason: str, step: Callable[[], Any]) -> Any:
     try:
         return step()
@@ -98,8 +108,7 @@ def _receive(
     digest = digest or posted_digest(service_request)
     existing = find_resend(repo, service_request, compartment)
     if existing is not None:
-        _refused("identifier-reused", lambda: require_same(repo, existing, digest, "ServiceRequest.identifier"))
-        ctx.metrics.referrals.labels("resend").inc()
+        check_resend(repo, ctx, existing, digest)
         return Referral(existing, None, None, created=False)
     subject = service_request.get("subject")
     patient = _refused(

@@ -202,7 +202,7 @@ class ResourceService:
             if existing is not None and referrals.shares_identifier(existing, data):
                 # matched by its identifier: a resend, or a reused identifier with other content
                 digest = digest or referrals.posted_digest(data)
-                referrals.require_same(self.repo, existing, digest, "ServiceRequest.identifier")
+                referrals.check_resend(self.repo, self.ctx, existing, digest)
             if existing is not None:  # one of the caller's own: a match never grants access
                 self.audit.touch("create", existing)
                 return existing, False

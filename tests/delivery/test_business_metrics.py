@@ -186,3 +186,21 @@ def test_v2_ack_codes_sent_and_received(sqlite_url: str) -> None:
         assert value(got, "gateway_v2_acks_total", direction="received", code="AE") == 1
         assert value(got, "gateway_outbox_deliveries_total", kind="mllp", outcome="dead") == 1
         assert value(got, "gateway_outbox_dead_letters") == 1
+
+
+def test_resends_reused_identifiers_and_consent_refusals_are_told_apart(gw: TestClient) -> None:
+    bsn = fresh_bsn()
+    first = referral_bundle("M-R", bsn=bsn)
+    assert gw.post("/fhir", json=first, headers=FHIR_JSON).status_code == 200
+    assert gw.post("/fhir", json=first, headers=FHIR_JSON).status_code == 200  # the same again: a resend
+    other = referral_bundle("M-R", bsn=fresh_bsn())  # the same referral number for another patient
+    assert gw.post("/fhir", json=other, headers=FHIR_JSON).status_code == 409
+    withdrawn = referral_bundle("M-W", bsn=fresh_bsn())
+    withdrawn["entry"][1]["resource"]["status"] = "inactive"  # no active consent
+    assert gw.post("/fhir", json=withdrawn, headers=FHIR_JSON).status_code == 422
+    got = scrape(gw)
+    assert value(got, "gateway_referrals_total", outcome="accepted") == 1
+    assert value(got, "gateway_referrals_total", outcome="resend") == 1
+    assert value(got, "gateway_referrals_total", outcome="rejected") == 2
+    assert value(got, "gateway_referrals_refused_total", reason="identifier-reused") == 1
+    assert value(got, "gateway_referrals_refused_total", reason="consent") == 1
