@@ -166,6 +166,12 @@ class Metrics:
             registry=self.registry,
         )
 
+    def referral_routed(self, reason: str, task_status: str) -> None:
+        """A referral stored with its Task (counted once the transaction commits)."""
+        self.referrals.labels("accepted").inc()
+        self.routed.labels(reason).inc()
+        self.task_transition(None, task_status)
+
     def task_transition(self, old: str | None, new: str) -> None:
         """Count a Task status change; `old` None: the Task was just made."""
         if old != new:

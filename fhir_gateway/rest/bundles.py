@@ -19,6 +19,7 @@ from fhir_gateway.fhir.search import parse_query
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.rest.router import Router, error_response
 from fhir_gateway.security import audit
+from fhir_gateway.store.database import after_commit
 from fhir_gateway.store.repository import new_id
 from fhir_gateway.workflow import referrals
 from fhir_gateway.workflow.resources import ResourceService
@@ -183,7 +184,8 @@ class BundleProcessor:
             raise
         if originals is None:
             return None
-        svc.ctx.metrics.referrals.labels("resend").inc(len(originals))
+        resends = svc.ctx.metrics.referrals.labels("resend")
+        after_commit(svc.repo.session, lambda: resends.inc(len(originals)))
         results: dict[int, dict[str, Any]] = {}
         for i, stored in enumerate(referrals.resent_answers(svc.repo, entries, originals)):
             full_url = entries[i].get("fullUrl")

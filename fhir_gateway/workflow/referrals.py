@@ -24,6 +24,7 @@ from fhir_gateway.security.compartments import organization_filter
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store import referral_digests
+from fhir_gateway.store.database import after_commit
 from fhir_gateway.store.repository import Repository, Stored, new_id
 from fhir_gateway.vocabulary import DATA_OPERATION, PROVENANCE_PARTICIPANT_TYPE
 from fhir_gateway.workflow.context import GatewayContext
@@ -86,7 +87,8 @@ def check_resend(repo: Repository, ctx: GatewayContext, original: Stored, digest
     except FhirError:
         count_refused(ctx, "identifier-reused")
         raise
-    ctx.metrics.referrals.labels("resend").inc()
+    metrics = ctx.metrics
+    after_commit(repo.session, lambda: metrics.referrals.labels("resend").inc())
 
 
 def _refused(reason: str, step: Callable[[], Any]) -> Any:
@@ -127,9 +129,8 @@ def _receive(
     referral_digests.record(repo.session, sr.id, digest)
     task, care_plan = _refused("mapping-error", lambda: _derive(repo, ctx, sr, consent, chosen))
     _provenance(repo, ctx, principal, sr, task, care_plan, chosen)
-    ctx.metrics.referrals.labels("accepted").inc()
-    ctx.metrics.routed.labels(chosen.reason).inc()
-    ctx.metrics.task_transition(None, str(task.content.get("status")))
+    metrics, status = ctx.metrics, str(task.content.get("status"))
+    after_commit(repo.session, lambda: metrics.referral_routed(chosen.reason, status))
     log.info("referral routed", extra={"event": "referral.routed"})
     return Referral(sr, task, care_plan, created=True)
 

@@ -29,6 +29,7 @@ from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.security.writes import WriteCheck
 from fhir_gateway.settings import Settings
+from fhir_gateway.store.database import after_commit
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
 from fhir_gateway.vocabulary import DIRECTORY_TYPES, SUBSCRIPTION_OWNER
 from fhir_gateway.workflow import consents, feedback, referrals, tasks
@@ -372,7 +373,8 @@ class ResourceService:
         data = {**data, "lastModified": format_instant(utc_now())}
         stored, _ = self.repo.update(data, if_match=if_match, method=method)
         tasks.follow_up(self.repo, stored, change)
-        self.ctx.metrics.task_transition(change.old_status, change.new_status)
+        metrics = self.ctx.metrics
+        after_commit(self.repo.session, lambda: metrics.task_transition(change.old_status, change.new_status))
         feedback.for_transition(self.repo, self.ctx, stored, change)
         return stored, False
 
@@ -481,7 +483,9 @@ class ResourceService:
         rules = self.ctx.minimisation
         params = [(c.param, c.name) for c in query.conditions if c.param is not None]
         params += [(inc.param, f"_{'rev' if inc.reverse else ''}include") for inc in query.includes]
-        params += [(key.param, "_sort") for key in query.sort_keys if key.param is not None]  # order leaks too
+        params += [
+            (key.param, "_sort") for key in query.sort_keys if key.param is not None
+        ]  # order leaks too
         for param, name in params:
             if not rules.applies(self.principal.role, param.resource_type):
                 continue

@@ -204,3 +204,27 @@ def test_resends_reused_identifiers_and_consent_refusals_are_told_apart(gw: Test
     assert value(got, "gateway_referrals_total", outcome="rejected") == 2
     assert value(got, "gateway_referrals_refused_total", reason="identifier-reused") == 1
     assert value(got, "gateway_referrals_refused_total", reason="consent") == 1
+
+
+def test_a_transaction_rolled_back_after_routing_counts_nothing(gw: TestClient) -> None:
+    bundle = referral_bundle("M-T", bsn=fresh_bsn())
+    org = gw.get("/fhir/Organization/welzijn-de-brug").json()
+    bundle["entry"].append(  # PUTs run after the POSTs: the referral is routed, then this fails
+        {
+            "fullUrl": f"{gw.base_url}/fhir/Organization/{org['id']}",
+            "resource": org,
+            "request": {"method": "PUT", "url": f"Organization/{org['id']}", "ifMatch": 'W/"999"'},
+        }
+    )
+    assert gw.post("/fhir", json=bundle, headers=FHIR_JSON).status_code == 412
+    got = scrape(gw)
+    assert value(got, "gateway_referrals_total", outcome="accepted") == 0
+    assert value(got, "gateway_referrals_routed_total", reason="postcode") == 0
+    assert value(got, "gateway_task_transitions_total", from_status="new", to_status="requested") == 0
+    found = gw.get("/fhir/ServiceRequest", params={"identifier": "M-T", "_summary": "count"})
+    assert found.json()["total"] == 0  # rolled back
+    bundle["entry"].pop()
+    assert gw.post("/fhir", json=bundle, headers=FHIR_JSON).status_code == 200
+    got = scrape(gw)
+    assert value(got, "gateway_referrals_total", outcome="accepted") == 1
+    assert value(got, "gateway_task_transitions_total", from_status="new", to_status="requested") == 1
