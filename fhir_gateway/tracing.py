@@ -90,7 +90,11 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> Any:
         if _configured:
             return _provider
         _configured = True
-    provider = provider_from_env(os.environ if environ is None else environ)
+    try:
+        provider = provider_from_env(os.environ if environ is None else environ)
+    except ValueError as exc:  # a typo in tracing set-up must not stop referrals: say so, stay off
+        log.error("tracing off: %s", exc, extra={"event": "tracing.misconfigured"})
+        return None
     if provider is None:
         return None
     trace.set_tracer_provider(provider)

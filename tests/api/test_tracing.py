@@ -173,3 +173,7 @@ def test_the_variables_choose_the_exporter() -> None:
     provider.shutdown()
     with pytest.raises(ValueError, match="unknown exporter 'zipkin'"):
         tracing.provider_from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
+    # the gateway itself starts, with tracing off and an error in the log
+    assert tracing.configure_from_env({"OTEL_TRACES_EXPORTER": "zipkin"}) is None
+    assert not tracing.enabled()
+    tracing.uninstall()
