@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from fhir_gateway import __version__
+from fhir_gateway import __version__, tracing
 from fhir_gateway.api.admin_outbox import build_admin_outbox_api
 from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, NO_STORE, TOKEN_PATH, install_auth, oauth_too_large
 from fhir_gateway.api.body_limit import BodyLimit, BodyLimitMiddleware
@@ -24,7 +24,7 @@ from fhir_gateway.api.v2_http import build_v2_api, too_large_ack
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.delivery.worker import Worker
 from fhir_gateway.fhir.strict_json import JsonLimits
-from fhir_gateway.observability import Metrics, RequestContextMiddleware
+from fhir_gateway.observability import Metrics, RequestContextMiddleware, route_label
 from fhir_gateway.rest import build_router
 from fhir_gateway.settings import Settings
 from fhir_gateway.v2.service import V2Service
@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.state.router = router
     app.state.metrics = metrics
     app.state.base_url = settings.base_url.rstrip("/")
-    app.include_router(build_ops_api(ctx.database, metrics))
+    app.include_router(build_ops_api(ctx.database, metrics, lambda: ctx.clock()))
     app.include_router(build_admin_outbox_api(ctx))
     json_limits = JsonLimits(settings.max_json_depth, settings.max_bundle_entries)
     app.include_router(build_fhir_api(router, json_limits, settings.max_query_parameters))
@@ -123,4 +123,5 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # last, so outermost: whatever escapes the app or a middleware is a 500 OperationOutcome
     app.add_middleware(ExceptionGuard, oauth_paths=frozenset({TOKEN_PATH}))
+    tracing.instrument_app(app, route_label)  # outside all of them: the server span holds the access log line
     return app

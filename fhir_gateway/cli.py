@@ -23,7 +23,7 @@ from fhir_gateway.commands.common import (
 )
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.malloc import limit_arenas
-from fhir_gateway.observability import configure_logging
+from fhir_gateway.observability import configure_logging, multiprocess_metrics
 from fhir_gateway.settings import Settings
 
 log = logging.getLogger("fhir_gateway.cli")
@@ -111,16 +111,20 @@ def serve(
     if insecure_dev:
         os.environ["GATEWAY_INSECURE_DEV"] = "true"
     log.info("serving on http://%s:%d/fhir (%d worker(s))", host, port, workers)
-    uvicorn.run(
-        "fhir_gateway.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        timeout_graceful_shutdown=30,
-        access_log=False,
-    )
+    with multiprocess_metrics(workers):  # /metrics adds up every worker's counters
+        uvicorn.run(
+            "fhir_gateway.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+            # a new worker imports the gateway before it answers the supervisor's ping: 12 s measured
+            # on a busy 2-core host, and uvicorn's 5 s default killed and restarted it for ever
+            timeout_worker_healthcheck=60,
+            access_log=False,
+        )
 
 
 def _prepare_database(settings: Settings, *, load_examples: bool) -> None:

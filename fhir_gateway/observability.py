@@ -1,4 +1,5 @@
-"""Structured JSON logs with a request id on every line, and Prometheus metrics.
+"""Structured JSON logs with a request id (and the trace id, when tracing is on) on every line,
+and Prometheus metrics.
 
 Logs never carry patient data: request lines name the route *pattern* (`/fhir/Patient/{id}`),
 never the path or the query string (a query can hold a BSN).
@@ -6,20 +7,27 @@ never the path or the query string (a query can hold a BSN).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from fhir_gateway import tracing
 from fhir_gateway.fhir.models import is_known_type
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,6 +40,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
         }
+        ids = tracing.current_ids()
+        if ids is not None:  # the same ids as the spans: from a log line to its trace and back
+            line["trace_id"], line["span_id"] = ids
         for key in ("method", "route", "status", "duration_ms", "event", "frames"):
             if hasattr(record, key):
                 line[key] = getattr(record, key)
@@ -55,8 +66,41 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs requests without paths
 
 
+@contextlib.contextmanager
+def multiprocess_metrics(workers: int) -> Iterator[None]:
+    """For `serve --workers N` (N > 1): prometheus-client's multiprocess mode in a fresh directory,
+    so /metrics, answered by any one worker, adds up the counters of all of them (without it a
+    scrape sees one process's figures, a different one each time). The worker processes inherit
+    the variable and keep their values in files there; removed when serve ends. One process
+    keeps the plain in-memory registry."""
+    if workers <= 1:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="fhir-gateway-metrics-")
+    previous = os.environ.get(MULTIPROC_DIR)
+    os.environ[MULTIPROC_DIR] = path
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_DIR, None)
+        else:
+            os.environ[MULTIPROC_DIR] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
+ACK_CODES = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})
+
+
 class Metrics:
-    """One registry per app, so tests and several apps in one process don't collide."""
+    """One registry per app, so tests and several apps in one process don't collide.
+
+    Under `serve --workers N` prometheus-client runs in multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+    set by `serve`): the values live in files per process and `/metrics` adds them up
+    (`api/monitoring.py`). Outbox depth, its oldest row and the dead letters are not kept here:
+    they are read from the store at scrape time, so every replica and worker agrees. In that
+    mode the values are keyed by name and labels per process: one Metrics per worker process
+    (create_app makes one), or two would overwrite each other's counts."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -74,13 +118,46 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.referrals = Counter(
-            "gateway_referrals_total", "Referrals by outcome", ["outcome"], registry=self.registry
+            "gateway_referrals_total",
+            "Referrals received, by outcome (accepted, rejected, resend): the sum is every referral received",
+            ["outcome"],
+            registry=self.registry,
         )
-        self.outbox_depth = Gauge(
-            "gateway_outbox_pending", "Outbox rows waiting for delivery", registry=self.registry
+        self.routed = Counter(
+            "gateway_referrals_routed_total",
+            "Referrals routed to a welfare organisation, by how the route was chosen",
+            ["reason"],
+            registry=self.registry,
         )
-        self.dead_letters = Gauge(
-            "gateway_outbox_dead_letters", "Outbox rows in dead letter", registry=self.registry
+        self.refused = Counter(
+            "gateway_referrals_refused_total",
+            "Referrals refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.task_transitions = Counter(
+            "gateway_task_transitions_total",
+            "Task status changes (from `new`: a Task made for a referral)",
+            ["from_status", "to_status"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "gateway_outbox_deliveries_total",
+            "Outbox delivery attempts, by kind and outcome (delivered, retry, dead, cancelled)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "gateway_feedback_delivered_total",
+            "Feedback (Communications) delivered to the referring practice, by channel",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.v2_acks = Counter(
+            "gateway_v2_acks_total",
+            "HL7 v2 acknowledgements: sent (to a message we received) or received (to one we sent)",
+            ["direction", "code"],
+            registry=self.registry,
         )
         self.throttled = Counter(
             "gateway_http_throttled_total",
@@ -88,6 +165,25 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+
+    def referral_routed(self, reason: str, task_status: str) -> None:
+        """A referral stored with its Task (counted once the transaction commits)."""
+        self.referrals.labels("accepted").inc()
+        self.routed.labels(reason).inc()
+        self.task_transition(None, task_status)
+
+    def task_transition(self, old: str | None, new: str) -> None:
+        """Count a Task status change; `old` None: the Task was just made."""
+        if old != new:
+            self.task_transitions.labels(old or "new", _bounded(new)).inc()
+
+    def v2_ack(self, direction: str, code: str) -> None:
+        self.v2_acks.labels(direction, code if code in ACK_CODES else "other").inc()
+
+
+def _bounded(status: str) -> str:
+    """A status label of bounded length (the value is checked against the Task codes before)."""
+    return status[:32]
 
 
 _FIXED_SEGMENTS = frozenset(

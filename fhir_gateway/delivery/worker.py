@@ -22,6 +22,7 @@ import httpx
 import orjson
 import sqlalchemy as sa
 
+from fhir_gateway import tracing
 from fhir_gateway.delivery import outbox
 from fhir_gateway.delivery.outbox import Claimed, naive_utc
 from fhir_gateway.store import subscriptions as subscription_state
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 RETRYABLE_4XX = frozenset({408, 429})
+
+
+FEEDBACK_KINDS = frozenset({"fhir-push", "mllp"})  # Communications to the referring practice
 
 
 class Permanent(Exception):
@@ -84,6 +88,7 @@ class Worker:
         self.run_timers = run_timers
         self._own_client = http_client is None
         self.http = http_client or httpx.Client(timeout=self.timeout, follow_redirects=False)
+        tracing.instrument_httpx(self.http)
         self.base_url = ctx.settings.base_url.rstrip("/")
 
     def close(self) -> None:
@@ -118,7 +123,6 @@ class Worker:
                     outbox.finish(conn, row, outcome)
                     if row.payload.get("type") == "handshake" and outcome == "delivered":
                         self._subscription_status(conn, row, "active", None)
-        self.update_gauges()
         return sum(1 for _, outcome in done if outcome == "delivered")
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
@@ -132,40 +136,45 @@ class Worker:
             if not busy:
                 stop.wait(interval)
 
-    def update_gauges(self) -> None:
-        with self.ctx.database.connection(write=False) as conn:
-            counts = outbox.counts(conn)
-        self.ctx.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("delivering", 0))
-        self.ctx.metrics.dead_letters.set(counts.get("dead", 0))
-
     # -- one row ---------------------------------------------------------------------------------
     def _deliver(self, row: Claimed) -> str | None:
         """Try one row: 'delivered' / 'cancelled' to record, or None (retry or dead recorded)."""
+        with tracing.span("outbox.deliver", **{"outbox.kind": row.kind, "outbox.attempt": row.attempts}) as span:
+            recorded, outcome = self._attempt(row)
+            span.set_attribute("outbox.outcome", outcome)
+        metrics = self.ctx.metrics
+        metrics.deliveries.labels(row.kind, outcome).inc()
+        if outcome == "delivered" and row.kind in FEEDBACK_KINDS:
+            metrics.feedback.labels(row.kind).inc()
+        return recorded
+
+    def _attempt(self, row: Claimed) -> tuple[str | None, str]:
+        """(what to record, None when recorded already; the outcome: delivered, cancelled, retry, dead)."""
         try:
             handler = {"rest-hook": self._rest_hook, "fhir-push": self._fhir_push, "mllp": self._mllp}.get(
                 row.kind
             )
             if handler is None:
                 raise Permanent(f"no delivery for kind '{row.kind}'")
-            return handler(row)
+            done = handler(row)
+            return done, done
         except Permanent as exc:
-            self._dead(row, str(exc))
+            return None, self._dead(row, str(exc))
         except (TimeoutError, Transient, httpx.HTTPError, OSError) as exc:
-            self._later(row, _describe(exc))
+            return None, self._later(row, _describe(exc))
         except Exception as exc:  # a bug or bad data: keep the row, make it visible
             log.exception("delivery of %s failed", row.event_id)
-            self._later(row, _describe(exc))
-        return None
+            return None, self._later(row, _describe(exc))
 
-    def _later(self, row: Claimed, error: str) -> None:
+    def _later(self, row: Claimed, error: str) -> str:
         if row.attempts >= self.retry.max_attempts:
-            self._dead(row, f"{error} (gave up after {row.attempts} attempts)")
-            return
+            return self._dead(row, f"{error} (gave up after {row.attempts} attempts)")
         retry_at = self.now() + timedelta(seconds=self.retry.delay(row.attempts))
         with self.ctx.database.connection(write=True) as conn:
             outbox.finish(conn, row, "pending", error=error[:2000], retry_at=retry_at)
+        return "retry"
 
-    def _dead(self, row: Claimed, error: str) -> None:
+    def _dead(self, row: Claimed, error: str) -> str:
         log.warning("outbox %s dead-lettered: %s", row.event_id, error)
         with self.ctx.database.connection(write=True) as conn:
             outbox.finish(conn, row, "dead", error=error[:2000])
@@ -173,6 +182,7 @@ class Worker:
                 self._subscription_status(conn, row, "error", error)
             elif row.kind == "rest-hook" and row.payload.get("subscription"):
                 subs.set_state_error(conn, row.payload["subscription"].partition("/")[2], error[:2000])
+        return "dead"
 
     def _release(self, row: Claimed) -> None:
         with self.ctx.database.connection(write=True) as conn:
@@ -297,12 +307,15 @@ class Worker:
             requester=requester,
             version=str(payload.get("v2Version") or "2.5"),
         )
-        try:
-            ack_bytes = asyncio.run(send_message(target.hostname, target.port, er7, timeout=self.timeout))
-        except Exception as exc:
-            raise Transient(f"MLLP {target.hostname}:{target.port}: {_describe(exc)}") from None
-        ack = ack_bytes.decode("utf-8", "replace")
-        code = _msa_code(ack)
+        with tracing.span("v2.send", **{"v2.message_type": "RRI^I12"}) as span:
+            try:
+                ack_bytes = asyncio.run(send_message(target.hostname, target.port, er7, timeout=self.timeout))
+            except Exception as exc:
+                raise Transient(f"MLLP {target.hostname}:{target.port}: {_describe(exc)}") from None
+            ack = ack_bytes.decode("utf-8", "replace")
+            code = _msa_code(ack)
+            span.set_attribute("v2.ack_code", code[:4])
+        self.ctx.metrics.v2_ack("received", code)
         sent = parse_er7(er7)
         with self.ctx.database.connection(write=True) as conn:
             v2_journal.record_outbound(

@@ -26,6 +26,7 @@ from fhirpathpy.models import models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
+from fhir_gateway import tracing
 from fhir_gateway.mapping.template import Evaluate, MappingError, compile_template, is_empty
 
 _MODEL = models["r4"]
@@ -288,7 +289,8 @@ class Mapping:
         env.update(inputs)
         env["source"] = source
         env["resource"] = source
-        found = self._root.values(source, env)
+        with tracing.span("mapping.apply", **{"mapping.name": self.name}):
+            found = self._root.values(source, env)
         if not found:
             raise MappingError(f"{self.name} produced nothing")
         return found[0]

@@ -19,6 +19,7 @@ from fhir_gateway.fhir.search import parse_query
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.rest.router import Router, error_response
 from fhir_gateway.security import audit
+from fhir_gateway.store.database import after_commit
 from fhir_gateway.store.repository import new_id
 from fhir_gateway.workflow import referrals
 from fhir_gateway.workflow.resources import ResourceService
@@ -161,6 +162,9 @@ class BundleProcessor:
                     for issue in found
                 )
         if issues:
+            for j, kind in targets:  # each referral of a refused Bundle is refused for its content
+                if kind == "ServiceRequest" and resolved[j]["request"]["method"] == "POST":
+                    referrals.count_refused(svc.ctx, "invalid")
             raise Invalid(issues, status)
         for i, _rtype in targets:
             resource = entries[i]["resource"]
@@ -176,9 +180,15 @@ class BundleProcessor:
         original referral stored for it, or the one its ifNoneExist matched (a directory
         Practitioner or Organization), with its location and etag (`referrals.resent` decides
         what is a resend)."""
-        originals = referrals.resent(svc.repo, entries, svc.find_referral)
+        try:
+            originals = referrals.resent(svc.repo, entries, svc.find_referral)
+        except FhirError:  # a known referral number with other content, or next to a new one
+            referrals.count_refused(svc.ctx, "identifier-reused")
+            raise
         if originals is None:
             return None
+        resends = svc.ctx.metrics.referrals.labels("resend")
+        after_commit(svc.repo.session, lambda: resends.inc(len(originals)))
         results: dict[int, dict[str, Any]] = {}
         for i, stored in enumerate(referrals.resent_answers(svc.repo, entries, originals)):
             full_url = entries[i].get("fullUrl")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -247,3 +247,9 @@ def _recycle_read_only_sessions(context: sa.engine.ExceptionContext) -> None:
 def _sqlite_on_begin(connection: sa.Connection) -> None:
     immediate = connection.get_execution_options().get("sqlite_immediate", False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def after_commit(connection: sa.Connection, action: Callable[[], None]) -> None:
+    """Run `action` when this connection's transaction commits, never when it rolls back (the
+    business counters: a transaction Bundle refused after its referral was routed counts none)."""
+    sa.event.listen(connection, "commit", lambda _connection: action(), once=True)

@@ -131,6 +131,13 @@ def counts(connection: sa.Connection) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
+def depth(connection: sa.Connection) -> tuple[dict[str, int], datetime | None]:
+    """Rows per status and the creation time of the oldest row still to deliver (the metrics an
+    operator alerts on: a stuck outbox grows and ages)."""
+    oldest = connection.execute(sa.select(sa.func.min(OUT.c.created_at)).where(OUT.c.status.in_(ACTIVE)))
+    return counts(connection), oldest.scalar()
+
+
 def list_rows(connection: sa.Connection, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """The newest rows (of one status), every column, newest first."""
     stmt = sa.select(OUT).order_by(OUT.c.pk.desc()).limit(limit)

@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fhir_gateway import tracing
 from fhir_gateway.observability import request_id_var
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.security import audit
@@ -114,20 +115,24 @@ class V2Service:
         """The ACK, and whether the message was refused for want of an authenticated sender."""
         latin1 = isinstance(data, bytes) and not _is_utf8(data)
         unauthenticated = False
-        try:
-            outcome = self.process(data, sender)
-            ack, unauthenticated = outcome.ack, outcome.unauthenticated
-        except DatabaseUnavailable as exc:  # down, full, read-only: AR, the sender retries later
-            log.warning("v2 message not processed: %s", type(exc).__name__)
-            error = AckError(APPLICATION_INTERNAL_ERROR, f"Not processed, retry later: {exc.diagnostics}")
-            ack = build_ack(header_guess(data), "AR", [error])
-        except Exception:  # never leave a sender without an answer
-            log.exception("v2 message failed unexpectedly")
-            ack = build_ack(
-                header_guess(data),
-                "AR",
-                [AckError(APPLICATION_INTERNAL_ERROR, "Internal error; send the message again later")],
-            )
+        code = "AR"
+        with tracing.span("v2.message") as span:
+            try:
+                outcome = self.process(data, sender)
+                ack, unauthenticated, code = outcome.ack, outcome.unauthenticated, outcome.code
+            except DatabaseUnavailable as exc:  # down, full, read-only: AR, the sender retries later
+                log.warning("v2 message not processed: %s", type(exc).__name__)
+                error = AckError(APPLICATION_INTERNAL_ERROR, f"Not processed, retry later: {exc.diagnostics}")
+                ack = build_ack(header_guess(data), "AR", [error])
+            except Exception:  # never leave a sender without an answer
+                log.exception("v2 message failed unexpectedly")
+                ack = build_ack(
+                    header_guess(data),
+                    "AR",
+                    [AckError(APPLICATION_INTERNAL_ERROR, "Internal error; send the message again later")],
+                )
+            span.set_attribute("v2.ack_code", code)
+        self.router.ctx.metrics.v2_ack("sent", code)
         return (ack.encode("latin-1", "replace") if latin1 else ack.encode("utf-8")), unauthenticated
 
     def process(self, data: bytes | str, sender: SenderSource = None) -> Outcome:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fhir_gateway import tracing
 from fhir_gateway.fhir.outcome import Invalid, Issue, error, warning
 from fhir_gateway.validation.bsn import is_valid_bsn
 from fhir_gateway.validation.profiles import (
@@ -104,10 +105,12 @@ class Validator:
         if not isinstance(rtype, str) or not rtype:
             issues.append(error("structure", "The resource has no resourceType", None))
             rtype = "Resource"
-        self._check_resource(resource, rtype, rtype, issues, profile, use_default=True)
-        self._walk(resource, rtype, issues)
-        if len(issues) > 1:
-            issues = _dedupe(issues)
+        with tracing.span("validation.validate", **{"fhir.resource_type": rtype[:64]}) as span:
+            self._check_resource(resource, rtype, rtype, issues, profile, use_default=True)
+            self._walk(resource, rtype, issues)
+            if len(issues) > 1:
+                issues = _dedupe(issues)
+            span.set_attribute("validation.errors", sum(1 for i in issues if i.is_error))
         return issues
 
     def ensure_valid(self, resource: dict[str, Any], profile: str | None = None) -> list[Issue]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
+from fhir_gateway.store.database import after_commit
 from fhir_gateway.store.repository import Repository, Stored
 from fhir_gateway.vocabulary import REJECTION_REASONS, RejectionReason
 from fhir_gateway.workflow import feedback, tasks
@@ -67,6 +68,8 @@ def _cancel(repo: Repository, ctx: GatewayContext, task: Stored) -> None:
     stored, _ = repo.update(updated, method="PUT")
     if change is not None:
         tasks.follow_up(repo, stored, change)
+        metrics, old, new = ctx.metrics, change.old_status, change.new_status
+        after_commit(repo.session, lambda: metrics.task_transition(old, new))
         feedback.for_transition(repo, ctx, stored, change)
 
 

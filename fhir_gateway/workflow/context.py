@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from fhir_gateway import tracing
 from fhir_gateway.mapping import MappingSet, load_mappings
 from fhir_gateway.observability import Metrics
 from fhir_gateway.routing import Directory
@@ -59,6 +60,8 @@ class GatewayContext:
 
     @classmethod
     def create(cls, settings: Settings) -> GatewayContext:
+        """Also where every process (serve, worker, mllp) turns tracing on, if OTEL_* ask for it."""
+        tracing.configure_from_env()
         ctx = cls(
             settings=settings,
             database=Database(settings.database_url),
@@ -66,6 +69,7 @@ class GatewayContext:
             mappings=_mappings(Path(settings.mappings_dir)),
             minimisation=load_rules(Path(settings.mappings_dir) / "privacy" / "minimisation.yaml"),
         )
+        tracing.instrument_engine(ctx.database.engine)
         ctx.on_write.append(_forget_directory)
         ctx.on_write.append(CompartmentKeeper(ctx.directory))
         return ctx

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from fhir_gateway import tracing
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.search import parse_search, search_escape
 from fhir_gateway.fhir.searchparams import normalise_reference
@@ -23,6 +24,7 @@ from fhir_gateway.security.compartments import organization_filter
 from fhir_gateway.security.minimise import consent_scopes
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store import referral_digests
+from fhir_gateway.store.database import after_commit
 from fhir_gateway.store.repository import Repository, Stored, new_id
 from fhir_gateway.vocabulary import DATA_OPERATION, PROVENANCE_PARTICIPANT_TYPE
 from fhir_gateway.workflow.context import GatewayContext
@@ -52,20 +54,72 @@ def receive(
     A resend (same ServiceRequest.identifier, same content) returns the original and creates
     nothing; the same identifier with other content is a 409. `digest`: what was posted
     (`posted_digest`; default: the ServiceRequest alone, as a REST create posts it)."""
+    with tracing.span("referral.ingest") as span:
+        try:
+            referral = _receive(repo, ctx, principal, service_request, resource_id, digest)
+        except _Refused as refused:
+            span.set_attribute("referral.outcome", "rejected")
+            span.set_attribute("referral.refused_reason", refused.reason)
+            count_refused(ctx, refused.reason)
+            raise refused.error from None
+        span.set_attribute("referral.outcome", "accepted" if referral.created else "resend")
+        return referral
+
+
+class _Refused(Exception):
+    """A FhirError with the operator's name for the reason (a metrics label, so few values)."""
+
+    def __init__(self, reason: str, error: FhirError) -> None:
+        super().__init__(reason)
+        self.reason, self.error = reason, error
+
+
+def count_refused(ctx: GatewayContext, reason: str) -> None:
+    """A referral refused before it was stored (`invalid`: its validation, by the caller)."""
+    ctx.metrics.referrals.labels("rejected").inc()
+    ctx.metrics.refused.labels(reason).inc()
+
+
+def check_resend(repo: Repository, ctx: GatewayContext, original: Stored, digest: str) -> None:
+    """`require_same`, counted: a resend, or a refused reuse of the identifier (409)."""
+    try:
+        require_same(repo, original, digest, "ServiceRequest.identifier")
+    except FhirError:
+        count_refused(ctx, "identifier-reused")
+        raise
+    metrics = ctx.metrics
+    after_commit(repo.session, lambda: metrics.referrals.labels("resend").inc())
+
+
+def _refused(reason: str, step: Callable[[], Any]) -> Any:
+    try:
+        return step()
+    except FhirError as exc:
+        raise _Refused(reason, exc) from None
+
+
+def _receive(
+    repo: Repository,
+    ctx: GatewayContext,
+    principal: Principal,
+    service_request: dict[str, Any],
+    resource_id: str | None,
+    digest: str | None,
+) -> Referral:
     compartment = organization_filter(principal, "ServiceRequest")
     digest = digest or posted_digest(service_request)
     existing = find_resend(repo, service_request, compartment)
     if existing is not None:
-        require_same(repo, existing, digest, "ServiceRequest.identifier")
-        ctx.metrics.referrals.labels("resend").inc()
+        check_resend(repo, ctx, existing, digest)
         return Referral(existing, None, None, created=False)
-    try:
-        patient = _required_target(repo, service_request.get("subject"), "Patient", "ServiceRequest.subject")
-        consent = _consent(repo, service_request, patient)
-        chosen = route(service_request, patient.content, ctx.directory(repo))
-    except FhirError:
-        ctx.metrics.referrals.labels("rejected").inc()
-        raise
+    subject = service_request.get("subject")
+    patient = _refused(
+        "unknown-patient", lambda: _required_target(repo, subject, "Patient", "ServiceRequest.subject")
+    )
+    consent = _refused("consent", lambda: _consent(repo, service_request, patient))
+    with tracing.span("referral.route") as span:
+        chosen = _refused("no-route", lambda: route(service_request, patient.content, ctx.directory(repo)))
+        span.set_attribute("referral.route_reason", chosen.reason)
     sr = repo.create(
         {**service_request, "status": service_request.get("status", "active")}, resource_id=resource_id
     )
@@ -73,9 +127,10 @@ def receive(
         if isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str):
             repo.memo[("resend", compartment, resend_criteria(ident["system"], ident["value"]))] = sr
     referral_digests.record(repo.session, sr.id, digest)
-    task, care_plan = _derive(repo, ctx, sr, consent, chosen)
+    task, care_plan = _refused("mapping-error", lambda: _derive(repo, ctx, sr, consent, chosen))
     _provenance(repo, ctx, principal, sr, task, care_plan, chosen)
-    ctx.metrics.referrals.labels("accepted").inc()
+    metrics, status = ctx.metrics, str(task.content.get("status"))
+    after_commit(repo.session, lambda: metrics.referral_routed(chosen.reason, status))
     log.info("referral routed", extra={"event": "referral.routed"})
     return Referral(sr, task, care_plan, created=True)
 

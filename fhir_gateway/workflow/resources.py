@@ -32,6 +32,7 @@ from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import require_scope
 from fhir_gateway.security.writes import WriteCheck
 from fhir_gateway.settings import Settings
+from fhir_gateway.store.database import after_commit
 from fhir_gateway.store.repository import Repository, SearchPage, Stored, require_version
 from fhir_gateway.vocabulary import DIRECTORY_TYPES, PRACTICE_REGISTERED_TYPES, SUBSCRIPTION_OWNER
 from fhir_gateway.workflow import consents, feedback, linked_search, patients, practitioners, referrals, tasks
@@ -224,7 +225,12 @@ class ResourceService:
         `resource_id` is only for ids the server promised earlier (transaction fullUrl mapping)."""
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
         self._allow(resource_type or rtype or "Resource", "create")
-        data = self.validate(resource, resource_type)
+        try:
+            data = self.validate(resource, resource_type)
+        except Invalid:
+            if rtype == "ServiceRequest":  # a referral refused for its content
+                referrals.count_refused(self.ctx, "invalid")
+            raise
         prepared = self._prepared(resource)
         digest = prepared[1] if prepared is not None else None
         if if_none_exist:
@@ -232,7 +238,7 @@ class ResourceService:
             if existing is not None and referrals.shares_identifier(existing, data):
                 # matched by its identifier: a resend, or a reused identifier with other content
                 digest = digest or referrals.posted_digest(data)
-                referrals.require_same(self.repo, existing, digest, "ServiceRequest.identifier")
+                referrals.check_resend(self.repo, self.ctx, existing, digest)
             if existing is not None:  # one of the caller's own: a match never grants access
                 self.audit.touch("create", existing)
                 return existing, False
@@ -435,6 +441,8 @@ class ResourceService:
         data = {**data, "lastModified": format_instant(utc_now())}
         stored, _ = self.repo.update(data, if_match=if_match, method=method)
         tasks.follow_up(self.repo, stored, change)
+        metrics = self.ctx.metrics
+        after_commit(self.repo.session, lambda: metrics.task_transition(change.old_status, change.new_status))
         feedback.for_transition(self.repo, self.ctx, stored, change)
         return stored, False
 
@@ -548,7 +556,9 @@ class ResourceService:
         rules = self.ctx.minimisation
         params = [(c.param, c.name) for c in query.conditions if c.param is not None]
         params += [(inc.param, f"_{'rev' if inc.reverse else ''}include") for inc in query.includes]
-        params += [(key.param, "_sort") for key in query.sort_keys if key.param is not None]  # order leaks too
+        params += [
+            (key.param, "_sort") for key in query.sort_keys if key.param is not None
+        ]  # order leaks too
         for param, name in params:
             if not rules.applies(self.principal.role, param.resource_type):
                 continue
