@@ -20,6 +20,7 @@ H = HistoryRow.__table__
 IX = SearchIndexRow.__table__
 OUT = OutboxRow.__table__
 _CHUNK = 500
+_SR_PREFIX = "ServiceRequest/"
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
@@ -32,17 +33,28 @@ def _index_has(param: str, values: Iterable[str]) -> sa.ColumnElement[bool]:
 
 
 def _referred(cutoff: datetime, *, before: bool) -> sa.ColumnElement[bool]:
-    """The Task's referral (ServiceRequest.authoredOn, via Task.focus) was made before/after `cutoff`."""
+    """The Task's referral (ServiceRequest.authoredOn, via Task.focus) was made before/after `cutoff`.
+
+    Not correlated: the ServiceRequests authored in range come from the date index
+    (ix_search_date), each one's Tasks from the focus value (ix_search_value), and the Task is
+    in that set. As a correlated EXISTS, SQLite drove the subquery from the date range once per
+    Task — every ServiceRequest for every Task: ≈ 40 s to minutes at 3,000 referrals
+    (`benchmarks/console_referrals.py`)."""
     fo, au, sr = IX.alias("fo"), IX.alias("au"), R.alias("sr")
-    return sa.exists().where(
-        fo.c.resource_pk == R.c.pk,
-        fo.c.param == "focus",
-        sr.c.resource_type == "ServiceRequest",
-        fo.c.value == sa.literal("ServiceRequest/") + sr.c.id,
-        au.c.resource_pk == sr.c.pk,
-        au.c.param == "authored",
-        au.c.low <= cutoff if before else au.c.low >= cutoff,
+    tasks = (
+        sa.select(fo.c.resource_pk)
+        .select_from(au.join(sr, sr.c.pk == au.c.resource_pk))
+        .join(fo, fo.c.value == sa.literal(_SR_PREFIX) + sr.c.id)
+        .where(
+            au.c.resource_type == "ServiceRequest",
+            au.c.param == "authored",
+            au.c.low <= cutoff if before else au.c.low >= cutoff,
+            sr.c.resource_type == "ServiceRequest",
+            fo.c.resource_type == "Task",
+            fo.c.param == "focus",
+        )
     )
+    return R.c.pk.in_(tasks)
 
 
 def referral_tasks(
