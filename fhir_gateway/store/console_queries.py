@@ -13,12 +13,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow
+from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow, V2MessageRow
 
 R = ResourceRow.__table__
 H = HistoryRow.__table__
 IX = SearchIndexRow.__table__
 OUT = OutboxRow.__table__
+V2 = V2MessageRow.__table__
 _CHUNK = 500
 _SR_PREFIX = "ServiceRequest/"
 
@@ -177,3 +178,93 @@ def failed_create_audits(connection: sa.Connection) -> list[dict[str, Any]]:
         .order_by(R.c.pk.desc())
     )
     return [event for (event,) in connection.execute(stmt)]
+
+
+# -- one referral: everything that belongs to its loop -------------------------------------------
+def referencing(
+    connection: sa.Connection,
+    resource_type: str,
+    params: Sequence[str],
+    refs: Sequence[str],
+    limit: int = 500,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(id, content) of current `resource_type` resources whose index `params` point at one of
+    `refs` ("Type/id"), oldest first (each once, at most `limit`)."""
+    if not refs:
+        return []
+    ix = IX.alias("rx")
+    pks = sa.select(ix.c.resource_pk).where(
+        ix.c.resource_type == resource_type, ix.c.param.in_(list(params)), ix.c.value.in_(list(refs))
+    )
+    stmt = (
+        sa.select(R.c.id, R.c.content)
+        .where(R.c.resource_type == resource_type, R.c.deleted.is_(False), R.c.pk.in_(pks))
+        .order_by(R.c.pk)
+        .limit(limit)
+    )
+    return [(rid, content) for rid, content in connection.execute(stmt)]
+
+
+def with_identifier(
+    connection: sa.Connection, resource_type: str, value: str, system: str | None = None
+) -> list[str]:
+    """Ids of current resources with an identifier of that value (and system, when given)."""
+    cond = [IX.c.resource_type == resource_type, IX.c.param == "identifier", IX.c.value == value]
+    if system is not None:
+        cond.append(IX.c.system == system)
+    stmt = (
+        sa.select(R.c.id)
+        .where(R.c.resource_type == resource_type, R.c.deleted.is_(False))
+        .where(R.c.pk.in_(sa.select(IX.c.resource_pk).where(*cond)))
+        .order_by(R.c.pk.desc())
+        .limit(200)
+    )
+    return [rid for (rid,) in connection.execute(stmt)]
+
+
+def v2_messages_about(connection: sa.Connection, refs: Sequence[str]) -> list[dict[str, Any]]:
+    """The HL7 v2 journal rows (in and out) whose focus is one of `refs`, oldest first; the ACK
+    text is left out (it may echo personal data), its code kept."""
+    if not refs:
+        return []
+    stmt = (
+        sa.select(
+            V2.c.direction, V2.c.sender, V2.c.control_id, V2.c.message_type, V2.c.received_at, V2.c.ack_code
+        )
+        .where(V2.c.focus.in_(list(refs)))
+        .order_by(V2.c.pk)
+    )
+    return [dict(row._mapping) for row in connection.execute(stmt)]
+
+
+def outbox_about(connection: sa.Connection, communication_refs: Sequence[str]) -> list[dict[str, Any]]:
+    """Outbox rows pushing one of these Communications (no payload), oldest first."""
+    if not communication_refs:
+        return []
+    communication = OUT.c.payload["communication"].as_string()
+    stmt = (
+        sa.select(
+            communication.label("communication"),
+            OUT.c.event_id,
+            OUT.c.kind,
+            OUT.c.destination,
+            OUT.c.status,
+            OUT.c.attempts,
+            OUT.c.created_at,
+            OUT.c.last_error,
+        )
+        .where(communication.in_(list(communication_refs)))
+        .order_by(OUT.c.pk)
+    )
+    return [dict(row._mapping) for row in connection.execute(stmt)]
+
+
+def refused_v2(connection: sa.Connection) -> list[tuple[datetime, str, str, str | None, str, str | None]]:
+    """Inbound HL7 v2 messages answered AE or AR, newest first: (received_at, sender, message
+    type, ACK code, control id, ACK text — its ERR segment says why)."""
+    stmt = (
+        sa.select(V2.c.received_at, V2.c.sender, V2.c.message_type, V2.c.ack_code, V2.c.control_id, V2.c.ack)
+        .where(V2.c.direction == "in", V2.c.ack_code.in_(("AE", "AR")))
+        .order_by(V2.c.pk.desc())
+    )
+    return [tuple(row) for row in connection.execute(stmt)]  # type: ignore[misc]

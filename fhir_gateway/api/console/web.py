@@ -32,7 +32,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # no-referrer would make browsers send `Origin: null`
     "Cache-Control": "no-store",
 }
-NAV = (("referrals", "Verwijzingen"), ("stuck", "Vastgelopen"), ("reports", "Rapportage"))
+NAV = (
+    ("referrals", "Verwijzingen"),
+    ("search", "Zoeken"),
+    ("stuck", "Vastgelopen"),
+    ("reports", "Rapportage"),
+)
 
 
 @dataclass
