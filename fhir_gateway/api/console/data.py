@@ -597,9 +597,7 @@ def referral_loop(conn: sa.Connection, directory: Directory, sr_id: str) -> Loop
                 TaskVersion(
                     version=str((content.get("meta") or {}).get("versionId", "")),
                     when=_aware(updated),
-                    who=authors.get(
-                        f"Task/{rid}/_history/{(content.get('meta') or {}).get('versionId', '')}", ""
-                    ),
+                    who=_author(authors, rid, (content.get("meta") or {}).get("versionId", "")),
                     status=str(content.get("status", "")),
                     business=codes(content.get("businessStatus")),
                 )
@@ -639,6 +637,13 @@ def referral_loop(conn: sa.Connection, directory: Directory, sr_id: str) -> Loop
         _audit_row(e) for _, e in queries.referencing(conn, "AuditEvent", ("entity",), loop.references)
     ]
     return loop
+
+
+def _author(authors: dict[str, str], task_id: str, version: object) -> str:
+    """Who wrote a Task version; the first one without a Provenance was made by the gateway's
+    routing, inside the practice's referral transaction."""
+    found = authors.get(f"Task/{task_id}/_history/{version}", "")
+    return found or ("gateway (routering)" if str(version) == "1" else "")
 
 
 def _practice_name(directory: Directory, requester: str) -> str:
