@@ -57,10 +57,10 @@ def refer(client: TestClient, days_ago: int, **patient: str) -> tuple[dict[str, 
 
 
 @pytest.fixture
-def played(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, dict[str, Any]]]:
-    """Three referrals: a closed loop (30 days old), an open one (2 days), one in IJsselstein;
-    plus a refused (unroutable) FHIR referral and a refused v2 one."""
-    with make_client(sqlite_url, console_password=PASSWORD) as client:
+def played(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """On each backend: three referrals — a closed loop (30 days old), an open one (2 days), one in
+    IJsselstein — plus a refused (unroutable) FHIR referral and a refused v2 one."""
+    with make_client(database_url, console_password=PASSWORD) as client:
         load_directory(client)
         authorize(client, "praktijk-de-geinoord-his")  # first: its Patient must not exist yet
         assert (
