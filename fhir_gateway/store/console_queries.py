@@ -66,12 +66,14 @@ def referral_tasks(
     statuses: Sequence[str] | None = None,
     referred_until: datetime | None = None,
     referred_since: datetime | None = None,
+    with_content: bool = True,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(id, content) of current Tasks that focus on a ServiceRequest, newest first. Each entry
     of `owners` is one condition (the owner is one of those references); `requesters`,
     `statuses`: the Task's requester / status is one of them; `referred_until` / `_since`:
     the ServiceRequest was authored at or before / at or after that naive UTC moment."""
-    stmt = sa.select(R.c.id, R.c.content).where(R.c.resource_type == "Task", R.c.deleted.is_(False))
+    content = R.c.content if with_content else sa.null()  # without: ids only, {} as content
+    stmt = sa.select(R.c.id, content).where(R.c.resource_type == "Task", R.c.deleted.is_(False))
     stmt = stmt.where(
         sa.exists().where(
             IX.c.resource_pk == R.c.pk, IX.c.param == "focus", IX.c.value.like("ServiceRequest/%")
@@ -87,7 +89,7 @@ def referral_tasks(
         stmt = stmt.where(_referred(referred_until, before=True))
     if referred_since is not None:
         stmt = stmt.where(_referred(referred_since, before=False))
-    return [(rid, content) for rid, content in connection.execute(stmt.order_by(R.c.pk.desc()))]
+    return [(rid, found or {}) for rid, found in connection.execute(stmt.order_by(R.c.pk.desc()))]
 
 
 def tasks_with_status(connection: sa.Connection, statuses: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:

@@ -252,6 +252,7 @@ def referrals(conn: sa.Connection, directory: Directory, filters: Filters, now: 
         statuses=STAGE_STATUSES.get(filters.state),
         referred_until=_cutoff(now, filters.min_age),
         referred_since=_cutoff(now, filters.max_age),
+        with_content=bool(filters.state or filters.municipality),  # else only the page's are read
     )
 
     patients: dict[str, dict[str, Any]] = {}
@@ -272,6 +273,9 @@ def referrals(conn: sa.Connection, directory: Directory, filters: Filters, now: 
     pages = max(1, -(-len(kept) // per_page))
     page = max(1, min(filters.page, pages))
     chosen = kept[(page - 1) * per_page : page * per_page]
+    if chosen and not chosen[0][1]:  # ids only so far: read the page's Tasks
+        found = queries.contents(conn, "Task", (rid for rid, _ in chosen))
+        chosen = [(rid, found[rid]) for rid, _ in chosen if rid in found]
     return Page(_annotate(conn, directory, chosen, now), len(kept), page, pages)
 
 
