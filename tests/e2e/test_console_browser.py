@@ -195,6 +195,12 @@ def test_console_in_a_real_browser(console_server: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     base = console_server
+    refused = httpx.post(
+        f"{base}/fhir",
+        json=_scenario("07-unroutable-address.json"),  # before the others: its Patient is new
+        headers={**bearer(base, "praktijk-de-geinoord-his"), "content-type": "application/fhir+json"},
+    )
+    assert refused.status_code == 422, refused.text
     event_id = _dead_letter(base)
     _v2_referral(base)
     token = bearer(base)["Authorization"].removeprefix("Bearer ")
@@ -239,11 +245,12 @@ def test_console_in_a_real_browser(console_server: str, tmp_path: Path) -> None:
             page.click("nav >> text=Vastgelopen")
             row = page.locator(f'tr[data-event="{event_id}"]')
             assert row.count() == 1
+            assert "postcode" in page.inner_text("table.refusals td.reason")  # why it was refused
+            assert_layout(page, "stuck, desktop")
+            shoot(page, "console-stuck.png")
             row.locator("button").click()
             page.wait_for_selector("p.flash")
             assert "weer in de wachtrij" in page.inner_text("p.flash")
-            assert_layout(page, "stuck, desktop")
-            shoot(page, "console-stuck.png")
 
             page.click("nav >> text=Rapportage")
             page.select_option("select[name=municipality]", "Nieuwegein")

@@ -9,7 +9,7 @@ from fhir_gateway.api.console import data
 from fhir_gateway.api.console.web import Console
 
 FLASH = {
-    "requeued": "De bezorging staat weer in de wachtrij (pending).",
+    "requeued": "De bezorging staat weer in de wachtrij.",
     "notfound": "Geen dode of geannuleerde bezorging met dat id.",
     "csrf": "Het formulier was verlopen; probeer het opnieuw.",
 }
