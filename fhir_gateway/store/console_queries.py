@@ -189,9 +189,11 @@ def referencing(
     params: Sequence[str],
     refs: Sequence[str],
     limit: int = 500,
+    *,
+    newest_first: bool = False,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(id, content) of current `resource_type` resources whose index `params` point at one of
-    `refs` ("Type/id"), oldest first (each once, at most `limit`)."""
+    `refs` ("Type/id"), oldest first (or newest first), each once, at most `limit`."""
     if not refs:
         return []
     ix = IX.alias("rx")
@@ -201,7 +203,7 @@ def referencing(
     stmt = (
         sa.select(R.c.id, R.c.content)
         .where(R.c.resource_type == resource_type, R.c.deleted.is_(False), R.c.pk.in_(pks))
-        .order_by(R.c.pk)
+        .order_by(R.c.pk.desc() if newest_first else R.c.pk)
         .limit(limit)
     )
     return [(rid, content) for rid, content in connection.execute(stmt)]

@@ -638,7 +638,10 @@ def referral_loop(conn: sa.Connection, directory: Directory, sr_id: str) -> Loop
     )
     loop.v2 = queries.v2_messages_about(conn, loop.references)
     loop.audits = [
-        _audit_row(e) for _, e in queries.referencing(conn, "AuditEvent", ("entity",), loop.references)
+        _audit_row(e)
+        for _, e in queries.referencing(
+            conn, "AuditEvent", ("entity",), loop.references, 200, newest_first=True
+        )
     ]
     return loop
 
