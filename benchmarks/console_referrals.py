@@ -92,6 +92,7 @@ def main() -> None:
                 ("min_age=30", "/console/referrals?min_age=30"),
                 ("max_age=30", "/console/referrals?max_age=30"),
                 ("min_age=30&max_age=200", "/console/referrals?min_age=30&max_age=200"),
+                ("state=routed (content)", "/console/referrals?state=routed"),
             ):
                 ms = timed(client, path, args.repeats)
                 print(
