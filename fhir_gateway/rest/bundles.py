@@ -111,6 +111,8 @@ class BundleProcessor:
             failed = error_response(_located(exc, order, results, entries))
             if svc is not None and not svc.audit.needed:
                 svc.audit.attempt("transaction", "Bundle")
+            if svc is not None:
+                svc.audit.outcome_text = svc.audit.outcome_text or audit.refusal_text(failed.body)
             if svc is not None and svc.audit.needed:
                 self.router.write_audit(req, svc.audit, failed.status)
             return failed

@@ -117,6 +117,8 @@ class Router:
             response = error_response(exc)
         if service is not None and response.status >= 400 and not service.audit.needed:
             service.audit.attempt(req.method.lower(), req.path)  # a refusal is logged, whatever it was
+        if service is not None and response.status >= 400:
+            service.audit.outcome_text = service.audit.outcome_text or audit.refusal_text(response.body)
         if service is not None and service.audit.needed:
             self.write_audit(req, service.audit, response.status)
         return response

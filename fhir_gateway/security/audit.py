@@ -249,6 +249,14 @@ class AuditTrail:
         return provenance
 
 
+def refusal_text(outcome: Any) -> str:
+    """An OperationOutcome as AuditEvent.outcomeDesc: each issue's code and diagnostics, so the
+    operator can see why a request was refused (the console shows it with digit runs hidden)."""
+    issues = outcome.get("issue", []) if isinstance(outcome, dict) else []
+    parts = [f"{i.get('code', '?')}: {i.get('diagnostics', '')}".rstrip(": ") for i in issues[:5]]
+    return "; ".join(parts)[:500]
+
+
 def write(repo: Repository, trail: AuditTrail, status: int) -> None:
     """The AuditEvent; for a successful change also its Provenance (same transaction)."""
     if trail.changed and status < 400:

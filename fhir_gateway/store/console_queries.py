@@ -13,13 +13,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow
+from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow, V2MessageRow
 
 R = ResourceRow.__table__
 H = HistoryRow.__table__
 IX = SearchIndexRow.__table__
 OUT = OutboxRow.__table__
+V2 = V2MessageRow.__table__
 _CHUNK = 500
+_SR_PREFIX = "ServiceRequest/"
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
@@ -32,17 +34,28 @@ def _index_has(param: str, values: Iterable[str]) -> sa.ColumnElement[bool]:
 
 
 def _referred(cutoff: datetime, *, before: bool) -> sa.ColumnElement[bool]:
-    """The Task's referral (ServiceRequest.authoredOn, via Task.focus) was made before/after `cutoff`."""
+    """The Task's referral (ServiceRequest.authoredOn, via Task.focus) was made before/after `cutoff`.
+
+    Not correlated: the ServiceRequests authored in range come from the date index
+    (ix_search_date), each one's Tasks from the focus value (ix_search_value), and the Task is
+    in that set. As a correlated EXISTS, SQLite drove the subquery from the date range once per
+    Task — every ServiceRequest for every Task: ≈ 40 s to minutes at 3,000 referrals
+    (`benchmarks/console_referrals.py`)."""
     fo, au, sr = IX.alias("fo"), IX.alias("au"), R.alias("sr")
-    return sa.exists().where(
-        fo.c.resource_pk == R.c.pk,
-        fo.c.param == "focus",
-        sr.c.resource_type == "ServiceRequest",
-        fo.c.value == sa.literal("ServiceRequest/") + sr.c.id,
-        au.c.resource_pk == sr.c.pk,
-        au.c.param == "authored",
-        au.c.low <= cutoff if before else au.c.low >= cutoff,
+    tasks = (
+        sa.select(fo.c.resource_pk)
+        .select_from(au.join(sr, sr.c.pk == au.c.resource_pk))
+        .join(fo, fo.c.value == sa.literal(_SR_PREFIX) + sr.c.id)
+        .where(
+            au.c.resource_type == "ServiceRequest",
+            au.c.param == "authored",
+            au.c.low <= cutoff if before else au.c.low >= cutoff,
+            sr.c.resource_type == "ServiceRequest",
+            fo.c.resource_type == "Task",
+            fo.c.param == "focus",
+        )
     )
+    return R.c.pk.in_(tasks)
 
 
 def referral_tasks(
@@ -53,12 +66,14 @@ def referral_tasks(
     statuses: Sequence[str] | None = None,
     referred_until: datetime | None = None,
     referred_since: datetime | None = None,
+    with_content: bool = True,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(id, content) of current Tasks that focus on a ServiceRequest, newest first. Each entry
     of `owners` is one condition (the owner is one of those references); `requesters`,
     `statuses`: the Task's requester / status is one of them; `referred_until` / `_since`:
     the ServiceRequest was authored at or before / at or after that naive UTC moment."""
-    stmt = sa.select(R.c.id, R.c.content).where(R.c.resource_type == "Task", R.c.deleted.is_(False))
+    content = R.c.content if with_content else sa.null()  # without: ids only, {} as content
+    stmt = sa.select(R.c.id, content).where(R.c.resource_type == "Task", R.c.deleted.is_(False))
     stmt = stmt.where(
         sa.exists().where(
             IX.c.resource_pk == R.c.pk, IX.c.param == "focus", IX.c.value.like("ServiceRequest/%")
@@ -74,7 +89,7 @@ def referral_tasks(
         stmt = stmt.where(_referred(referred_until, before=True))
     if referred_since is not None:
         stmt = stmt.where(_referred(referred_since, before=False))
-    return [(rid, content) for rid, content in connection.execute(stmt.order_by(R.c.pk.desc()))]
+    return [(rid, found or {}) for rid, found in connection.execute(stmt.order_by(R.c.pk.desc()))]
 
 
 def tasks_with_status(connection: sa.Connection, statuses: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -165,3 +180,95 @@ def failed_create_audits(connection: sa.Connection) -> list[dict[str, Any]]:
         .order_by(R.c.pk.desc())
     )
     return [event for (event,) in connection.execute(stmt)]
+
+
+# -- one referral: everything that belongs to its loop -------------------------------------------
+def referencing(
+    connection: sa.Connection,
+    resource_type: str,
+    params: Sequence[str],
+    refs: Sequence[str],
+    limit: int = 500,
+    *,
+    newest_first: bool = False,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(id, content) of current `resource_type` resources whose index `params` point at one of
+    `refs` ("Type/id"), oldest first (or newest first), each once, at most `limit`."""
+    if not refs:
+        return []
+    ix = IX.alias("rx")
+    pks = sa.select(ix.c.resource_pk).where(
+        ix.c.resource_type == resource_type, ix.c.param.in_(list(params)), ix.c.value.in_(list(refs))
+    )
+    stmt = (
+        sa.select(R.c.id, R.c.content)
+        .where(R.c.resource_type == resource_type, R.c.deleted.is_(False), R.c.pk.in_(pks))
+        .order_by(R.c.pk.desc() if newest_first else R.c.pk)
+        .limit(limit)
+    )
+    return [(rid, content) for rid, content in connection.execute(stmt)]
+
+
+def with_identifier(
+    connection: sa.Connection, resource_type: str, value: str, system: str | None = None
+) -> list[str]:
+    """Ids of current resources with an identifier of that value (and system, when given)."""
+    cond = [IX.c.resource_type == resource_type, IX.c.param == "identifier", IX.c.value == value]
+    if system is not None:
+        cond.append(IX.c.system == system)
+    stmt = (
+        sa.select(R.c.id)
+        .where(R.c.resource_type == resource_type, R.c.deleted.is_(False))
+        .where(R.c.pk.in_(sa.select(IX.c.resource_pk).where(*cond)))
+        .order_by(R.c.pk.desc())
+        .limit(200)
+    )
+    return [rid for (rid,) in connection.execute(stmt)]
+
+
+def v2_messages_about(connection: sa.Connection, refs: Sequence[str]) -> list[dict[str, Any]]:
+    """The HL7 v2 journal rows (in and out) whose focus is one of `refs`, oldest first; the ACK
+    text is left out (it may echo personal data), its code kept."""
+    if not refs:
+        return []
+    stmt = (
+        sa.select(
+            V2.c.direction, V2.c.sender, V2.c.control_id, V2.c.message_type, V2.c.received_at, V2.c.ack_code
+        )
+        .where(V2.c.focus.in_(list(refs)))
+        .order_by(V2.c.pk)
+    )
+    return [dict(row._mapping) for row in connection.execute(stmt)]
+
+
+def outbox_about(connection: sa.Connection, communication_refs: Sequence[str]) -> list[dict[str, Any]]:
+    """Outbox rows pushing one of these Communications (no payload), oldest first."""
+    if not communication_refs:
+        return []
+    communication = OUT.c.payload["communication"].as_string()
+    stmt = (
+        sa.select(
+            communication.label("communication"),
+            OUT.c.event_id,
+            OUT.c.kind,
+            OUT.c.destination,
+            OUT.c.status,
+            OUT.c.attempts,
+            OUT.c.created_at,
+            OUT.c.last_error,
+        )
+        .where(communication.in_(list(communication_refs)))
+        .order_by(OUT.c.pk)
+    )
+    return [dict(row._mapping) for row in connection.execute(stmt)]
+
+
+def refused_v2(connection: sa.Connection) -> list[tuple[datetime, str, str, str | None, str, str | None]]:
+    """Inbound HL7 v2 messages answered AE or AR, newest first: (received_at, sender, message
+    type, ACK code, control id, ACK text — its ERR segment says why)."""
+    stmt = (
+        sa.select(V2.c.received_at, V2.c.sender, V2.c.message_type, V2.c.ack_code, V2.c.control_id, V2.c.ack)
+        .where(V2.c.direction == "in", V2.c.ack_code.in_(("AE", "AR")))
+        .order_by(V2.c.pk.desc())
+    )
+    return [tuple(row) for row in connection.execute(stmt)]  # type: ignore[misc]

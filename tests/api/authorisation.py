@@ -584,6 +584,9 @@ APP_ROUTES: dict[tuple[str, str], tuple[str, str, str] | str] = {
     ("GET", "/console"):                          ("303", "303", "303"),  # a bearer token is no session
     ("GET", "/console/"):                         ("303", "303", "303"),
     ("GET", "/console/referrals"):                ("303", "303", "303"),
+    ("GET", "/console/referrals/{sr_id}"):        ("303", "303", "303"),
+    ("GET", "/console/search"):                   ("303", "303", "303"),
+    ("POST", "/console/search"):                  ("401", "401", "401"),  # BSN search: session + CSRF
     ("GET", "/console/stuck"):                    ("303", "303", "303"),
     ("GET", "/console/reports"):                  ("303", "303", "303"),
     ("GET", "/console/login"):                    ("200", "200", "200"),

@@ -5,6 +5,7 @@ The console is wired here the way the lead wires it in app.py / auth.py (a no-op
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,10 +57,10 @@ def refer(client: TestClient, days_ago: int, **patient: str) -> tuple[dict[str, 
 
 
 @pytest.fixture
-def played(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, dict[str, Any]]]:
-    """Three referrals: a closed loop (30 days old), an open one (2 days), one in IJsselstein;
-    plus a refused (unroutable) FHIR referral and a refused v2 one."""
-    with make_client(sqlite_url, console_password=PASSWORD) as client:
+def played(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """On each backend: three referrals — a closed loop (30 days old), an open one (2 days), one in
+    IJsselstein — plus a refused (unroutable) FHIR referral and a refused v2 one."""
+    with make_client(database_url, console_password=PASSWORD) as client:
         load_directory(client)
         authorize(client, "praktijk-de-geinoord-his")  # first: its Patient must not exist yet
         assert (
@@ -190,12 +191,14 @@ def test_pages_show_the_loop_without_bsn(played: tuple[TestClient, dict[str, Any
         "geaccepteerd",
         "intake",
         "activiteit",
-        "afgesloten (completed)",
+        "afgesloten (afgerond)",
     ):
-        assert 'class="done" title="20' in row and stage in row
+        assert stage in row
     assert row.count('class="done"') == 6
-    assert "accepted" in row and "intake-held" in row and "completed" in row  # feedback kinds
-    assert "pending" in row  # De Geinoord wants a push; no worker in this test
+    assert re.search(r'class="done" title="\d{1,2} [a-z]{3} 20\d\d \d\d:\d\d"', row)  # people's time
+    # feedback kinds in Dutch
+    assert "geaccepteerd" in row and "intake gehouden" in row and "afgerond" in row
+    assert "wacht op bezorging" in row  # De Geinoord wants a push; no worker in this test
     assert "Anna Jansen" in html  # names for admins …
     pages = [
         html,
@@ -516,3 +519,127 @@ def test_password_check_hashes_before_comparing() -> None:
     assert not check_password(PASSWORD[:-1], PASSWORD)
     assert not check_password("", PASSWORD)
     assert not check_password("short", "short")  # too short to be a console password
+
+
+def rows_of(html: str, marker: str) -> list[str]:
+    return [part.split("</tr>")[0] for part in html.split(marker)[1:]]
+
+
+def test_refusals_show_their_reason(played: tuple[TestClient, dict[str, Any]]) -> None:
+    """The 422 of an unroutable address and the AE of a v2 referral say why, in the console."""
+    client, _ = played
+    login(client)
+    html = client.get("/console/stuck").text
+    section = html[html.index('id="refused"') :]
+    rows = {r.split("</td><td>")[1]: r.split('class="reason">')[1] for r in rows_of(section, "<tr><td>")}
+    assert set(rows) == {"FHIR", "HL7 v2"}
+    assert "business-rule" in rows["FHIR"] and "postcode area 9999" in rows["FHIR"]  # OperationOutcome
+    assert "postcode area 1012" in rows["HL7 v2"]  # the ACK's ERR segment
+    for bsn in bsns(client):
+        assert bsn not in html
+
+
+def test_referral_page_shows_the_whole_loop(played: tuple[TestClient, dict[str, Any]]) -> None:
+    client, ids = played
+    login(client)
+    closed = ids["closed"]
+    sr_id = closed["focus"]["reference"].split("/")[1]
+    listing = client.get("/console/referrals").text
+    assert f'href="/console/referrals/{sr_id}"' in listing
+    html = client.get(f"/console/referrals/{sr_id}").text
+    for part in ("service-request", "task-history", "careplan", "communications", "v2-messages", "audit"):
+        assert f'id="{part}"' in html, part
+    versions = rows_of(html, "<tr data-version=")
+    assert len(versions) == int(closed["meta"]["versionId"]) >= 4
+    assert "welzijn-de-brug-cms (Organization/welzijn-de-brug)" in html  # who wrote a version
+    assert "aangevraagd" in versions[0] and "afgerond" in versions[-1]
+    assert html.count("<tr data-communication=") >= 3
+    assert "wacht op bezorging" in html
+    assert "welzijn-de-brug-cms" in html.split('id="audit"')[1]  # the AuditEvents of this referral
+    again = client.get(f"/console/referrals/{sr_id}").text  # the first view is audited, so listed now
+    assert "console:gateway-admin" in again.split('id="audit"')[1]
+    for bsn in bsns(client):
+        assert bsn not in html
+    # every console page links inside the console only
+    for page in (listing, html, client.get("/console/stuck").text, client.get("/console/search").text):
+        assert 'href="/fhir' not in page and "http://gateway.test/fhir" not in page
+    assert client.get("/console/referrals/does-not-exist").status_code == 404
+
+
+def test_times_are_amsterdam_time_for_people() -> None:
+    from fhir_gateway.api.console.templating import iso, moment
+
+    assert moment("2026-12-04T09:30:00+01:00") == "4 dec 2026 09:30"
+    assert moment("2026-12-04T08:30:00.123456Z") == "4 dec 2026 09:30"  # no microseconds
+    assert moment(datetime(2026, 7, 1, 7, 5, 9, 999)) == "1 jul 2026 09:05"  # naive = UTC; summer time
+    assert moment("2026-12-08") == "8 dec 2026"
+    assert iso("2026-12-04T08:30:00Z") == "2026-12-04T09:30:00+01:00"
+
+
+def test_an_authored_on_at_0930_cet_shows_0930(played: tuple[TestClient, dict[str, Any]]) -> None:
+    client, _ = played
+    authorize(client, "praktijk-de-geinoord-his")
+    bundle = referral_bundle(bsn="999990032")
+    bundle["entry"][2]["resource"]["authoredOn"] = "2026-12-04T09:30:00+01:00"
+    resp = client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert resp.status_code == 200, resp.text
+    sr_id = resp.json()["entry"][2]["resource"]["id"]
+    client.headers.pop("Authorization")
+    login(client)
+    html = client.get(f"/console/referrals/{sr_id}").text
+    assert "4 dec 2026 09:30" in html and "08:30" not in html.split('id="task-history"')[0]
+    assert "Europe/Amsterdam" in html
+
+
+def test_every_code_shown_has_a_dutch_label(played: tuple[TestClient, dict[str, Any]]) -> None:
+    from fhir_gateway.api.console.labels import LABELS
+    from fhir_gateway.vocabulary import MILESTONE_ORDER, FeedbackKind
+
+    task_statuses = ("requested", "received", "accepted", "rejected", "in-progress", "on-hold", "completed")
+    for code in (*task_statuses, "cancelled", "failed", *MILESTONE_ORDER, "initial-population", "numerator"):
+        assert LABELS.get(code, code) != code, code
+    feedback = [v for k, v in vars(FeedbackKind).items() if k.isupper()]
+    assert all(code in LABELS for code in feedback)
+    client, _ = played
+    login(client)
+    html = client.get("/console/referrals").text
+    assert ">aangevraagd<" in html and ">requested<" not in html
+
+
+def test_search_by_referral_number_and_audited_bsn(played: tuple[TestClient, dict[str, Any]]) -> None:
+    client, ids = played
+    authorize(client, "gateway-admin")
+    open_task = ids["open"]
+    sr = client.get(f"/fhir/{open_task['focus']['reference']}").json()
+    number = sr["identifier"][0]["value"]
+    client.headers.pop("Authorization")
+    login(client)
+    html = client.get("/console/search", params={"number": number}).text
+    hits = rows_of(html, "<tr data-referral=")
+    assert len(hits) == 1 and f'href="/console/referrals/{sr["id"]}"' in hits[0]
+    assert "Niets gevonden" in client.get("/console/search", params={"number": "REF-nope"}).text
+
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    csrf = csrf_of(client.get("/console/search").text)
+    assert client.post("/console/search", content="bsn=999999151", headers=form).status_code == 403  # no CSRF
+    resp = client.post("/console/search", content=f"bsn=999999151&csrf={csrf}", headers=form)
+    assert resp.status_code == 200
+    assert f'href="/console/referrals/{sr["id"]}"' in resp.text and "999999151" not in resp.text
+    resp = client.post("/console/search", content=f"bsn=123456782&csrf={csrf}", headers=form)
+    assert "Niets gevonden" in resp.text
+    assert "9 cijfers" in client.post("/console/search", content=f"bsn=12&csrf={csrf}", headers=form).text
+
+    authorize(client, "gateway-admin")
+    events = client.get("/fhir/AuditEvent", params={"_count": 500}).json()["entry"]
+    searches = [
+        e["resource"]
+        for e in events
+        if any(
+            "console/search Patient?identifier" in x.get("description", "")
+            for x in e["resource"].get("entity", [])
+        )
+    ]
+    assert len(searches) == 2  # one per BSN search, also the one that found nobody
+    assert all(s["agent"][0]["name"] == "console:gateway-admin" for s in searches)
+    patient = sr["subject"]["reference"]
+    assert any(x.get("what", {}).get("reference") == patient for s in searches for x in s.get("entity", []))

@@ -9,6 +9,7 @@ the Patient's name, to admins). Here: the filters' meaning, loop stages, what a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,8 +20,8 @@ from fhir_gateway.delivery import outbox
 from fhir_gateway.routing import Directory
 from fhir_gateway.routing.directory import house_number
 from fhir_gateway.store import console_queries as queries
-from fhir_gateway.store import v2_journal
 from fhir_gateway.vocabulary import ACTIVITY_CATEGORIES, FEEDBACK_KINDS, MILESTONES, Milestone
+from fhir_gateway.vocabulary import BSN as BSN_SYSTEM
 from fhir_gateway.vocabulary import CHANNEL as CHANNEL_SYSTEM
 
 STAGES = ("received", "routed", "accepted", "intake", "activity", "closed")
@@ -60,7 +61,7 @@ class Filters:
 @dataclass
 class Feedback:
     communication: str  # Communication/<id>
-    kind: str
+    kinds: list[str]
     sent: str
     delivery: str  # delivered | pending | delivering | dead | cancelled | poll (practice fetches it)
 
@@ -70,7 +71,7 @@ class ReferralRow:
     task_id: str
     service_request: str
     status: str
-    business: str
+    business: list[str]
     stage: str
     practice: str
     welfare: str
@@ -251,6 +252,7 @@ def referrals(conn: sa.Connection, directory: Directory, filters: Filters, now: 
         statuses=STAGE_STATUSES.get(filters.state),
         referred_until=_cutoff(now, filters.min_age),
         referred_since=_cutoff(now, filters.max_age),
+        with_content=bool(filters.state or filters.municipality),  # else only the page's are read
     )
 
     patients: dict[str, dict[str, Any]] = {}
@@ -271,6 +273,9 @@ def referrals(conn: sa.Connection, directory: Directory, filters: Filters, now: 
     pages = max(1, -(-len(kept) // per_page))
     page = max(1, min(filters.page, pages))
     chosen = kept[(page - 1) * per_page : page * per_page]
+    if chosen and not chosen[0][1]:  # ids only so far: read the page's Tasks
+        found = queries.contents(conn, "Task", (rid for rid, _ in chosen))
+        chosen = [(rid, found[rid]) for rid, _ in chosen if rid in found]
     return Page(_annotate(conn, directory, chosen, now), len(kept), page, pages)
 
 
@@ -307,7 +312,7 @@ def _annotate(
                 task_id=rid,
                 service_request=sr_id,
                 status=str(task.get("status", "")),
-                business=", ".join(codes(task.get("businessStatus"))),
+                business=codes(task.get("businessStatus")),
                 stage=stage_of(task),
                 practice=str(practice.get("name")) if practice else ref_of(task.get("requester")),
                 welfare=org_name(directory, ref_of(task.get("owner"))),
@@ -367,7 +372,7 @@ def _feedback(conn: sa.Connection, task_ids: list[str]) -> dict[str, list[Feedba
             out.setdefault(task_id, []).append(
                 Feedback(
                     communication=f"Communication/{cid}",
-                    kind=", ".join(kinds) or "?",
+                    kinds=kinds or ["?"],
                     sent=str(content.get("sent", "")),
                     delivery=statuses[-1] if statuses else "poll",
                 )
@@ -379,6 +384,8 @@ def _feedback(conn: sa.Connection, task_ids: list[str]) -> dict[str, list[Feedba
 @dataclass
 class Overdue:
     task_id: str
+    service_request: str
+    number: str
     status: str
     welfare: str
     practice: str
@@ -389,7 +396,11 @@ class Overdue:
 def overdue_intakes(conn: sa.Connection, directory: Directory, now: datetime) -> list[Overdue]:
     """Tasks still requested/received after their intake window (Task.restriction.period.end)."""
     out = []
-    for rid, task in queries.tasks_with_status(conn, OPEN):
+    tasks = queries.tasks_with_status(conn, OPEN)
+    srs = queries.contents(
+        conn, "ServiceRequest", (ref_of(t.get("focus")).partition("/")[2] for _, t in tasks)
+    )
+    for rid, task in tasks:
         due_text = str(((task.get("restriction") or {}).get("period") or {}).get("end") or "")
         due = parse_moment(due_text)
         if due is None:
@@ -401,6 +412,10 @@ def overdue_intakes(conn: sa.Connection, directory: Directory, now: datetime) ->
             out.append(
                 Overdue(
                     task_id=rid,
+                    service_request=(sr_id := ref_of(task.get("focus")).partition("/")[2]),
+                    number=", ".join(
+                        str(i.get("value", "")) for i in srs.get(sr_id, {}).get("identifier", [])
+                    ),
                     status=str(task.get("status")),
                     welfare=org_name(directory, ref_of(task.get("owner"))),
                     practice=str(practice.get("name")) if practice else ref_of(task.get("requester")),
@@ -414,10 +429,27 @@ def overdue_intakes(conn: sa.Connection, directory: Directory, now: datetime) ->
 def dead_letters(conn: sa.Connection, limit: int = 200) -> list[dict[str, Any]]:
     """Dead outbox rows without their payload (it may hold personal data)."""
     rows = outbox.list_rows(conn, "dead", limit)
+    about = {row["eventId"]: str((row.get("payload") or {}).get("communication") or "") for row in rows}
+    referral = _referrals_of(conn, [ref for ref in about.values() if ref.startswith("Communication/")])
     for row in rows:
         row.pop("payload", None)
-        row["lastError"] = (row.get("lastError") or "")[:300]
+        row["lastError"] = masked((row.get("lastError") or "")[:300])
+        row["referral"] = referral.get(about[row["eventId"]], "")
     return rows
+
+
+def _referrals_of(conn: sa.Connection, communication_refs: list[str]) -> dict[str, str]:
+    """Communication reference → the ServiceRequest id of the referral it reports on (via partOf Task)."""
+    comms = queries.contents(conn, "Communication", (r.partition("/")[2] for r in communication_refs))
+    task_of = {
+        f"Communication/{cid}": ref_of(p).partition("/")[2]
+        for cid, c in comms.items()
+        for p in c.get("partOf", [])[:1]
+    }
+    tasks = queries.contents(conn, "Task", task_of.values())
+    return {
+        ref: ref_of(tasks[tid].get("focus")).partition("/")[2] for ref, tid in task_of.items() if tid in tasks
+    }
 
 
 def outbox_counts(conn: sa.Connection) -> dict[str, int]:
@@ -430,16 +462,17 @@ class Refusal:
     channel: str  # FHIR | HL7 v2
     who: str
     detail: str
+    reason: str = ""  # the OperationOutcome's code and diagnostics, or the ACK's ERR (BSN-safe)
 
 
 def refused_referrals(conn: sa.Connection, limit: int = 100) -> tuple[int, list[Refusal]]:
     """Refused referral posts. A 422 stores nothing, so they are counted where they leave a trace:
-    AuditEvents of failed creates (outcome 4) by GP-practice clients, and HL7 v2 messages
-    acknowledged AE/AR in the v2 journal. The AuditEvent does not say why (unroutable address,
-    invalid BSN, missing consent): the console shows the count and who sent it. A refused v2
-    message also leaves an AuditEvent (subtype channel `hl7v2`); it is counted once, from the
-    journal. (A v2 message refused for its sender — not authenticated, or not registered for
-    MSH-4 — is in neither count: it was never a referral; its AuditEvent records it.)"""
+    AuditEvents of failed creates (outcome 4) by GP-practice clients — `outcomeDesc` carries the
+    OperationOutcome's code and diagnostics — and HL7 v2 messages acknowledged AE/AR in the v2
+    journal, whose ACK's ERR segment says why. A refused v2 message also leaves an AuditEvent
+    (subtype channel `hl7v2`); it is counted once, from the journal. (A v2 message refused for
+    its sender — not authenticated, or not registered for MSH-4 — is in neither count: it was
+    never a referral; its AuditEvent records it.)"""
     fhir: list[Refusal] = []
     for event in queries.failed_create_audits(conn):
         agents = event.get("agent", [])
@@ -450,11 +483,278 @@ def refused_referrals(conn: sa.Connection, limit: int = 100) -> tuple[int, list[
             continue
         org = next((ref_of(a.get("who")) for a in agents if not a.get("requestor")), "")
         fhir.append(
-            Refusal(str(event.get("recorded", "")), "FHIR", str(who), f"create refused (4xx) for {org}")
+            Refusal(
+                str(event.get("recorded", "")),
+                "FHIR",
+                str(who),
+                f"aanmaken geweigerd voor {org}",
+                masked(str(event.get("outcomeDesc") or "reden niet vastgelegd")),
+            )
         )
     v2 = [
-        Refusal(f"{received.isoformat()}Z", "HL7 v2", str(sender), f"{mtype} {control} → ACK {ack}")
-        for received, sender, mtype, ack, control in v2_journal.refused_inbound(conn)
+        Refusal(
+            f"{received.isoformat()}Z",
+            "HL7 v2",
+            str(sender),
+            f"{mtype} {control} → ACK {ack}",
+            masked(ack_reason(text or "")),
+        )
+        for received, sender, mtype, ack, control, text in queries.refused_v2(conn)
     ]
     everything = sorted(fhir + v2, key=lambda r: r.when, reverse=True)
     return len(everything), everything[:limit]
+
+
+def ack_reason(ack: str) -> str:
+    """Why an ACK refused: each ERR segment's code (ERR-3) and user message (ERR-8), else MSA-3."""
+    reasons = []
+    fallback = ""
+    for segment in ack.replace("\n", "\r").split("\r"):
+        fields = segment.split("|")
+        if fields[0] == "ERR":
+            code = fields[3].split("^")[1] if len(fields) > 3 and "^" in fields[3] else ""
+            message = fields[8] if len(fields) > 8 else ""
+            reasons.append(": ".join(p for p in (code, message) if p))
+        elif fields[0] == "MSA" and len(fields) > 3:
+            fallback = fields[3]
+    return "; ".join(r for r in reasons if r) or fallback
+
+
+# -- one referral: the whole loop -----------------------------------------------------------------
+_DIGITS = re.compile(r"\d{8,}")
+
+
+def masked(text: str) -> str:
+    """Free text for the console with every run of 8+ digits hidden: a refusal's diagnostics may
+    quote the BSN that failed the 11-test, and the console never shows a BSN."""
+    return _DIGITS.sub("•••", text)
+
+
+@dataclass
+class TaskVersion:
+    version: str
+    when: datetime | None
+    who: str
+    status: str
+    business: list[str]
+
+
+@dataclass
+class LoopTask:
+    task_id: str
+    status: str
+    owner: str
+    intake_due: str
+    versions: list[TaskVersion]
+
+
+@dataclass
+class Loop:
+    """Everything the console knows about one referral (ServiceRequest)."""
+
+    sr_id: str
+    number: str
+    status: str
+    authored: str
+    patient: str
+    patient_ref: str
+    practice: str
+    tasks: list[LoopTask]
+    careplans: list[dict[str, Any]]
+    communications: list[dict[str, Any]]
+    v2: list[dict[str, Any]]
+    audits: list[dict[str, Any]]
+
+    @property
+    def references(self) -> list[str]:
+        """The resources of this loop (what an AuditEvent of it names)."""
+        return [
+            f"ServiceRequest/{self.sr_id}",
+            *(f"Task/{t.task_id}" for t in self.tasks),
+            *(f"CarePlan/{c['id']}" for c in self.careplans),
+            *(c["ref"] for c in self.communications),
+        ]
+
+
+def referral_loop(conn: sa.Connection, directory: Directory, sr_id: str) -> Loop | None:
+    """The referral `sr_id` with its Tasks (every version, who, when), CarePlans, feedback
+    Communications with their deliveries, HL7 v2 messages and AuditEvents; None if unknown."""
+    sr = queries.contents(conn, "ServiceRequest", [sr_id]).get(sr_id)
+    if sr is None:
+        return None
+    sr_ref = f"ServiceRequest/{sr_id}"
+    patient_ref = ref_of(sr.get("subject"))
+    patient = queries.contents(conn, "Patient", [patient_ref.partition("/")[2]]).get(
+        patient_ref.partition("/")[2]
+    )
+    task_rows = queries.referencing(conn, "Task", ("focus", "based-on"), [sr_ref])
+    task_refs = [f"Task/{rid}" for rid, _ in task_rows]
+    authors = _authors(conn, task_refs)
+    versions = queries.task_versions(conn, [rid for rid, _ in task_rows])
+    tasks = [
+        LoopTask(
+            task_id=rid,
+            status=str(task.get("status", "")),
+            owner=org_name(directory, ref_of(task.get("owner"))),
+            intake_due=str(((task.get("restriction") or {}).get("period") or {}).get("end", "")),
+            versions=[
+                TaskVersion(
+                    version=str((content.get("meta") or {}).get("versionId", "")),
+                    when=_aware(updated),
+                    who=_author(authors, rid, (content.get("meta") or {}).get("versionId", "")),
+                    status=str(content.get("status", "")),
+                    business=codes(content.get("businessStatus")),
+                )
+                for updated, content in versions.get(rid, [])
+            ],
+        )
+        for rid, task in task_rows
+    ]
+    careplans = [
+        {
+            "id": rid,
+            "status": c.get("status", ""),
+            "title": c.get("title", ""),
+            "period": c.get("period") or {},
+        }
+        for rid, c in queries.referencing(
+            conn, "CarePlan", ("supporting-info", "based-on"), [sr_ref, *task_refs]
+        )
+    ]
+    communications = _loop_communications(conn, task_refs, sr_ref)
+    loop = Loop(
+        sr_id=sr_id,
+        number=", ".join(str(i.get("value", "")) for i in sr.get("identifier", []) if i.get("value")),
+        status=str(sr.get("status", "")),
+        authored=str(sr.get("authoredOn", "")),
+        patient=patient_name(patient),
+        patient_ref=patient_ref,
+        practice=_practice_name(directory, ref_of(sr.get("requester"))),
+        tasks=tasks,
+        careplans=careplans,
+        communications=communications,
+        v2=[],
+        audits=[],
+    )
+    loop.v2 = queries.v2_messages_about(conn, loop.references)
+    loop.audits = [
+        _audit_row(e)
+        for _, e in queries.referencing(
+            conn, "AuditEvent", ("entity",), loop.references, 200, newest_first=True
+        )
+    ]
+    return loop
+
+
+def _author(authors: dict[str, str], task_id: str, version: object) -> str:
+    """Who wrote a Task version; the first one without a Provenance was made by the gateway's
+    routing, inside the practice's referral transaction."""
+    found = authors.get(f"Task/{task_id}/_history/{version}", "")
+    return found or ("gateway (routering)" if str(version) == "1" else "")
+
+
+def _practice_name(directory: Directory, requester: str) -> str:
+    practice = directory.practice_of(requester)
+    return str(practice.get("name")) if practice else requester
+
+
+def _authors(conn: sa.Connection, task_refs: list[str]) -> dict[str, str]:
+    """ "Task/x/_history/n" → who wrote that version (the Provenance agent: client, organisation)."""
+    out: dict[str, str] = {}
+    for _, prov in queries.referencing(conn, "Provenance", ("target",), task_refs, limit=2000):
+        agent = (prov.get("agent") or [{}])[0]
+        client = ((agent.get("who") or {}).get("identifier") or {}).get("value", "")
+        org = ref_of(agent.get("onBehalfOf"))
+        who = f"{client} ({org})" if org else str(client)
+        for target in prov.get("target", []):
+            out[str(target.get("reference", ""))] = who
+    return out
+
+
+def _loop_communications(conn: sa.Connection, task_refs: list[str], sr_ref: str) -> list[dict[str, Any]]:
+    """Feedback (partOf a Task) and other Communications about the referral, with every push."""
+    rows = queries.referencing(conn, "Communication", ("part-of", "based-on"), [*task_refs, sr_ref])
+    refs = [f"Communication/{rid}" for rid, _ in rows]
+    pushes: dict[str, list[dict[str, Any]]] = {}
+    for push in queries.outbox_about(conn, refs):
+        push["last_error"] = masked((push.get("last_error") or "")[:300])
+        pushes.setdefault(push["communication"], []).append(push)
+    out = []
+    for rid, content in rows:
+        kinds = [k for cat in content.get("category", []) for k in codes(cat)]
+        ref = f"Communication/{rid}"
+        out.append(
+            {
+                "id": rid,
+                "ref": ref,
+                "kinds": kinds,
+                "status": content.get("status", ""),
+                "sent": content.get("sent", ""),
+                "recipient": ", ".join(ref_of(r) for r in content.get("recipient", [])),
+                "pushes": pushes.get(ref, []),
+                "delivery": pushes[ref][-1]["status"] if pushes.get(ref) else "poll",
+            }
+        )
+    return out
+
+
+def _audit_row(event: dict[str, Any]) -> dict[str, Any]:
+    agents = event.get("agent", [])
+    who = next((a.get("name") for a in agents if a.get("requestor")), "?")
+    subtype = next((s.get("code") for s in event.get("subtype", []) if s.get("code")), "")
+    return {
+        "when": event.get("recorded", ""),
+        "who": str(who),
+        "action": event.get("action", ""),
+        "subtype": subtype,
+        "outcome": event.get("outcome", ""),
+        "reason": masked(str(event.get("outcomeDesc", ""))),
+    }
+
+
+# -- search ---------------------------------------------------------------------------------------
+@dataclass
+class Hit:
+    sr_id: str
+    number: str
+    authored: str
+    patient: str
+    patient_id: str
+    status: str
+    task_status: str
+
+
+def find_by_number(conn: sa.Connection, number: str) -> list[Hit]:
+    """Referrals whose ServiceRequest.identifier value is `number` (any system)."""
+    return _hits(conn, queries.with_identifier(conn, "ServiceRequest", number.strip()))
+
+
+def find_by_bsn(conn: sa.Connection, bsn: str) -> tuple[list[str], list[Hit]]:
+    """(Patient references, their referrals) for a BSN."""
+    patients = [f"Patient/{p}" for p in queries.with_identifier(conn, "Patient", bsn.strip(), BSN_SYSTEM)]
+    srs = [rid for rid, _ in queries.referencing(conn, "ServiceRequest", ("subject", "patient"), patients)]
+    return patients, _hits(conn, list(reversed(srs)))
+
+
+def _hits(conn: sa.Connection, sr_ids: list[str]) -> list[Hit]:
+    srs = queries.contents(conn, "ServiceRequest", sr_ids)
+    patients = queries.contents(
+        conn, "Patient", (ref_of(s.get("subject")).partition("/")[2] for s in srs.values())
+    )
+    tasks = {
+        ref_of(t.get("focus")): str(t.get("status", ""))
+        for _, t in queries.referencing(conn, "Task", ("focus",), [f"ServiceRequest/{i}" for i in sr_ids])
+    }
+    return [
+        Hit(
+            sr_id=rid,
+            number=", ".join(str(i.get("value", "")) for i in sr.get("identifier", []) if i.get("value")),
+            authored=str(sr.get("authoredOn", "")),
+            patient=patient_name(patients.get(ref_of(sr.get("subject")).partition("/")[2])),
+            patient_id=ref_of(sr.get("subject")).partition("/")[2],
+            status=str(sr.get("status", "")),
+            task_status=tasks.get(f"ServiceRequest/{rid}", ""),
+        )
+        for rid in sr_ids
+        if (sr := srs.get(rid)) is not None
+    ]

@@ -14,13 +14,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from fhir_gateway.api.console import session as sessions
-from fhir_gateway.api.console.pages import home, login, outbox, referrals, reports, stuck
+from fhir_gateway.api.console.pages import home, login, outbox, referral, referrals, reports, search, stuck
 from fhir_gateway.api.console.web import PREFIX, Console
 from fhir_gateway.workflow.context import GatewayContext
 
 log = logging.getLogger(__name__)
 
-PAGES = (home, login, referrals, stuck, outbox, reports)
+PAGES = (home, login, referrals, referral, search, stuck, outbox, reports)
 
 
 def console_password(configured: str) -> str:

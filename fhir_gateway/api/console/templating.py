@@ -7,16 +7,55 @@ emitted raw only when it is already `Markup` (another rendered template, e.g. th
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from fhir_gateway.api.console.labels import label
 
-def moment(value: datetime | None) -> str:
-    """`{{ x | moment }}`: a UTC minute, or "" for a moment that has not happened."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
+ZONE = ZoneInfo("Europe/Amsterdam")  # the people who read the console are in the Netherlands
+MONTHS = ("jan", "feb", "mrt", "apr", "mei", "jun", "jul", "aug", "sep", "okt", "nov", "dec")
+
+
+def as_moment(value: datetime | str | None) -> datetime | date | None:
+    """A datetime (naive = UTC, how the store keeps it) or a FHIR date/dateTime/instant string;
+    a bare date stays a date (it has no time of day to convert)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value)
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def moment(value: datetime | str | None) -> str:
+    """`{{ x | moment }}`: "4 dec 2026 09:30" in Europe/Amsterdam, to the minute; a date alone
+    as "4 dec 2026"; "" for a moment that has not happened (or text that is no moment)."""
+    when = as_moment(value)
+    if when is None:
+        return "" if value in (None, "") else str(value)
+    if not isinstance(when, datetime):
+        return f"{when.day} {MONTHS[when.month - 1]} {when.year}"
+    local = when.astimezone(ZONE)
+    return f"{local.day} {MONTHS[local.month - 1]} {local.year} {local:%H:%M}"
+
+
+def iso(value: datetime | str | None) -> str:
+    """`{{ x | iso }}`: the same moment as ISO 8601 in Amsterdam time with its offset, to the
+    second (for a tooltip or a `<time datetime>`)."""
+    when = as_moment(value)
+    if isinstance(when, datetime):
+        return when.astimezone(ZONE).isoformat(timespec="seconds")
+    return when.isoformat() if when else ""
 
 
 ENV = Environment(
@@ -27,6 +66,8 @@ ENV = Environment(
     lstrip_blocks=True,
 )
 ENV.filters["moment"] = moment
+ENV.filters["iso"] = iso
+ENV.filters["nl"] = label
 
 
 def render(name: str, **values: Any) -> Markup:

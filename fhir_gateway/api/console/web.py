@@ -32,7 +32,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # no-referrer would make browsers send `Origin: null`
     "Cache-Control": "no-store",
 }
-NAV = (("referrals", "Verwijzingen"), ("stuck", "Vastgelopen"), ("reports", "Rapportage"))
+NAV = (
+    ("referrals", "Verwijzingen"),
+    ("search", "Zoeken"),
+    ("stuck", "Vastgelopen"),
+    ("reports", "Rapportage"),
+)
 
 
 @dataclass
@@ -129,6 +134,7 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def fhir_base(request: Request) -> str:
-    """Where the links to FHIR resources point: GATEWAY_BASE_URL, else this host's /fhir."""
+    """The FHIR base of requests the console makes through the router (the report): GATEWAY_BASE_URL,
+    else this host's /fhir. Pages never link there: a browser has no bearer token."""
     configured = str(getattr(request.app.state, "base_url", "") or "")
     return configured or str(request.base_url).rstrip("/") + "/fhir"

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from fhir_gateway.api.console import data
 from fhir_gateway.api.console import session as sessions
-from fhir_gateway.api.console.web import Console, fhir_base
+from fhir_gateway.api.console.web import Console
 from fhir_gateway.fhir.search import ascii_int
 from fhir_gateway.security import audit
 from fhir_gateway.workflow.context import GatewayContext
@@ -111,7 +111,6 @@ def referrals_page(console: Console, request: Request) -> Response:
         states=[(s, data.STAGE_LABELS[s]) for s in data.STAGES[1:]],
         stages=[(s, data.STAGE_LABELS[s]) for s in data.STAGES],
         result=result,
-        fhir=fhir_base(request),
         pager=pager(console.base(request), filters, result),
     )
 

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fhir_gateway.api.console import data
-from fhir_gateway.api.console.web import Console, fhir_base
+from fhir_gateway.api.console.web import Console
 
 FLASH = {
-    "requeued": "De bezorging staat weer in de wachtrij (pending).",
+    "requeued": "De bezorging staat weer in de wachtrij.",
     "notfound": "Geen dode of geannuleerde bezorging met dat id.",
     "csrf": "Het formulier was verlopen; probeer het opnieuw.",
 }
@@ -34,7 +34,6 @@ def stuck_page(console: Console, request: Request, done: str) -> Response:
         who,
         active="stuck",
         flash=FLASH.get(done, ""),
-        fhir=fhir_base(request),
         overdue=overdue,
         dead=dead,
         counts=sorted(counts.items()),
