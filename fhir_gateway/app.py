@@ -18,7 +18,7 @@ from fhir_gateway.api.errors import install_error_handlers
 from fhir_gateway.api.guard import ExceptionGuard
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.monitoring import build_ops_api
-from fhir_gateway.api.openapi import install_openapi
+from fhir_gateway.api.openapi import install_docs, install_openapi
 from fhir_gateway.api.rate_limit import RateLimitMiddleware, TokenBuckets
 from fhir_gateway.api.v2_http import build_v2_api, too_large_ack
 from fhir_gateway.delivery import events as delivery_events
@@ -101,6 +101,8 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
         version=__version__,
         lifespan=lifespan,
         description="Welzijn op Recept referral gateway (FHIR R4).",
+        docs_url=None,  # install_docs: the same pages, their assets served from here
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.router = router
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.include_router(build_console_api(ctx, settings))
     install_error_handlers(app)  # FastAPI's own errors and a refusing store outside /fhir: OperationOutcome
     install_openapi(app)
+    install_docs(app)
     # install_limits before install_auth: the rate limit runs inside it and sees the principal
     requests, failures = install_limits(app, settings, metrics)
     install_auth(

@@ -51,10 +51,11 @@ PUBLIC_PATHS = frozenset(
         "/openapi.json",
         "/docs",
         "/docs/oauth2-redirect",
+        "/redoc",
         "/console",
     }
 )
-PUBLIC_PREFIXES = ("/.well-known/", "/console/")
+PUBLIC_PREFIXES = ("/.well-known/", "/console/", "/docs/assets/")
 MAX_TOKEN_REQUEST_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 # Token-endpoint errors that mean "no client was authenticated": charged to the address's budget
