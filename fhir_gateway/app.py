@@ -20,6 +20,7 @@ from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.monitoring import build_ops_api
 from fhir_gateway.api.openapi import install_docs, install_openapi
 from fhir_gateway.api.rate_limit import RateLimitMiddleware, TokenBuckets
+from fhir_gateway.api.transport import install_transport
 from fhir_gateway.api.v2_http import build_v2_api, too_large_ack
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.delivery.worker import Worker
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     install_auth(
         app, settings, ctx.database, failures=failures, on_throttle=_counter(metrics), requests=requests
     )
+    install_transport(app, settings)  # CORS and gzip: outside auth (a preflight has no token)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # last, so outermost: whatever escapes the app or a middleware is a 500 OperationOutcome
     app.add_middleware(ExceptionGuard, oauth_paths=frozenset({TOKEN_PATH}))

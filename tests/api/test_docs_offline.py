@@ -62,6 +62,17 @@ def test_nothing_else_is_served_from_the_package(anonymous: TestClient, name: st
     assert resp.json()["resourceType"] == "OperationOutcome"
 
 
+def test_a_big_asset_is_compressed_with_a_weak_etag(anonymous: TestClient) -> None:
+    plain = anonymous.get("/docs/assets/swagger-ui-bundle.js", headers={"Accept-Encoding": "identity"})
+    packed = anonymous.get("/docs/assets/swagger-ui-bundle.js", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert not plain.headers["etag"].startswith("W/")
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["etag"] == "W/" + plain.headers["etag"]  # another byte sequence
+    assert packed.content == plain.content  # httpx decoded it
+    assert packed.num_bytes_downloaded < len(plain.content) / 2
+
+
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_pages_may_reach_nothing_but_the_gateway(anonymous: TestClient, page: str) -> None:
     policy = anonymous.get(page).headers["content-security-policy"]
