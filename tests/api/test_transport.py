@@ -22,6 +22,7 @@ from fhir_gateway.fhir import xml as fhir_xml
 from fhir_gateway.fhir.strict_json import JsonLimits
 from fhir_gateway.settings import Settings
 from fhir_gateway.vocabulary import AGB
+from tests.api import authorisation as matrix
 from tests.conftest import authorize, make_client
 
 APP = "https://wijkapp.example.nl"
@@ -126,6 +127,33 @@ def test_a_refusal_by_the_middleware_carries_cors_headers(sqlite_url: str) -> No
         assert cors_headers(resp)["access-control-allow-origin"] == APP
         exposed = cors_headers(resp)["access-control-expose-headers"].lower()
         assert ("www-authenticate" if resp.status_code == 401 else "retry-after") in exposed
+
+
+def test_the_preflight_cells_of_the_authorisation_matrix(sqlite_url: str, browser_api: TestClient) -> None:
+    def outcome(resp: httpx.Response) -> str:
+        h = cors_headers(resp)
+        if resp.status_code == 200 and h.get("access-control-allow-origin") == APP:
+            return "200 allowed"
+        if resp.status_code == 401 and not h and "Origin" in PREFLIGHT:
+            return "401 no CORS headers"
+        return str(resp.status_code)
+
+    with make_client(sqlite_url, client_id=None) as off:
+        seen = {
+            "`GATEWAY_CORS_ORIGINS` empty (the default)": str(
+                off.options("/fhir/Task", headers=PREFLIGHT).status_code
+            )
+        }
+    for path in ("/fhir/Task", "/fhir/Patient/1", "/admin/outbox", "/v2"):
+        bad_header = {**PREFLIGHT, "Access-Control-Request-Headers": "x-other"}
+        seen["origin listed"] = outcome(browser_api.options(path, headers=PREFLIGHT))
+        seen["origin listed, a request header not allowed"] = outcome(
+            browser_api.options(path, headers=bad_header)
+        )
+        seen["origin not listed"] = outcome(browser_api.options(path, headers={**PREFLIGHT, "Origin": OTHER}))
+        assert seen == matrix.PREFLIGHT, path
+    public = browser_api.options("/console/referrals", headers={**PREFLIGHT, "Origin": OTHER})
+    assert public.status_code == 405 and not cors_headers(public)  # no token needed, no OPTIONS route
 
 
 # -- gzip -----------------------------------------------------------------------------------------
