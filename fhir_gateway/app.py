@@ -18,8 +18,9 @@ from fhir_gateway.api.errors import install_error_handlers
 from fhir_gateway.api.guard import ExceptionGuard
 from fhir_gateway.api.http import build_fhir_api
 from fhir_gateway.api.monitoring import build_ops_api
-from fhir_gateway.api.openapi import install_openapi
+from fhir_gateway.api.openapi import install_docs, install_openapi
 from fhir_gateway.api.rate_limit import RateLimitMiddleware, TokenBuckets
+from fhir_gateway.api.transport import install_transport
 from fhir_gateway.api.v2_http import build_v2_api, too_large_ack
 from fhir_gateway.delivery import events as delivery_events
 from fhir_gateway.delivery.worker import Worker
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
         version=__version__,
         lifespan=lifespan,
         description="Welzijn op Recept referral gateway (FHIR R4).",
+        docs_url=None,  # install_docs: the same pages, their assets served from here
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.router = router
@@ -115,11 +118,13 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     app.include_router(build_console_api(ctx, settings))
     install_error_handlers(app)  # FastAPI's own errors and a refusing store outside /fhir: OperationOutcome
     install_openapi(app)
+    install_docs(app)
     # install_limits before install_auth: the rate limit runs inside it and sees the principal
     requests, failures = install_limits(app, settings, metrics)
     install_auth(
         app, settings, ctx.database, failures=failures, on_throttle=_counter(metrics), requests=requests
     )
+    install_transport(app, settings)  # CORS and gzip: outside auth (a preflight has no token)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # last, so outermost: whatever escapes the app or a middleware is a 500 OperationOutcome
     app.add_middleware(ExceptionGuard, oauth_paths=frozenset({TOKEN_PATH}))

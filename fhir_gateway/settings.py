@@ -45,6 +45,9 @@ class Settings:
     # failed authentications per source address (bucket: twice the rate); 0 = off, and off with
     # rate_limit_per_second = 0. Small: a well-behaved client fails once per expired token at most
     rate_limit_auth_failures_per_second: float = 5
+    # origins whose browser apps may call the API (CORS), comma-separated, e.g.
+    # `https://app.example.nl,https://test.example.nl`; "" = off (api/transport.py)
+    cors_origins: str = ""
     insecure_dev: bool = False  # requests without a token act as admin: developer machines only
     # Subscription endpoints may be http(s) to the loopback interface (tests, a developer machine);
     # otherwise https to a public host only (workflow/subscriptions.py::endpoint_problem)

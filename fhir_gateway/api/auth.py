@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fhir_gateway.api.http import negotiated_outcome
 from fhir_gateway.api.rate_limit import TokenBuckets, address_key, send_throttled, throttled_answer
 from fhir_gateway.fhir.outcome import error, operation_outcome
 from fhir_gateway.rest.router import unavailable_error
@@ -51,10 +52,11 @@ PUBLIC_PATHS = frozenset(
         "/openapi.json",
         "/docs",
         "/docs/oauth2-redirect",
+        "/redoc",
         "/console",
     }
 )
-PUBLIC_PREFIXES = ("/.well-known/", "/console/")
+PUBLIC_PREFIXES = ("/.well-known/", "/console/", "/docs/assets/")
 MAX_TOKEN_REQUEST_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 # Token-endpoint errors that mean "no client was authenticated": charged to the address's budget
@@ -193,13 +195,14 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-def _unauthorized(exc: BearerError) -> Response:
+def _unauthorized(exc: BearerError, scope: Scope) -> Response:
+    """The 401/403 OperationOutcome, in FHIR XML when the request asks for XML."""
     code = "login" if exc.error is None else "security"
-    body = operation_outcome([error(code, exc.description)])
+    media_type, body = negotiated_outcome(scope, operation_outcome([error(code, exc.description)]))
     return Response(
-        orjson.dumps(body),
+        body,
         status_code=exc.status,
-        media_type="application/fhir+json; charset=utf-8",
+        media_type=media_type,
         headers={"WWW-Authenticate": exc.challenge()},
     )
 
@@ -257,9 +260,11 @@ class BearerAuthMiddleware:
             if wait > 0 and self.failures is not None:
                 if self.on_throttle is not None:
                     self.on_throttle("address")
-                await send_throttled(send, self.failures, "address", wait, "failed authentications")
+                await send_throttled(
+                    send, self.failures, "address", wait, "failed authentications", scope=scope
+                )
                 return
-            await _unauthorized(exc)(scope, receive, send)
+            await _unauthorized(exc, scope)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhir_gateway.api.http import negotiated_outcome
 from fhir_gateway.fhir.outcome import error, operation_outcome
 
 # (limit, the first bytes of the body if any were read) -> (content type, body)
@@ -29,22 +29,22 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-def outcome_refusal(limit: int, _prefix: bytes) -> tuple[str, bytes]:
-    """The default answer: a FHIR OperationOutcome naming the limit."""
-    body = operation_outcome(
+def too_large_outcome(limit: int) -> dict[str, object]:
+    """The default answer: a FHIR OperationOutcome naming the limit (JSON or XML, as asked)."""
+    return operation_outcome(
         [error("too-costly", f"The request body exceeds {limit} bytes (the limit); send less")]
     )
-    return "application/fhir+json; charset=utf-8", orjson.dumps(body)
 
 
 @dataclass(frozen=True, slots=True)
 class BodyLimit:
     """Bodies on paths starting with `prefix` may hold at most `max_bytes` (0: no limit);
-    `headers` go with the 413 (the token endpoint's `Cache-Control: no-store`)."""
+    `headers` go with the 413 (the token endpoint's `Cache-Control: no-store`); `refuse` None:
+    an OperationOutcome in the type the client asked for."""
 
     prefix: str
     max_bytes: int
-    refuse: Refusal = outcome_refusal
+    refuse: Refusal | None = None
     headers: tuple[tuple[str, str], ...] = ()
 
 
@@ -71,7 +71,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > limit.max_bytes:
-            await _answer(send, limit, b"")
+            await _answer(send, limit, b"", scope)
             return
         seen = 0
         prefix = bytearray()
@@ -100,7 +100,7 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:  # the app answered before reading on; nothing more can be said
                 raise
-            await _answer(send, limit, bytes(prefix))
+            await _answer(send, limit, bytes(prefix), scope)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -113,8 +113,11 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _answer(send: Send, limit: BodyLimit, prefix: bytes) -> None:
-    media_type, body = limit.refuse(limit.max_bytes, prefix)
+async def _answer(send: Send, limit: BodyLimit, prefix: bytes, scope: Scope) -> None:
+    if limit.refuse is None:
+        media_type, body = negotiated_outcome(scope, too_large_outcome(limit.max_bytes))
+    else:
+        media_type, body = limit.refuse(limit.max_bytes, prefix)
     await send(
         {
             "type": "http.response.start",

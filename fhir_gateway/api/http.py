@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from fhir_gateway.fhir import strict_json
 from fhir_gateway.fhir import xml as fhir_xml
@@ -64,6 +65,22 @@ def fhir_response(resp: FhirResponse, media_type: str = FHIR_JSON) -> Response:
         body = orjson.dumps(resp.body)
     media = f"{media_type}; charset=utf-8"
     return Response(content=body, status_code=resp.status, headers=resp.headers, media_type=media)
+
+
+def negotiated_outcome(scope: Scope, outcome: dict[str, Any]) -> tuple[str, bytes]:
+    """(content type, body) of an OperationOutcome a middleware answers with before any route
+    (401, 413, 429): FHIR XML when `_format`, Accept or the body's type ask for XML, like the
+    API's own errors; FHIR JSON otherwise, and whenever what was asked cannot be produced."""
+    try:
+        media = negotiate(Request(scope))
+    except (FhirError, ValueError, UnicodeError):  # 406 or an unreadable query: JSON
+        media = FHIR_JSON
+    if is_xml(media):
+        try:
+            return f"{media}; charset=utf-8", fhir_xml.dumps(outcome)
+        except Exception as exc:  # a bug: still answer, in JSON
+            log.error("cannot render an OperationOutcome as XML: %s", type(exc).__name__)
+    return f"{FHIR_JSON}; charset=utf-8", orjson.dumps(outcome)
 
 
 def build_fhir_api(router: Router, limits: JsonLimits, max_parameters: int = 50) -> APIRouter:

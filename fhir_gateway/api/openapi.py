@@ -1,4 +1,4 @@
-"""OpenAPI for `/docs`: the FHIR REST surface the catch-all route really serves.
+"""OpenAPI for `/docs` and `/redoc` (served without internet): the FHIR REST surface the catch-all route really serves.
 
 The FHIR endpoints are one catch-all route (hidden from FastAPI's generator), so this module
 writes their description from the same sources the gateway runs on: the REST types of
@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from fhir_gateway.fhir.models import rest_types
+from fhir_gateway.fhir.outcome import error, operation_outcome
 from fhir_gateway.fhir.searchparams import load_search_params
 
 FHIR_JSON = "application/fhir+json"
@@ -615,3 +618,91 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Swagger UI and ReDoc as fastapi-offline ships them (both, kept current with upstream): served
+# from here, so /docs and /redoc work on a network without internet (hospital and vendor test
+# networks often are). Only these names are served; the files change only with the package.
+DOC_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+    "favicon.png": "image/png",
+}
+DOC_ASSETS_PATH = "/docs/assets"
+# The pages may load and call nothing but this gateway: a browser then never reaches out, even
+# where a bundle would (ReDoc's footer logo is an image on the vendor's CDN). Inline script and
+# style: Swagger UI's start-up script, ReDoc's generated styles; blob: ReDoc's search worker.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'"
+)
+OAUTH2_REDIRECT = "/docs/oauth2-redirect"
+
+
+def doc_assets_dir() -> Path:
+    """Where fastapi-offline keeps its copies of the Swagger UI and ReDoc bundles."""
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).resolve().parent / "static"
+
+
+def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
+    """`/docs` (Swagger UI) and `/redoc` pages whose scripts, styles and icon come from this
+    gateway. Create the app with `docs_url=None, redoc_url=None` (FastAPI's own load a CDN)."""
+    assets = doc_assets_dir()
+
+    def page(html: HTMLResponse) -> HTMLResponse:
+        html.headers["Content-Security-Policy"] = DOCS_CSP
+        return html
+
+    def urls(request: Request) -> tuple[str, str]:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        return root + (app.openapi_url or "/openapi.json"), root + DOC_ASSETS_PATH
+
+    @app.get(docs_url, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        openapi_url, base = urls(request)
+        return page(
+            get_swagger_ui_html(
+                openapi_url=openapi_url,
+                title=f"{app.title} — Swagger UI",
+                swagger_js_url=f"{base}/swagger-ui-bundle.js",
+                swagger_css_url=f"{base}/swagger-ui.css",
+                swagger_favicon_url=f"{base}/favicon.png",
+                oauth2_redirect_url=OAUTH2_REDIRECT,
+                # no badge from the public validator service: it would call out to the internet
+                swagger_ui_parameters={"validatorUrl": None},
+            )
+        )
+
+    @app.get(OAUTH2_REDIRECT, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get(redoc_url, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        openapi_url, base = urls(request)
+        return page(
+            get_redoc_html(
+                openapi_url=openapi_url,
+                title=f"{app.title} — ReDoc",
+                redoc_js_url=f"{base}/redoc.standalone.js",
+                redoc_favicon_url=f"{base}/favicon.png",
+                with_google_fonts=False,
+            )
+        )
+
+    @app.get(DOC_ASSETS_PATH + "/{name}", include_in_schema=False)
+    async def doc_asset(name: str) -> Response:
+        media_type = DOC_ASSETS.get(name)
+        if media_type is None:
+            return JSONResponse(
+                operation_outcome([error("not-found", "No such documentation asset")]),
+                status_code=404,
+                media_type="application/fhir+json",
+            )
+        return FileResponse(
+            assets / name, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"}
+        )

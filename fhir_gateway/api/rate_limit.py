@@ -18,6 +18,7 @@ from collections.abc import Callable
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fhir_gateway.api.http import negotiated_outcome
 from fhir_gateway.fhir.outcome import error, operation_outcome
 
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -76,11 +77,16 @@ def client_key(scope: Scope) -> tuple[str, str]:
 
 
 def throttled_answer(
-    buckets: TokenBuckets, kind: str, wait: float, what: str = "requests", oauth: bool = False
+    buckets: TokenBuckets,
+    kind: str,
+    wait: float,
+    what: str = "requests",
+    oauth: bool = False,
+    scope: Scope | None = None,
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The 429's headers and body: `Retry-After` (whole seconds) and an OperationOutcome
-    `throttled`; with `oauth` (the token endpoint) an RFC 6749 §5.2 body instead,
-    `temporarily_unavailable`, not to be cached."""
+    `throttled` (FHIR XML when the request in `scope` asks for XML); with `oauth` (the token
+    endpoint) an RFC 6749 §5.2 body instead, `temporarily_unavailable`, not to be cached."""
     retry_after = max(1, math.ceil(wait))
     text = (
         f"Too many {what} from this {kind}: at most {buckets.rate:g} per second "
@@ -90,17 +96,28 @@ def throttled_answer(
         body = orjson.dumps({"error": "temporarily_unavailable", "error_description": text})
         headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
     else:
-        body = orjson.dumps(operation_outcome([error("throttled", text)]))
-        headers = [(b"content-type", b"application/fhir+json; charset=utf-8")]
+        outcome = operation_outcome([error("throttled", text)])
+        media_type, body = (
+            negotiated_outcome(scope, outcome)
+            if scope is not None
+            else ("application/fhir+json; charset=utf-8", orjson.dumps(outcome))
+        )
+        headers = [(b"content-type", media_type.encode("latin-1"))]
     headers += [(b"content-length", str(len(body)).encode()), (b"retry-after", str(retry_after).encode())]
     return headers, body
 
 
 async def send_throttled(
-    send: Send, buckets: TokenBuckets, kind: str, wait: float, what: str = "requests", oauth: bool = False
+    send: Send,
+    buckets: TokenBuckets,
+    kind: str,
+    wait: float,
+    what: str = "requests",
+    oauth: bool = False,
+    scope: Scope | None = None,
 ) -> None:
     """Send the 429 of `throttled_answer`."""
-    headers, body = throttled_answer(buckets, kind, wait, what, oauth)
+    headers, body = throttled_answer(buckets, kind, wait, what, oauth, scope)
     await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -136,4 +153,4 @@ class RateLimitMiddleware:
             return
         if self.on_throttle is not None:
             self.on_throttle(kind)
-        await send_throttled(send, self.buckets, kind, wait)
+        await send_throttled(send, self.buckets, kind, wait, scope=scope)

@@ -573,7 +573,8 @@ APP_ROUTES: dict[tuple[str, str], tuple[str, str, str] | str] = {
     ("GET", "/openapi.json"):                     ("200", "200", "200"),
     ("GET", "/docs"):                             ("200", "200", "200"),
     ("GET", "/docs/oauth2-redirect"):             ("200", "200", "200"),
-    ("GET", "/redoc"):                            ("401", "200", "200"),
+    ("GET", "/redoc"):                            ("200", "200", "200"),
+    ("GET", "/docs/assets/{name}"):               "tests/api/test_docs_offline.py",
     ("GET", "/healthz"):                          ("200", "200", "200"),
     ("GET", "/readyz"):                           ("200", "200", "200"),
     ("GET", "/metrics"):                          ("200", "200", "200"),
@@ -600,6 +601,16 @@ APP_ROUTES: dict[tuple[str, str], tuple[str, str, str] | str] = {
     ("*", "/fhir/{path:path}"):                   "the matrix above",
 }
 # fmt: on
+
+# CORS preflights (OPTIONS with Origin and Access-Control-Request-Method), on any path: a browser
+# never sends a token with one; an origin not listed meets authentication like any request (405
+# on a public path: no OPTIONS route). tests/api/test_transport.py asserts these cells.
+PREFLIGHT: dict[str, str] = {
+    "`GATEWAY_CORS_ORIGINS` empty (the default)": "401",
+    "origin listed": "200 allowed",
+    "origin listed, a request header not allowed": "400",
+    "origin not listed": "401 no CORS headers",
+}
 
 
 def app_routes(app: Any) -> set[tuple[str, str]]:
@@ -678,6 +689,8 @@ def render(v2_cells: V2Cells | None = None) -> str:
     for (method, path), expected in APP_ROUTES.items():
         cells = " | ".join(expected) if isinstance(expected, tuple) else f"see `{expected}` | |"
         out.append(f"| {method} {path} | {cells} |")
+    out += ["", "## CORS preflights", "", "| OPTIONS preflight, no token | outcome |", "|---|---|"]
+    out += [f"| {case} | {outcome} |" for case, outcome in PREFLIGHT.items()]
     return "\n".join(out) + "\n"
 
 
