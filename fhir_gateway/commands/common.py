@@ -187,3 +187,27 @@ def is_json_patch(document: Any) -> bool:
         and bool(document)
         and all(isinstance(op, dict) and isinstance(op.get("op"), str) for op in document)
     )
+
+
+def metrics_option() -> Any:
+    """`--metrics-port`: a standalone worker or MLLP listener has no HTTP API, so its own counters
+    (deliveries, feedback delivered, v2 ACK codes, referrals it wrote) are served here."""
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=0,
+        show_default=True,
+        help="Serve this process's Prometheus metrics on 127.0.0.1:PORT/metrics (0: off).",
+    )
+
+
+def serve_metrics(gateway: Any, port: int, host: str = "127.0.0.1") -> None:
+    """Start the metrics endpoint of a process without the HTTP API (a daemon thread)."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host, registry=gateway.metrics.registry)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc

@@ -11,7 +11,13 @@ from typing import Any
 import click
 import orjson
 
-from fhir_gateway.commands.common import database_error, existing_context, settings_of
+from fhir_gateway.commands.common import (
+    database_error,
+    existing_context,
+    metrics_option,
+    serve_metrics,
+    settings_of,
+)
 from fhir_gateway.delivery import outbox
 
 log = logging.getLogger("fhir_gateway.worker")
@@ -93,8 +99,11 @@ def purge_command(click_ctx: click.Context, days: int) -> None:
 @click.option("--once", is_flag=True, help="One pass (timers, heartbeats, one batch), then exit.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds to wait when idle.")
 @click.option("--batch", type=int, default=None, help="Rows claimed per pass.")
+@metrics_option()
 @click.pass_context
-def worker_command(click_ctx: click.Context, once: bool, interval: float, batch: int | None) -> None:
+def worker_command(
+    click_ctx: click.Context, once: bool, interval: float, batch: int | None, metrics_port: int
+) -> None:
     """Deliver the outbox and fire workflow timers; run one per replica (they share safely)."""
     from fhir_gateway.delivery.worker import Worker
     from fhir_gateway.observability import configure_logging
@@ -110,6 +119,7 @@ def worker_command(click_ctx: click.Context, once: bool, interval: float, batch:
                 raise database_error(exc, "the worker pass") from exc
             click.echo(f"{delivered} delivered")
             return
+        serve_metrics(ctx, metrics_port)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

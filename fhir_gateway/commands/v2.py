@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from fhir_gateway.commands.common import database_error, settings_of
+from fhir_gateway.commands.common import database_error, metrics_option, serve_metrics, settings_of
 
 log = logging.getLogger("fhir_gateway.v2")
 
@@ -115,6 +115,7 @@ def map_cmd(file: Path, mapping: Path | None) -> None:
     help="DEVELOPMENT ONLY: a sender no certificate or address identifies acts as the practice MSH-4 "
     "names [default: GATEWAY_INSECURE_DEV].",
 )
+@metrics_option()
 @click.pass_context
 def mllp(
     ctx: click.Context,
@@ -126,6 +127,7 @@ def mllp(
     tls_key: Path | None,
     client_ca: Path | None,
     insecure_dev: bool | None,
+    metrics_port: int,
 ) -> None:
     """Run the HL7 v2 MLLP listener (REF^I12 in, ACK out) on the configured database.
 
@@ -166,6 +168,7 @@ def mllp(
         except Exception as exc:
             raise database_error(exc, "opening the database (schema upgrade)") from exc
         service = V2Service(build_router(gw), settings.base_url, insecure_dev=dev)
+        serve_metrics(gw, metrics_port)
         server = MLLPServer(
             host=host,
             port=port,

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fhir_gateway.delivery import outbox
 from fhir_gateway.store.database import Database
@@ -173,6 +174,16 @@ class Gateway:
     mllp_port: int
     fhir_feedback: Receiver  # De Geinoord's FHIR endpoint
     v2_feedback: MllpReceiver  # Batau-Noord's integration engine
+    metrics: dict[str, int]  # --metrics-port of the worker and the MLLP listener
+
+    def counted(self, process: str, name: str, **labels: str) -> float:
+        """A counter's value on the /metrics of a process without the HTTP API."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics[process]}/metrics", timeout=TIMEOUT).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return sample.value
+        return 0.0
 
     def client(self, base: str, client_id: str) -> httpx.Client:
         return httpx.Client(base_url=f"{base}/fhir", timeout=TIMEOUT, headers=bearer(base, client_id))
@@ -215,10 +226,11 @@ def start(
     clients = clients_with_mllp_address(tmp_path / "clients")
     procs.start("clients", "clients", "load", str(clients), "--allow-dev-only")
     port_a, port_b, mllp_port = free_port(), free_port(), free_port()
+    metrics = {"worker": free_port(), "mllp": free_port()}
     procs.start("serve-a", "serve", "--port", str(port_a), "--no-worker")
     procs.start("serve-b", "serve", "--port", str(port_b), "--no-worker")
-    procs.start("worker", "worker", "--interval", "0.2")
-    procs.start("mllp", "mllp", "--port", str(mllp_port))
+    procs.start("worker", "worker", "--interval", "0.2", "--metrics-port", str(metrics["worker"]))
+    procs.start("mllp", "mllp", "--port", str(mllp_port), "--metrics-port", str(metrics["mllp"]))
     procs.finish("load")  # non-zero exit when a file failed
     procs.finish("clients")
     a, b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
@@ -226,7 +238,7 @@ def start(
     procs.wait_http_ready("serve-b", b)
     procs.wait_listening("mllp", mllp_port)
     procs.alive("worker")
-    return Gateway(procs, url, a, b, mllp_port, fhir_feedback, v2_feedback)
+    return Gateway(procs, url, a, b, mllp_port, fhir_feedback, v2_feedback, metrics)
 
 
 def until_killed(work: Callable[[], None], errors: list[str]) -> None:
@@ -445,3 +457,7 @@ def check_feedback(
     assert all(control == by_number[number].control_id for number, control in rris)
     acknowledged = [r.number for r in ledger.items if r.acknowledged]
     assert set(acknowledged) <= set(feedback), "an acknowledged referral got no feedback"
+    # what the worker and the MLLP listener count, on their own --metrics-port
+    assert gw.counted("worker", "gateway_feedback_delivered_total", channel="fhir-push") == len(pushed)
+    aa = sum(1 for r in ledger.items if r.channel.startswith("mllp") and r.acknowledged)
+    assert gw.counted("mllp", "gateway_v2_acks_total", direction="sent", code="AA") == aa
