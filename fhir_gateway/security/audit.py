@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_gateway.fhir.search import FORBIDDEN_CHARACTERS
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference, utc_now
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
@@ -254,7 +255,8 @@ def refusal_text(outcome: Any) -> str:
     operator can see why a request was refused (the console shows it with digit runs hidden)."""
     issues = outcome.get("issue", []) if isinstance(outcome, dict) else []
     parts = [f"{i.get('code', '?')}: {i.get('diagnostics', '')}".rstrip(": ") for i in issues[:5]]
-    return "; ".join(parts)[:500]
+    # a diagnostics quotes what was sent: what the database cannot store (a NUL) is replaced
+    return FORBIDDEN_CHARACTERS.sub("\ufffd", "; ".join(parts)[:500])
 
 
 def write(repo: Repository, trail: AuditTrail, status: int) -> None:
