@@ -127,12 +127,8 @@ def _keyed_page(query: SearchQuery) -> sa.Select[Any]:
     cols = [matches.c[f"sort_{i}"] for i in range(len(exprs))]
     stmt = sa.select(R, *cols).select_from(matches.join(R, R.c.pk == matches.c.kpk))
     if query.cursor is not None and query.cursor_keys is not None:
-        stmt = stmt.where(
-            _after_keys(query.sort_keys, cols, query.cursor_keys, matches.c.kpk, query.cursor[1])
-        )
-    order = [
-        (c.desc() if k.desc else c.asc()).nulls_last() for k, c in zip(query.sort_keys, cols, strict=True)
-    ]
+        stmt = stmt.where(_after_keys(query.sort_keys, cols, query.cursor_keys, matches.c.kpk, query.cursor[1]))
+    order = [(c.desc() if k.desc else c.asc()).nulls_last() for k, c in zip(query.sort_keys, cols, strict=True)]
     return stmt.order_by(*order, matches.c.kpk).limit(query.count + 1)
 
 
