@@ -134,8 +134,9 @@ class Prepared:
     ) -> list[list[dict[str, Any]]]:
         """Run once per parameter set, rows of each. PostgreSQL: all in one round trip (psycopg
         pipeline mode: the statements are sent together and answered together); elsewhere one
-        after the other. Errors as in `rows`: the first failing statement's, and the
-        transaction is then aborted as after any failed statement."""
+        after the other. Errors as in `rows` (the failing statement's error; the parameters
+        shown with it are the batch's last), and the transaction is then aborted as after any
+        failed statement."""
         if connection.dialect.name != "postgresql" or len(params) < 2:
             return [self.rows(connection, p) for p in params]
         compiled = self._compiled(connection)
