@@ -1,14 +1,18 @@
 """Profile the referral path in-process (`app.state.router.handle`, no HTTP), cProfile.
 
-    python -m benchmarks.profile_referral [--referrals 100]
+    python -m benchmarks.profile_referral [--referrals 100] [--postgres]
 
-Writes benchmarks/results/profile.md: ms per referral and the top functions by own time and by
-cumulative time.
+Writes benchmarks/results/profile.md (profile-postgres.md): ms and CPU ms per referral, driver
+statements and commits per referral (every cursor `execute` / `executemany` counted at the DBAPI,
+so the prepared statements of `store/prepared.py` are counted too; each is one round trip on
+PostgreSQL, a commit another), rows written per referral by table, and the top functions by own
+time and by cumulative time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import pstats
@@ -32,7 +36,89 @@ def _rows(stats: pstats.Stats, key: str, n: int) -> list[tuple[str, int, float, 
     return rows
 
 
-def profile(referrals: int = 100) -> dict[str, Any]:
+class _Counter:
+    """Driver calls per kind, counted on every DBAPI connection of the engine."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.trace: list[str] | None = None  # the statements of one referral, when asked for
+        self.piped = False  # inside a psycopg pipeline: its statements share one round trip
+
+    def add(self, kind: str) -> None:
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+
+    def install(self, engine: Any) -> None:
+        import sqlalchemy as sa
+
+        counter = self
+
+        def wrap(dbapi_connection: Any, _record: Any) -> None:
+            base = dbapi_connection.cursor
+
+            class Cursor:
+                """Counts, then hands every call to the driver's own cursor."""
+
+                def __init__(self, *a: Any, **kw: Any) -> None:
+                    self._c = base(*a, **kw)
+
+                def execute(self, *a: Any, **kw: Any) -> Any:
+                    counter.add("execute in a pipeline" if counter.piped else "execute")
+                    if counter.trace is not None:
+                        counter.trace.append(" ".join(str(a[0]).split())[:110])
+                    return self._c.execute(*a, **kw)
+
+                def executemany(self, *a: Any, **kw: Any) -> Any:
+                    counter.add("executemany")
+                    if counter.trace is not None:
+                        counter.trace.append("MANY " + " ".join(str(a[0]).split())[:105])
+                    return self._c.executemany(*a, **kw)
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(self._c, name)
+
+                def __iter__(self) -> Any:
+                    return iter(self._c)
+
+            commit = dbapi_connection.commit
+
+            def counted_commit() -> None:
+                counter.add("commit")
+                commit()
+
+            pipeline = getattr(dbapi_connection, "pipeline", None)
+
+            @contextlib.contextmanager
+            def counted_pipeline() -> Any:
+                counter.add("pipeline")
+                counter.piped = True
+                try:
+                    with pipeline() as p:  # type: ignore[misc]
+                        yield p
+                finally:
+                    counter.piped = False
+
+            try:
+                dbapi_connection.cursor = Cursor
+                dbapi_connection.commit = counted_commit
+                if pipeline is not None:
+                    dbapi_connection.pipeline = counted_pipeline
+            except AttributeError:  # a C type (sqlite3.Connection): count through SQLAlchemy instead
+                pass
+
+        sa.event.listen(engine, "connect", wrap)
+        for conn in list(engine.pool._pool.queue) if hasattr(engine.pool, "_pool") else []:
+            wrap(conn.dbapi_connection, None)
+
+
+def _table_counts(engine: Any) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    tables = ("resources", "resource_history", "search_index", "outbox", "timers", "referral_digests")
+    with engine.connect() as c:
+        return {t: int(c.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in tables}
+
+
+def profile(referrals: int = 100, postgres_url: str | None = None) -> dict[str, Any]:
     import orjson
 
     from fhir_gateway.app import create_app
@@ -44,7 +130,7 @@ def profile(referrals: int = 100) -> dict[str, Any]:
     from tests.wor import referral_bundle
 
     tmp = tempfile.mkdtemp()
-    url = f"sqlite:///{tmp}/prof.db"
+    url = postgres_url or f"sqlite:///{tmp}/prof.db"
     key = orjson.dumps(generate_gateway_key().as_dict(private=True)).decode()
     app = create_app(Settings(database_url=url, token_key=key, log_level="WARNING"))
     app.state.ctx.database.upgrade()
@@ -73,10 +159,22 @@ def profile(referrals: int = 100) -> dict[str, Any]:
 
     for i in range(10):
         one(i)
+    engine = app.state.ctx.database.engine
+    counter = _Counter()
+    counter.install(engine)
+    engine.dispose()  # new connections, each with the counting cursor
+    before = _table_counts(engine)
+    counter.calls.clear()
     t, cpu = time.perf_counter(), time.process_time()
     for i in range(referrals):
         one(i)
     per_ms = (time.perf_counter() - t) / referrals * 1000
+    calls = {k: round(v / referrals, 2) for k, v in sorted(counter.calls.items())}
+    counter.trace = []
+    one(referrals + 1)
+    trace, counter.trace = counter.trace, None
+    after = _table_counts(engine)
+    rows = {t: round((after[t] - before[t]) / referrals, 2) for t in after}
     # CPU time of this process (all its threads): on a shared box less disturbed by other load
     cpu_ms = (time.process_time() - cpu) / referrals * 1000
     prof = cProfile.Profile()
@@ -90,11 +188,18 @@ def profile(referrals: int = 100) -> dict[str, Any]:
     cum = [r for r in _rows(stats, "cumulative", 40) if "cProfile" not in r[0]][:25]
     app.state.ctx.close()
     lines = [
-        "# Referral path profile (in-process, `router.handle`, SQLite, cProfile)",
+        f"# Referral path profile (in-process, `router.handle`, {engine.dialect.name}, cProfile)",
         "",
         f"{referrals} referral transaction Bundles (Patient ifNoneExist + Consent + ServiceRequest → "
         f"validate, route, map, Task + CarePlan + Provenance + AuditEvent): **{per_ms:.2f} ms per referral "
         f"without profiler** (CPU {cpu_ms:.2f} ms), {total / referrals * 1000:.2f} ms with.",
+        "",
+        f"Backend {engine.dialect.name}. Driver calls per referral: {calls} "
+        f"(PostgreSQL: each one round trip, but the statements in a pipeline share one). Rows added per referral: {rows}.",
+        "",
+        "Statements of one referral, in order:",
+        "",
+        *[f"{n}. `{t}`" for n, t in enumerate(trace, 1)],
         "",
         "## Top 10 by own time",
         "",
@@ -110,20 +215,34 @@ def profile(referrals: int = 100) -> dict[str, Any]:
         "",
     ]
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "profile.md").write_text("\n".join(lines))
+    (OUT / _name(postgres_url)).write_text("\n".join(lines))
     return {
         "ms_per_referral": round(per_ms, 2),
         "cpu_ms_per_referral": round(cpu_ms, 2),
+        "driver_calls_per_referral": calls,
+        "rows_per_referral": rows,
         "top_own": own,
         "top_cumulative": cum,
     }
 
 
+def _name(postgres_url: str | None) -> str:
+    return "profile-postgres.md" if postgres_url else "profile.md"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--referrals", type=int, default=100)
-    res = profile(p.parse_args().referrals)
-    print((OUT / "profile.md").read_text())
+    p.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database (dropped after)")
+    args = p.parse_args()
+    if args.postgres:
+        from benchmarks.harness import postgres_database
+
+        with postgres_database("bench_profile") as url:
+            res = profile(args.referrals, url)
+    else:
+        res = profile(args.referrals)
+    print((OUT / _name(args.postgres or None)).read_text())
     print(res["ms_per_referral"], f"(cpu {res['cpu_ms_per_referral']})")
 
 

@@ -22,6 +22,20 @@ INTAKE_HELD = Milestone.INTAKE_HELD
 # A Task that reached one of these was accepted by the welfare organisation at some point.
 ACCEPTED_STATES = ("accepted", "in-progress", "on-hold", "completed", "failed")
 PUSH_KINDS = ("fhir-push", "mllp")
+# The elements of the Task and the ServiceRequest the report reads (reports/municipality.py):
+# the store needs to send no more (see `report_queries.referrals_in_period`).
+TASK_ELEMENTS = (
+    "id",
+    "status",
+    "businessStatus",
+    "requester",
+    "owner",
+    "input",
+    "description",
+    "for",
+    "output",
+)
+SR_ELEMENTS = ("id", "authoredOn", "reasonCode")
 
 
 @dataclass(slots=True)
@@ -43,7 +57,9 @@ def cohort(
 
     Keyed by ServiceRequest id; when a referral has several Tasks the most recent one counts."""
     found: dict[str, Referral] = {}
-    for task_id, task, sr in report_queries.referrals_in_period(session, start, end, sorted(set(owners))):
+    for task_id, task, sr in report_queries.referrals_in_period(
+        session, start, end, sorted(set(owners)), task_keys=TASK_ELEMENTS, sr_keys=SR_ELEMENTS
+    ):
         found[sr["id"]] = Referral(task_id, task, sr)
     return found
 

@@ -262,8 +262,9 @@ def refusal_text(outcome: Any) -> str:
 def write(repo: Repository, trail: AuditTrail, status: int) -> None:
     """The AuditEvent; for a successful change also its Provenance (same transaction)."""
     if trail.changed and status < 400:
-        repo.create(trail.provenance())
-    repo.create(trail.event(status))
+        repo.create_all([(trail.provenance(), None), (trail.event(status), None)])  # one round trip
+    else:
+        repo.create(trail.event(status))
 
 
 def login_event(

@@ -1,8 +1,11 @@
 """The municipality report's read model: a fixed, small number of set-based queries.
 
 Nothing here runs per Task: the cohort is one join driven by the ServiceRequest `authored` date
-index, history, feedback and outbox are one aggregate query each (per chunk of Tasks), and
-resources are fetched in chunks. That keeps a report over 100k Tasks in seconds. The report's
+index, history, feedback and outbox are one aggregate query each (per chunk of Tasks: on
+PostgreSQL one chunk, the ids as one array parameter), and resources are fetched in chunks. On
+PostgreSQL the cohort carries only the elements the report reads. Cost grows linearly with the
+cohort (benchmarks/report.py: ≈ 0.6 s at 2,400 referrals on a loaded box; 100k is tens of
+seconds — see benchmarks/README.md for the per-referral read model that would fix that). The report's
 rules (what counts as accepted, which milestone is the intake) are `reports/`'; these functions
 take plain values and return rows.
 """
@@ -15,6 +18,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from fhir_gateway.store.tables import HistoryRow, OutboxRow, ResourceRow, SearchIndexRow
 
@@ -31,14 +35,24 @@ _OW = IX.alias("ow")  # Task.owner
 
 
 def referrals_in_period(
-    connection: sa.Connection, start: datetime, end: datetime, owners: Sequence[str]
+    connection: sa.Connection,
+    start: datetime,
+    end: datetime,
+    owners: Sequence[str],
+    *,
+    task_keys: Sequence[str] = (),
+    sr_keys: Sequence[str] = (),
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(Task id, Task, ServiceRequest) for every current Task owned by one of `owners` whose
-    referral (ServiceRequest.authoredOn) lies in [start, end), oldest Task change first."""
+    referral (ServiceRequest.authoredOn) lies in [start, end), oldest Task change first.
+
+    `task_keys` / `sr_keys`: only these top-level elements are needed. PostgreSQL then sends
+    just them (built in the database): at 100k referrals the whole documents were most of the
+    report's time (sorted on disk, sent, parsed). SQLite, in-process, reads the documents."""
     if not owners:
         return []
-    stmt = (
-        sa.select(R.c.id, _text(R.c.content), _text(_S.c.content))
+    pairs = (
+        sa.select(R.c.pk.label("task_pk"), _S.c.pk.label("sr_pk"), R.c.last_updated)
         .select_from(
             _AU.join(_S, _S.c.pk == _AU.c.resource_pk)
             .join(
@@ -62,9 +76,30 @@ def referrals_in_period(
                 _OW.c.resource_pk == R.c.pk, _OW.c.param == "owner", _OW.c.value.in_(list(owners))
             ),
         )
-        .order_by(R.c.last_updated, R.c.pk)
     )
-    return [(task_id, orjson.loads(task), orjson.loads(sr)) for task_id, task, sr in connection.execute(stmt)]
+    # The pairs first, narrow (Task pk, referral pk, when), then the documents by pk, sorted
+    # here: on PostgreSQL, sorting and merge-joining whole documents spilled to disk at 16k
+    # referrals. PostgreSQL builds the cut-down documents; SQLite reads them whole.
+    if connection.dialect.name == "postgresql":
+        stmt = _document_pairs(pairs, _only, (task_keys, sr_keys), materialized=True)
+    else:
+        stmt = _document_pairs(pairs, lambda column, _keys: _text(column), ((), ()))
+    rows = sorted(connection.execute(stmt).all(), key=lambda r: (r.last_updated, r.task_pk))
+    return [(r.id, orjson.loads(r.task), orjson.loads(r.sr)) for r in rows]
+
+
+def _document_pairs(
+    pairs: sa.Select[Any], project: Any, keys: Sequence[Sequence[str]], *, materialized: bool = False
+) -> sa.Select[Any]:
+    """The Task id and the two documents (`project(column, keys)`) of each pair."""
+    cohort = pairs.cte("cohort")
+    if materialized:
+        cohort = cohort.prefix_with("MATERIALIZED")
+    task, sr = R.alias("t"), R.alias("sr")
+    task_doc, sr_doc = project(task.c.content, keys[0]), project(sr.c.content, keys[1])
+    return sa.select(
+        task.c.id, task_doc.label("task"), sr_doc.label("sr"), cohort.c.last_updated, cohort.c.task_pk
+    ).select_from(cohort.join(task, task.c.pk == cohort.c.task_pk).join(sr, sr.c.pk == cohort.c.sr_pk))
 
 
 def task_business_statuses(
@@ -77,10 +112,10 @@ def task_business_statuses(
     business = H.c.content["businessStatus"].as_string()  # the CodeableConcept as JSON text
     status = H.c.content["status"].as_string()
     had_status = sa.func.max(sa.case((status.in_(list(statuses)), 1), else_=0))
-    for chunk in _chunks(sorted(set(task_ids))):  # index lookups on (resource_type, id, version_id)
+    for chunk in _chunks(connection, sorted(set(task_ids))):  # index lookups on (type, id, version)
         stmt = (
             sa.select(H.c.id, business, sa.func.min(H.c.last_updated), had_status)
-            .where(H.c.resource_type == "Task", H.c.id.in_(chunk))
+            .where(H.c.resource_type == "Task", _among(connection, H.c.id, chunk))
             .group_by(H.c.id, business)
         )
         for task_id, concept, first_at, with_status in connection.execute(stmt):
@@ -122,8 +157,8 @@ def communications_part_of(
             comm.c.deleted.is_(False),
         )
     )
-    for chunk in _chunks(sorted(set(task_refs))):  # index lookups on (resource_type, param, value)
-        yield from connection.execute(base.where(po.c.value.in_(chunk)))  # type: ignore[misc]
+    for chunk in _chunks(connection, sorted(set(task_refs))):  # index lookups on (type, param, value)
+        yield from connection.execute(base.where(_among(connection, po.c.value, chunk)))  # type: ignore[misc]
 
 
 def pushed_communications(connection: sa.Connection, kinds: Sequence[str]) -> Iterator[tuple[str, str]]:
@@ -140,12 +175,20 @@ def current_by_id(
 ) -> dict[str, dict[str, Any]]:
     """Current content of many resources of one type (deleted ones left out), in chunks."""
     out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(set(ids))):
+    for chunk in _chunks(connection, sorted(set(ids))):
         stmt = sa.select(R.c.id, _text(R.c.content)).where(
-            R.c.resource_type == resource_type, R.c.id.in_(chunk), R.c.deleted.is_(False)
+            R.c.resource_type == resource_type, _among(connection, R.c.id, chunk), R.c.deleted.is_(False)
         )
         out.update({rid: orjson.loads(content) for rid, content in connection.execute(stmt)})
     return out
+
+
+def _only(column: Any, keys: Sequence[str]) -> Any:
+    """PostgreSQL: the document cut to `keys` (absent ones left out), as text."""
+    if not keys:
+        return _text(column)
+    pairs = [part for key in keys for part in (sa.literal(key), column.op("->")(sa.literal(key)))]
+    return _text(sa.func.jsonb_strip_nulls(sa.func.jsonb_build_object(*pairs)))
 
 
 def _text(column: Any) -> Any:
@@ -153,6 +196,20 @@ def _text(column: Any) -> Any:
     return sa.cast(column, sa.Text)
 
 
-def _chunks(items: list[str]) -> Iterator[list[str]]:
+def _chunks(connection: sa.Connection, items: list[str]) -> Iterator[list[str]]:
+    """PostgreSQL: all at once (one array parameter, `_among`); SQLite: 500 at a time (its
+    limit on bound parameters). At 100k referrals 200 statements per step were most of the time."""
+    if connection.dialect.name == "postgresql":
+        if items:
+            yield items
+        return
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
+
+
+def _among(connection: sa.Connection, column: Any, values: list[str]) -> Any:
+    """`column IN values`; on PostgreSQL `= ANY(array)`, one bound parameter however many
+    values (the statement is cached and planned alike for 10 or 100k values)."""
+    if connection.dialect.name != "postgresql":
+        return column.in_(values)
+    return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(sa.String), unique=True))

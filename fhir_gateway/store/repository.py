@@ -204,12 +204,45 @@ class Repository:
         self.memo[("compartments", pk)] = set()  # a new row is in no compartment yet
         return self._written(Stored(resource_type, rid, 1, now, False, content, pk, method))
 
+    def create_all(self, resources: Sequence[tuple[dict[str, Any], str | None]]) -> list[Stored]:
+        """Several creates (resource, id or None) that do not depend on each other: on
+        PostgreSQL in one round trip (a Task with its CarePlan; the Provenance with its
+        AuditEvent). The same rows, checks and listeners as `create`, which each runs after
+        all rows are written."""
+        if not self._is_pg or len(resources) < 2:
+            return [self.create(r, resource_id=rid) for r, rid in resources]
+        now = utc_now()
+        values = []
+        for resource, resource_id in resources:
+            rid = resource_id or new_id()
+            content = _with_meta(resource, rid, 1, now)
+            values.append(
+                {
+                    "resource_type": resource["resourceType"],
+                    "id": rid,
+                    "version_id": 1,
+                    "last_updated": now,
+                    "deleted": False,
+                    "content": content,
+                }
+            )
+        found = _CREATE_PG.rows_each(self.session, [self._create_params(v, "POST") for v in values])
+        stored = []
+        for v, rows in zip(values, found, strict=True):
+            pk = int(rows[0]["pk"])
+            self.memo[("compartments", pk)] = set()
+            stored.append(Stored(v["resource_type"], v["id"], 1, now, False, v["content"], pk, "POST"))
+        return [self._written(s) for s in stored]
+
+    def _create_params(self, values: dict[str, Any], method: str) -> dict[str, Any]:
+        rows = index_rows(values["resource_type"], values["content"], 0, self.base_url)
+        columns = {f"ix_{c}": [r[c] for r in rows] for c in _INDEX_ARRAYS}
+        return {**values, **columns, "method": method}
+
     def _create_in_one_statement(self, values: dict[str, Any], method: str) -> int:
         """PostgreSQL: the row, its history row and its index rows in ONE round trip (data-
         modifying CTEs), instead of three — on PostgreSQL a referral's time is mostly waiting."""
-        rows = index_rows(values["resource_type"], values["content"], 0, self.base_url)
-        columns = {f"ix_{c}": [r[c] for r in rows] for c in _INDEX_ARRAYS}
-        row = _CREATE_PG.first(self.session, {**values, **columns, "method": method})
+        row = _CREATE_PG.first(self.session, self._create_params(values, method))
         return int(row["pk"])  # type: ignore[index]
 
     def update(

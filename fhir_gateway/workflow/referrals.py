@@ -418,7 +418,8 @@ def _derive(
                     )
                 ],
             )
-    return (repo.create(task, resource_id=task_id), repo.create(care_plan, resource_id=care_plan_id))
+    stored_task, stored_plan = repo.create_all([(task, task_id), (care_plan, care_plan_id)])
+    return stored_task, stored_plan
 
 
 def _provenance(

@@ -93,3 +93,46 @@ def test_keyset_paging_is_stable(database: Database) -> None:
             break
         cursor = page.next_cursor
     assert seen == [str(i) for i in range(25)]
+
+
+def test_create_all_writes_what_create_writes(database: Database) -> None:
+    """The batched creates (one pipeline on PostgreSQL) leave the same rows, history and index
+    as one create after the other, run the listeners once each, and a failure in the batch
+    (an id already taken) fails the whole transaction."""
+    seen: list[str] = []
+    body = {"resourceType": "Task", "status": "requested", "intent": "order"}
+    with database.connection(write=True) as s:
+        repo = Repository(s, on_write=[lambda _repo, stored: seen.append(stored.reference)])
+        task, plan = repo.create_all(
+            [
+                ({**body, "owner": {"reference": "Organization/a"}}, "t-1"),
+                (
+                    {
+                        "resourceType": "CarePlan",
+                        "status": "active",
+                        "intent": "plan",
+                        "subject": {"reference": "Patient/p"},
+                    },
+                    None,
+                ),
+            ]
+        )
+        single = repo.create({**body, "owner": {"reference": "Organization/b"}})
+    assert seen == [task.reference, plan.reference, single.reference]
+    assert task.id == "t-1" and task.pk and plan.pk and task.pk != plan.pk
+    with database.connection(write=False) as s:
+        repo = Repository(s)
+        assert repo.read("Task", "t-1").content["owner"] == {"reference": "Organization/a"}
+        assert repo.vread("CarePlan", plan.id, 1).content["status"] == "active"
+        found = repo.search(parse_search("Task", [("owner", "Organization/a")]))
+        assert [m.id for m in found.matches] == ["t-1"]
+        assert repo.count(parse_search("CarePlan", [("subject", "Patient/p")])) == 1
+    try:
+        with database.connection(write=True) as s:
+            Repository(s).create_all([(body, "t-2"), (body, "t-1")])  # t-1 exists
+    except sa.exc.IntegrityError:
+        pass
+    else:
+        raise AssertionError("a taken id must fail the batch")
+    with database.connection(write=False) as s:
+        assert not Repository(s).exists("Task", "t-2")  # nothing of the failed batch stayed
