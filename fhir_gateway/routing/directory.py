@@ -141,13 +141,18 @@ class Directory:
         self._ranges: list[CoverageRange] = []
         self._services_by_org: dict[str, list[str]] = defaultdict(list)
         self._roles_by_practitioner: dict[str, list[str]] = defaultdict(list)
+        self.registered: frozenset[str] = frozenset()  # `Type/id` a practice registered for itself
         self._org_by_identifier: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_resources(cls, resources: Iterable[dict[str, Any]]) -> Directory:
-        """Index the directory resource types; other resource types are ignored."""
+    def from_resources(
+        cls, resources: Iterable[dict[str, Any]], *, registered: frozenset[str] = frozenset()
+    ) -> Directory:
+        """Index the directory resource types; other resource types are ignored. `registered`:
+        the Practitioner(Role) records practices registered for themselves (not public)."""
         d = cls()
+        d.registered = registered
         for res in resources:
             rtype, rid = res.get("resourceType"), res.get("id")
             if rtype not in DIRECTORY_TYPES:

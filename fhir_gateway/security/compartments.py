@@ -86,7 +86,7 @@ class CompartmentKeeper:
         orgs = {_ref(repo, content.get("owner")), _practice(repo, directory, content.get("requester"))}
         orgs.discard(None)
         sr = _find(repo, content.get("focus"))
-        related = [task, sr, _find(repo, content.get("for")), *_registered_people(repo, content.get("requester"))]
+        related = [task, sr, _find(repo, content.get("for")), *_registered_people(repo, directory, content)]
         if sr is not None:
             consents = (_find(repo, info) for info in sr.content.get("supportingInfo", []))
             related += [c for c in consents if c is not None and c.resource_type == "Consent"]
@@ -112,15 +112,19 @@ class CompartmentKeeper:
                     repo.grant(sub, {owner})
 
 
-def _registered_people(repo: Repository, requester: dict[str, Any] | None) -> list[Stored]:
+def _registered_people(repo: Repository, directory: Directory, task: dict[str, Any]) -> list[Stored]:
     """The referrer a practice registered for itself (a locum's role and its practitioner): the
-    parties of the referral see it, as everyone sees the public directory's."""
-    role = _find(repo, requester)
-    found = [role] if role is not None else []
-    if role is not None and role.resource_type == "PractitionerRole":
-        practitioner = _find(repo, role.content.get("practitioner"))
-        found += [practitioner] if practitioner is not None else []
-    return [s for s in found if registered_by_practice(repo, s)]
+    parties of the referral see it, as everyone sees the public directory's. The directory knows
+    which records are registered, so a public requester costs no lookup."""
+    role_ref = _ref(repo, task.get("requester"))
+    if not role_ref or role_ref not in directory.registered:
+        return []
+    found = [_find(repo, task.get("requester"))]
+    role = directory.resolve(role_ref) or {}
+    practitioner = _ref(repo, role.get("practitioner"))
+    if practitioner in directory.registered:
+        found.append(_find(repo, role.get("practitioner")))
+    return [s for s in found if s is not None]
 
 
 def _ref(repo: Repository, reference: dict[str, Any] | None) -> str | None:

@@ -18,7 +18,7 @@ from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.routing import Directory
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.store.repository import Repository, Stored
-from fhir_gateway.vocabulary import DIRECTORY_TYPES, PRACTICE_REGISTERED_TYPES
+from fhir_gateway.vocabulary import DIRECTORY_TYPES
 
 # The elements that say who wrote a resource, per type: they must be the caller (or its people).
 AUTHORSHIP: dict[str, tuple[str, ...]] = {
@@ -106,7 +106,7 @@ class WriteCheck:
         if rtype in DIRECTORY_TYPES:  # public: it only has to exist (the directory is in memory)
             if self.directory.get(rtype, rid) is None:
                 raise unknown_reference(target, where)
-            if rtype in PRACTICE_REGISTERED_TYPES:  # ... unless a practice registered it for itself
+            if f"{rtype}/{rid}" in self.directory.registered:  # ... unless a practice registered it
                 stored = self.repo.find(rtype, rid)
                 if stored is None or not self.can_see(stored):
                     raise unknown_reference(target, where)

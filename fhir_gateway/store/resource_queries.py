@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fhir_gateway.store.prepared import Prepared
-from fhir_gateway.store.tables import ResourceRow
+from fhir_gateway.store.tables import ResourceRow, SearchIndexRow
 
 
 def is_empty(connection: sa.Connection) -> bool:
@@ -49,3 +49,20 @@ def current_contents(connection: sa.Connection, types: Sequence[str]) -> Iterabl
             ResourceRow.resource_type.in_(list(types)), ResourceRow.deleted.is_(False)
         )
     ).scalars()
+
+
+def registered_refs(connection: sa.Connection, types: Sequence[str]) -> frozenset[str]:
+    """`Type/id` of the resources of `types` that lie in some organisation's compartment: the
+    Practitioner(Role) records a practice registered for itself, beside the public directory.
+    Read with the directory: a record is registered in the transaction that creates it and never
+    becomes public, so the directory's fingerprint (count, newest change) also keys this set."""
+    R, IX = ResourceRow.__table__, SearchIndexRow.__table__
+    in_compartment = (
+        sa.select(IX.c.resource_pk).where(IX.c.resource_pk == R.c.pk, IX.c.param == "_compartment").exists()
+    )
+    rows = connection.execute(
+        sa.select(R.c.resource_type, R.c.id).where(
+            R.c.resource_type.in_(list(types)), R.c.deleted.is_(False), in_compartment
+        )
+    )
+    return frozenset(f"{rtype}/{rid}" for rtype, rid in rows)

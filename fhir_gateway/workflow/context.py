@@ -22,7 +22,7 @@ from fhir_gateway.store import resource_queries
 from fhir_gateway.store.database import Database
 from fhir_gateway.store.repository import Repository, Stored, WriteListener
 from fhir_gateway.validation import ProfileSet, Validator
-from fhir_gateway.vocabulary import DIRECTORY_TYPES
+from fhir_gateway.vocabulary import DIRECTORY_TYPES, PRACTICE_REGISTERED_TYPES
 
 
 @cache
@@ -90,7 +90,8 @@ class GatewayContext:
             return cached[1]
         with self._directory_lock:
             rows = resource_queries.current_contents(repo.session, DIRECTORY_TYPES)
-            directory = Directory.from_resources(rows)
+            registered = resource_queries.registered_refs(repo.session, PRACTICE_REGISTERED_TYPES)
+            directory = Directory.from_resources(rows, registered=registered)
             self._directory = (key, directory)
             repo.memo["directory"] = directory
             return directory
