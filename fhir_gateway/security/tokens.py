@@ -125,13 +125,13 @@ def generate_gateway_key() -> ECKey:
 
 def dev_key_path(settings: Settings) -> Path:
     """Beside the SQLite database when there is one (tests and `serve` then keep their own key),
-    else `./var/`."""
+    else `<GATEWAY_HOME>/var/`, so every command finds the same key from any directory."""
     url = settings.database_url
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             return Path(path).resolve().parent / DEV_KEY_NAME
-    return Path("var").resolve() / DEV_KEY_NAME
+    return (Path(settings.home) / "var").resolve() / DEV_KEY_NAME
 
 
 def load_gateway_keys(settings: Settings) -> GatewayKeys:

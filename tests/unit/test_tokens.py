@@ -175,6 +175,12 @@ def test_dev_key_generated_once_beside_sqlite(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # no temp files left
 
 
+def test_dev_key_of_a_server_database_lives_under_gateway_home(tmp_path: Path) -> None:
+    """Not `./var/` of wherever the command runs: every command finds the same key."""
+    settings = Settings(database_url="postgresql+psycopg://postgres@127.0.0.1/gw", home=tmp_path)
+    assert dev_key_path(settings) == tmp_path.resolve() / "var" / dev_key_path(settings).name
+
+
 def test_key_file_and_inline_key(tmp_path: Path) -> None:
     key = generate_gateway_key()
     file = tmp_path / "k.jwk"
