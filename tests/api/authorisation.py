@@ -613,6 +613,15 @@ PREFLIGHT: dict[str, str] = {
 }
 
 
+# Endpoints of the processes without the HTTP API: `fhir-gateway worker` and `fhir-gateway mllp`
+# with `--metrics-port PORT` serve Prometheus text on 127.0.0.1 only, without a token, like the
+# app's /metrics. tests/e2e/test_deployment.py scrapes both.
+PROCESS_ENDPOINTS: dict[str, str] = {
+    "`worker --metrics-port` GET /metrics (127.0.0.1)": "200, no token",
+    "`mllp --metrics-port` GET /metrics (127.0.0.1)": "200, no token",
+}
+
+
 def app_routes(app: Any) -> set[tuple[str, str]]:
     """(method, path) of every HTTP route the application serves; the FHIR mount as `*`."""
     found: set[tuple[str, str]] = set()
@@ -691,6 +700,8 @@ def render(v2_cells: V2Cells | None = None) -> str:
         out.append(f"| {method} {path} | {cells} |")
     out += ["", "## CORS preflights", "", "| OPTIONS preflight, no token | outcome |", "|---|---|"]
     out += [f"| {case} | {outcome} |" for case, outcome in PREFLIGHT.items()]
+    out += ["", "## Other processes", "", "| endpoint | outcome |", "|---|---|"]
+    out += [f"| {case} | {outcome} |" for case, outcome in PROCESS_ENDPOINTS.items()]
     return "\n".join(out) + "\n"
 
 
