@@ -129,34 +129,6 @@ class Prepared:
         except connection.dialect.loaded_dbapi.Error as exc:
             _as_sqlalchemy_error(connection, compiled.sql, bound, exc)
 
-    def rows_each(
-        self, connection: sa.Connection, params: Sequence[dict[str, Any]]
-    ) -> list[list[dict[str, Any]]]:
-        """Run once per parameter set, rows of each. PostgreSQL: all in one round trip (psycopg
-        pipeline mode: the statements are sent together and answered together); elsewhere one
-        after the other. Errors as in `rows` (the failing statement's error; the parameters
-        shown with it are the batch's last), and the transaction is then aborted as after any
-        failed statement."""
-        if connection.dialect.name != "postgresql" or len(params) < 2:
-            return [self.rows(connection, p) for p in params]
-        compiled = self._compiled(connection)
-        bound = [compiled.bind(p) for p in params]
-        driver = connection.connection.driver_connection  # type: ignore[union-attr]
-        cursors: list[Any] = []
-        try:
-            try:
-                with driver.pipeline():  # type: ignore[union-attr]
-                    for b in bound:
-                        cursor = driver.cursor()  # type: ignore[union-attr]
-                        cursors.append(cursor)
-                        cursor.execute(compiled.sql, b)
-                return [[compiled.row(r) for r in c.fetchall()] if compiled.columns else [] for c in cursors]
-            finally:
-                for cursor in cursors:
-                    cursor.close()
-        except connection.dialect.loaded_dbapi.Error as exc:
-            _as_sqlalchemy_error(connection, compiled.sql, bound[len(cursors) - 1], exc)
-
     def first(self, connection: sa.Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         found = self.rows(connection, params)
         return found[0] if found else None

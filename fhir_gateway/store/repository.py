@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from fhir_gateway.fhir.outcome import FhirError, Gone, NotFound, error
 from fhir_gateway.fhir.search import Include, SearchQuery
@@ -55,35 +54,38 @@ _SELECT_COMPARTMENTS = Prepared(
 _current = sa.select(R).where(R.c.resource_type == sa.bindparam("b_type"), R.c.id == sa.bindparam("b_id"))
 _SELECT_CURRENT = Prepared(_current)
 _SELECT_CURRENT_FOR_UPDATE = Prepared(_current.with_for_update())
-_INDEX_ARRAYS = ("param", "system", "value", "text", "low", "high")
 _CREATE_PG = Prepared(
     sa.text(
         """
-        WITH r AS (
+        WITH d AS (
+            SELECT n, e->>'t' AS resource_type, e->>'i' AS id, e->>'m' AS method, e->'c' AS content,
+                   e->'x' AS ix
+            FROM jsonb_array_elements(:docs) WITH ORDINALITY AS a(e, n)
+        ), r AS (
             INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, content)
-            VALUES (:resource_type, :id, :version_id, :last_updated, :deleted, :content)
-            RETURNING pk
+            SELECT resource_type, id, 1, :now, false, content FROM d ORDER BY n
+            RETURNING pk, resource_type, id
         ), h AS (
             INSERT INTO resource_history
                 (resource_type, id, version_id, last_updated, method, deleted, content)
-            VALUES (:resource_type, :id, :version_id, :last_updated, :method, :deleted, :content)
+            SELECT resource_type, id, 1, :now, method, false, content FROM d ORDER BY n
         ), i AS (
             INSERT INTO search_index (resource_pk, resource_type, param, system, value, text, low, high)
-            SELECT r.pk, :resource_type, x.param, x.system, x.value, x.text, x.low, x.high
-            FROM r, unnest(:ix_param, :ix_system, :ix_value, :ix_text, :ix_low, :ix_high)
-                AS x(param, system, value, text, low, high)
+            SELECT r.pk, r.resource_type, x->>0, x->>1, x->>2, x->>3,
+                   (x->>4)::timestamp, (x->>5)::timestamp
+            FROM d JOIN r ON r.resource_type = d.resource_type AND r.id = d.id,
+                 jsonb_array_elements(d.ix) AS x
         )
-        SELECT pk FROM r
+        SELECT pk, resource_type, id FROM r
         """
     )
     .bindparams(
-        sa.bindparam("content", type_=R.c.content.type),
-        sa.bindparam("last_updated", type_=R.c.last_updated.type),
-        sa.bindparam("deleted", type_=R.c.deleted.type),
-        *(sa.bindparam(f"ix_{c}", type_=ARRAY(IX.c[c].type)) for c in _INDEX_ARRAYS),
+        sa.bindparam("docs", type_=R.c.content.type),
+        sa.bindparam("now", type_=R.c.last_updated.type),
     )
-    .columns(pk=R.c.pk.type)
+    .columns(pk=R.c.pk.type, resource_type=R.c.resource_type.type, id=R.c.id.type)
 )
+_INDEX_FIELDS = ("param", "system", "value", "text", "low", "high")  # the order `_CREATE_PG` reads
 _by_token = sa.select(R).where(
     R.c.pk.in_(
         sa.select(IX.c.resource_pk).where(
@@ -196,7 +198,7 @@ class Repository:
             "content": content,
         }
         if self._is_pg:
-            pk = self._create_in_one_statement(values, method)
+            pk = self._create_pg([(resource_type, rid, content, method)], now)[(resource_type, rid)]
         else:
             pk = int(_INSERT_RESOURCE.first(self.session, values)["pk"])  # type: ignore[index]
             self._history(resource_type, rid, 1, now, method, False, content)
@@ -206,44 +208,44 @@ class Repository:
 
     def create_all(self, resources: Sequence[tuple[dict[str, Any], str | None]]) -> list[Stored]:
         """Several creates (resource, id or None) that do not depend on each other: on
-        PostgreSQL in one round trip (a Task with its CarePlan; the Provenance with its
+        PostgreSQL in one statement (a Task with its CarePlan; the Provenance with its
         AuditEvent). The same rows, checks and listeners as `create`, which each runs after
         all rows are written."""
         if not self._is_pg or len(resources) < 2:
             return [self.create(r, resource_id=rid) for r, rid in resources]
         now = utc_now()
-        values = []
-        for resource, resource_id in resources:
-            rid = resource_id or new_id()
-            content = _with_meta(resource, rid, 1, now)
-            values.append(
-                {
-                    "resource_type": resource["resourceType"],
-                    "id": rid,
-                    "version_id": 1,
-                    "last_updated": now,
-                    "deleted": False,
-                    "content": content,
-                }
-            )
-        found = _CREATE_PG.rows_each(self.session, [self._create_params(v, "POST") for v in values])
+        docs = [(r["resourceType"], rid or new_id(), r) for r, rid in resources]
+        contents = [_with_meta(r, rid, 1, now) for _t, rid, r in docs]
+        pks = self._create_pg([(t, rid, c, "POST") for (t, rid, _r), c in zip(docs, contents, strict=True)], now)
         stored = []
-        for v, rows in zip(values, found, strict=True):
-            pk = int(rows[0]["pk"])
+        for (resource_type, rid, _r), content in zip(docs, contents, strict=True):
+            pk = pks[(resource_type, rid)]
             self.memo[("compartments", pk)] = set()
-            stored.append(Stored(v["resource_type"], v["id"], 1, now, False, v["content"], pk, "POST"))
+            stored.append(Stored(resource_type, rid, 1, now, False, content, pk, "POST"))
         return [self._written(s) for s in stored]
 
-    def _create_params(self, values: dict[str, Any], method: str) -> dict[str, Any]:
-        rows = index_rows(values["resource_type"], values["content"], 0, self.base_url)
-        columns = {f"ix_{c}": [r[c] for r in rows] for c in _INDEX_ARRAYS}
-        return {**values, **columns, "method": method}
-
-    def _create_in_one_statement(self, values: dict[str, Any], method: str) -> int:
-        """PostgreSQL: the row, its history row and its index rows in ONE round trip (data-
-        modifying CTEs), instead of three — on PostgreSQL a referral's time is mostly waiting."""
-        row = _CREATE_PG.first(self.session, self._create_params(values, method))
-        return int(row["pk"])  # type: ignore[index]
+    def _create_pg(
+        self, documents: Sequence[tuple[str, str, dict[str, Any], str]], now: datetime
+    ) -> dict[tuple[str, str], int]:
+        """PostgreSQL: new resources (type, id, content, method) with their history and index
+        rows in ONE statement, whatever their number. Everything travels as one JSON parameter:
+        the driver dumps one string instead of six arrays per resource (a third of the CPU of
+        an array per value), and the gateway's CPU, not the database, bounds a referral."""
+        docs = [
+            {
+                "t": resource_type,
+                "i": rid,
+                "m": method,
+                "c": content,
+                "x": [
+                    [row[f] for f in _INDEX_FIELDS]
+                    for row in index_rows(resource_type, content, 0, self.base_url)
+                ],
+            }
+            for resource_type, rid, content, method in documents
+        ]
+        rows = _CREATE_PG.rows(self.session, {"docs": docs, "now": now})
+        return {(r["resource_type"], r["id"]): int(r["pk"]) for r in rows}
 
     def update(
         self, resource: dict[str, Any], *, if_match: int | None = None, method: str = "PUT"

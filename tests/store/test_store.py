@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 
 from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.store.database import Database
+from fhir_gateway.store.index import index_rows
 from fhir_gateway.store.repository import Repository
 from fhir_gateway.store.tables import OutboxRow, SearchIndexRow, SQLModel
 
@@ -96,7 +97,7 @@ def test_keyset_paging_is_stable(database: Database) -> None:
 
 
 def test_create_all_writes_what_create_writes(database: Database) -> None:
-    """The batched creates (one pipeline on PostgreSQL) leave the same rows, history and index
+    """The batched creates (one statement on PostgreSQL) leave the same rows, history and index
     as one create after the other, run the listeners once each, and a failure in the batch
     (an id already taken) fails the whole transaction."""
     seen: list[str] = []
@@ -136,3 +137,39 @@ def test_create_all_writes_what_create_writes(database: Database) -> None:
         raise AssertionError("a taken id must fail the batch")
     with database.connection(write=False) as s:
         assert not Repository(s).exists("Task", "t-2")  # nothing of the failed batch stayed
+
+
+def test_stored_index_rows_are_exactly_the_computed_ones(database: Database) -> None:
+    """PostgreSQL writes a new resource's index rows from one JSON parameter: every column
+    (dates to the microsecond, NULLs, quotes and non-ASCII) must arrive as `index_rows` made it."""
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "999911120"}],
+        "name": [{"family": "Ölçer-d'Hondt \"jr\"", "given": ["Zoë"]}],
+        "birthDate": "1941-02",
+        "gender": "female",
+        "address": [{"city": "'s-Hertogenbosch", "postalCode": "5211 AB"}],
+    }
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "authoredOn": "2026-12-04T22:15:30.123456+01:00",
+        "owner": {"reference": "Organization/a"},
+    }
+    with database.connection(write=True) as s:
+        repo = Repository(s, base_url="http://gw/fhir")
+        written = [repo.create(patient), *repo.create_all([(task, None), ({**task, "status": "ready"}, None)])]
+    columns = ("param", "system", "value", "text", "low", "high")
+    with database.connection(write=False) as s:
+        for stored in written:
+            got = s.execute(
+                sa.select(*(SearchIndexRow.__table__.c[c] for c in columns)).where(
+                    SearchIndexRow.resource_pk == stored.pk, SearchIndexRow.param != "_compartment"
+                )
+            ).all()
+            expected = index_rows(stored.resource_type, stored.content, stored.pk, "http://gw/fhir")
+            assert sorted(map(tuple, got), key=repr) == sorted(
+                (tuple(r[c] for c in columns) for r in expected), key=repr
+            )
+            assert any(r["low"] is not None for r in expected)  # dates were in the comparison
