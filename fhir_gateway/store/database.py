@@ -180,6 +180,8 @@ class Database:
                 yield connection
                 if write:
                     transaction.commit()
+                    for action in connection.info.pop(_AFTER_COMMIT, ()):
+                        action()
                     if watch and (not self.is_sqlite or self._sqlite_changes(connection) != changes):
                         self.write_refused = None
                 else:
@@ -189,6 +191,7 @@ class Database:
                     transaction.rollback()
                 raise
         finally:
+            connection.info.pop(_AFTER_COMMIT, None)  # rolled back: they never run
             connection.close()
 
     def _sqlite_changes(self, connection: sa.Connection) -> int | None:
@@ -249,7 +252,12 @@ def _sqlite_on_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+_AFTER_COMMIT = "fhir_gateway_after_commit"  # key in `Connection.info`, emptied per transaction
+
+
 def after_commit(connection: sa.Connection, action: Callable[[], None]) -> None:
-    """Run `action` when this connection's transaction commits, never when it rolls back (the
-    business counters: a transaction Bundle refused after its referral was routed counts none)."""
-    sa.event.listen(connection, "commit", lambda _connection: action(), once=True)
+    """Run `action` once this connection's write transaction (`Database.connection`) has
+    committed, never when it rolls back (the business counters: a transaction Bundle refused
+    after its referral was routed counts none). A list in `Connection.info`, not a SQLAlchemy
+    event listener: registering one per referral cost more than the counting."""
+    connection.info.setdefault(_AFTER_COMMIT, []).append(action)

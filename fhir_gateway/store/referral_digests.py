@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field
 
+from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.tables import SQLModel
 
 
@@ -27,12 +28,13 @@ class ReferralDigestRow(SQLModel, table=True):
 
 
 T = ReferralDigestRow.__table__  # type: ignore[attr-defined]
+_INSERT = Prepared(sa.insert(T), keys=("service_request_id", "digest"))
 _SELECT = sa.select(T.c.digest).where(T.c.service_request_id == sa.bindparam("b_id"))
 
 
 def record(session: Any, service_request_id: str, digest: str) -> None:
     """Remember the digest of a referral stored in this transaction."""
-    session.execute(sa.insert(T).values(service_request_id=service_request_id, digest=digest))
+    _INSERT.rows(session, {"service_request_id": service_request_id, "digest": digest})
 
 
 def find(session: Any, service_request_id: str) -> str | None:

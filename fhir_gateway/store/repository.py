@@ -34,6 +34,16 @@ OUT = OutboxRow.__table__
 _INSERT_RESOURCE = Prepared(sa.insert(R).returning(R.c.pk))
 _INSERT_HISTORY = Prepared(sa.insert(H))
 _INSERT_INDEX = Prepared(sa.insert(IX))
+_INSERT_INDEX_PG = Prepared(  # rows as one JSON array of arrays in `_INDEX_COLUMNS` order
+    sa.text(
+        """
+        INSERT INTO search_index (resource_pk, resource_type, param, system, value, text, low, high)
+        SELECT (x->>0)::bigint, x->>1, x->>2, x->>3, x->>4, x->>5, (x->>6)::timestamp, (x->>7)::timestamp
+        FROM jsonb_array_elements(:rows) AS x
+        """
+    ).bindparams(sa.bindparam("rows", type_=R.c.content.type))
+)
+_ADVISORY_LOCK_PG = Prepared(sa.text("SELECT pg_advisory_xact_lock(:k)"))
 _INSERT_OUTBOX = Prepared(sa.insert(OUT))
 _UPDATE_RESOURCE = Prepared(
     sa.update(R)
@@ -86,6 +96,7 @@ _CREATE_PG = Prepared(
     .columns(pk=R.c.pk.type, resource_type=R.c.resource_type.type, id=R.c.id.type)
 )
 _INDEX_FIELDS = ("param", "system", "value", "text", "low", "high")  # the order `_CREATE_PG` reads
+_INDEX_COLUMNS = ("resource_pk", "resource_type", *_INDEX_FIELDS)  # the order `_INSERT_INDEX_PG` reads
 _by_token = sa.select(R).where(
     R.c.pk.in_(
         sa.select(IX.c.resource_pk).where(
@@ -334,8 +345,7 @@ class Repository:
                 for org in sorted(missing)
             )
             known.update(missing)
-        if rows:
-            _INSERT_INDEX.many(self.session, rows)
+        self._insert_index(rows)
 
     def revoke(self, stored: Stored, organizations: Iterable[str]) -> None:
         """Take visibility away again (consent withdrawn)."""
@@ -371,7 +381,7 @@ class Repository:
         processes. SQLite writers already hold the database write lock (BEGIN IMMEDIATE)."""
         if self._is_pg:
             digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
-            self.session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
+            _ADVISORY_LOCK_PG.rows(self.session, {"k": digest})
 
     def enqueue(
         self,
@@ -429,7 +439,17 @@ class Repository:
     def _reindex(self, resource_type: str, content: dict[str, Any], pk: int, replace: bool = False) -> None:
         if replace:
             _DELETE_INDEX.rows(self.session, {"b_pk": pk})
-        _INSERT_INDEX.many(self.session, index_rows(resource_type, content, pk, self.base_url))
+        self._insert_index(index_rows(resource_type, content, pk, self.base_url))
+
+    def _insert_index(self, rows: list[dict[str, Any]]) -> None:
+        """On PostgreSQL one statement with one JSON parameter: psycopg runs an executemany as
+        a pipeline of one statement per row, which costs the gateway more CPU than the rows."""
+        if not rows:
+            return
+        if self._is_pg:
+            _INSERT_INDEX_PG.rows(self.session, {"rows": [[r[c] for c in _INDEX_COLUMNS] for r in rows]})
+        else:
+            _INSERT_INDEX.many(self.session, rows)
 
     # -- reads -----------------------------------------------------------------------------------
     def _current_row(self, resource_type: str, rid: str, lock: bool = False) -> Stored | None:

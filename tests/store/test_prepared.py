@@ -27,7 +27,7 @@ HOT = {
 
 
 def _applies(name: str, dialect: str) -> bool:
-    return not (name == "_CREATE_PG" and dialect != "postgresql") and not (
+    return not (name.endswith("_PG") and dialect != "postgresql") and not (
         name.startswith("add_timer_") and not name.endswith(dialect)
     )
 
