@@ -30,7 +30,6 @@ from fhir_gateway.workflow.context import GatewayContext
 log = logging.getLogger(__name__)
 
 PUSHED_CATEGORIES = (FEEDBACK_KINDS, REMINDER_KINDS)
-_CACHE_ATTR = "_delivery_subscriptions"
 _V2_VERSION = re.compile(r"(?<![\d.])(2\.\d(?:\.\d)?)(?![\d.])")
 
 
@@ -48,13 +47,11 @@ def install(ctx: GatewayContext) -> None:
 
 def handle_write(ctx: GatewayContext, repo: Repository, stored: Stored) -> None:
     now = naive_utc(ctx.clock())
-    if stored.resource_type == "Subscription":
-        setattr(repo, _CACHE_ATTR, None)  # a change in this transaction: re-read
-        if not stored.deleted:
-            _lifecycle(repo, stored, now)
+    if stored.resource_type == "Subscription" and not stored.deleted:
+        _lifecycle(repo, stored, now)
     if stored.deleted:
         return
-    for sub in _active_subscriptions(repo):
+    for sub in _active_subscriptions(ctx, repo):
         if sub.resource_type == stored.resource_type and _matches(repo, sub, stored):
             _notify(repo, sub, stored, now)
     if stored.resource_type == "Communication" and stored.version_id == 1 and _is_pushed(stored.content):
@@ -82,18 +79,19 @@ def _lifecycle(repo: Repository, stored: Stored, now: Any) -> None:
         )
 
 
-def _active_subscriptions(repo: Repository) -> list[subs.SubscriptionInfo]:
-    """Active rest-hook Subscriptions, read once per transaction (one indexed query)."""
-    cached = getattr(repo, _CACHE_ATTR, None)
-    if cached is not None:
-        return cached
-    found = [
-        s
-        for s in (subs.info(content) for content in subscription_contents(repo.session))
-        if s is not None and s.status == "active" and s.channel_type == "rest-hook" and s.endpoint
-    ]
-    setattr(repo, _CACHE_ATTR, found)
-    return found
+def _active_subscriptions(ctx: GatewayContext, repo: Repository) -> list[subs.SubscriptionInfo]:
+    """Active rest-hook Subscriptions: kept between transactions while the Subscriptions'
+    fingerprint stays the same (every write asks, so no reading every Subscription each time);
+    a Subscription written in this transaction makes the next write read them again."""
+
+    def load() -> list[subs.SubscriptionInfo]:
+        return [
+            s
+            for s in (subs.info(content) for content in subscription_contents(repo.session))
+            if s is not None and s.status == "active" and s.channel_type == "rest-hook" and s.endpoint
+        ]
+
+    return ctx.cached(repo, "subscriptions", ("Subscription",), load)
 
 
 def _matches(repo: Repository, sub: subs.SubscriptionInfo, stored: Stored) -> bool:

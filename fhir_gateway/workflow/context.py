@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -24,6 +25,8 @@ from fhir_gateway.store.repository import Repository, Stored, WriteListener
 from fhir_gateway.validation import ProfileSet, Validator
 from fhir_gateway.vocabulary import DIRECTORY_TYPES, PRACTICE_REGISTERED_TYPES
 
+T = TypeVar("T")
+
 
 @cache
 def _validator(profiles_dir: Path) -> Validator:
@@ -35,10 +38,16 @@ def _mappings(mappings_dir: Path) -> MappingSet:
     return load_mappings(mappings_dir)
 
 
-def _forget_directory(repo: Repository, stored: Stored) -> None:
-    """A transaction that changes the directory must not keep using its earlier snapshot."""
-    if stored.resource_type in DIRECTORY_TYPES:
-        repo.memo.pop("directory", None)
+# Resource types whose stored contents the app caches across transactions, keyed by their
+# fingerprint: the directory (routing) and the Subscriptions (every write is matched against them).
+CACHED_TYPES = (*DIRECTORY_TYPES, "Subscription")
+
+
+def _forget_cached(repo: Repository, stored: Stored) -> None:
+    """A transaction that changes a cached type must not keep using its earlier snapshot."""
+    if stored.resource_type in CACHED_TYPES:
+        repo.memo.pop("fingerprint", None)
+        repo.memo.pop("cached", None)
 
 
 def system_clock() -> datetime:
@@ -55,8 +64,8 @@ class GatewayContext:
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], datetime] = system_clock  # tests move time by replacing this
     on_write: list[WriteListener] = field(default_factory=list)  # e.g. notifications → outbox
-    _directory: tuple[tuple[object, ...], Directory] | None = None
-    _directory_lock: threading.Lock = field(default_factory=threading.Lock)
+    _cached: dict[str, tuple[tuple[object, ...], Any]] = field(default_factory=dict)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def create(cls, settings: Settings) -> GatewayContext:
@@ -70,7 +79,7 @@ class GatewayContext:
             minimisation=load_rules(Path(settings.mappings_dir) / "privacy" / "minimisation.yaml"),
         )
         tracing.instrument_engine(ctx.database.engine)
-        ctx.on_write.append(_forget_directory)
+        ctx.on_write.append(_forget_cached)
         ctx.on_write.append(CompartmentKeeper(ctx.directory))
         return ctx
 
@@ -78,28 +87,39 @@ class GatewayContext:
         return Repository(connection, base_url=base_url, on_write=self.on_write)
 
     def directory(self, repo: Repository) -> Directory:
-        """The social map as stored now. Rebuilt only when a directory resource changed: the
-        cache key (count and newest change per type) is one cheap indexed query, and it is read
-        from the database so every replica sees another replica's changes."""
-        if "directory" in repo.memo:  # one check per transaction is enough
-            return repo.memo["directory"]
-        key = self._directory_key(repo)
-        cached = self._directory
-        if cached is not None and cached[0] == key:
-            repo.memo["directory"] = cached[1]
-            return cached[1]
-        with self._directory_lock:
+        """The social map as stored now."""
+
+        def load() -> Directory:
             rows = resource_queries.current_contents(repo.session, DIRECTORY_TYPES)
             registered = resource_queries.registered_refs(repo.session, PRACTICE_REGISTERED_TYPES)
-            directory = Directory.from_resources(rows, registered=registered)
-            self._directory = (key, directory)
-            repo.memo["directory"] = directory
-            return directory
+            return Directory.from_resources(rows, registered=registered)
+
+        return self.cached(repo, "directory", DIRECTORY_TYPES, load)
+
+    def cached(self, repo: Repository, name: str, types: tuple[str, ...], load: Callable[[], T]) -> T:
+        """What `load` builds from the stored resources of `types` (a part of `CACHED_TYPES`),
+        rebuilt only when one of them changed: the key (count and newest change per type) is
+        one cheap indexed query per transaction, read from the database so every replica sees
+        another replica's changes."""
+        memo = repo.memo.setdefault("cached", {})
+        if name in memo:  # one check per transaction is enough
+            return memo[name]
+        key = self.fingerprint(repo, types)
+        cached = self._cached.get(name)
+        if cached is None or cached[0] != key:
+            with self._cache_lock:
+                cached = (key, load())
+                self._cached[name] = cached
+        memo[name] = cached[1]
+        return cached[1]
 
     @staticmethod
-    def _directory_key(repo: Repository) -> tuple[object, ...]:
-        """Count and newest change per directory type, asked once per transaction."""
-        return resource_queries.fingerprint(repo.session, DIRECTORY_TYPES)
+    def fingerprint(repo: Repository, types: tuple[str, ...]) -> tuple[object, ...]:
+        """Count and newest change per type of `types`. One query per transaction serves every
+        cache alike, asked again only after the transaction wrote one of `CACHED_TYPES`."""
+        if "fingerprint" not in repo.memo:
+            repo.memo["fingerprint"] = resource_queries.fingerprint(repo.session, CACHED_TYPES)
+        return tuple(entry for entry in repo.memo["fingerprint"] if entry[0] in types)
 
     def close(self) -> None:
         self.database.dispose()

@@ -11,9 +11,9 @@ from fhir_gateway.vocabulary import BACKPORT_FILTER_CRITERIA, SUBSCRIPTION_OWNER
 from fhir_gateway.workflow.resources import subscriber_view
 from fhir_gateway.workflow.subscriptions import endpoint_problem
 from tests.conftest import authorize
-from tests.delivery.conftest import drain, subscribe, worker
+from tests.delivery.conftest import drain, gateway, subscribe, worker
 from tests.delivery.receivers import Receiver
-from tests.wor import DE_BRUG, FHIR_JSON, IJSSELSTEIN, send_referral
+from tests.wor import DE_BRUG, FHIR_JSON, IJSSELSTEIN, load_directory, send_referral
 
 W1, W2, GP = "welzijn-de-brug-cms", "welzijn-ijsselstein-samen-cms", "praktijk-de-geinoord-his"
 WORKLIST = f"Task?owner={DE_BRUG}&status=requested"
@@ -161,3 +161,27 @@ def test_example_welfare_subscription_is_accepted(gw: TestClient) -> None:
         resp = gw.post("/fhir/Subscription", json=body, headers=FHIR_JSON)
         assert resp.status_code == 201, (path.name, resp.text)
         assert owner_of(resp.json()) == [DE_BRUG]
+
+
+def test_a_replica_sees_a_subscription_made_on_another(database_url: str) -> None:
+    """Subscriptions are kept between transactions, keyed by their fingerprint in the database:
+    a replica whose list is warm (and empty) still notifies for one another replica created."""
+    receiver = Receiver().start()
+    with gateway(database_url) as first, gateway(database_url) as second:
+        try:
+            load_directory(first)
+            authorize(first, GP)
+            send_referral(first)  # warms the first replica's caches: no Subscription yet
+            authorize(second, W1)
+            sub = subscribe(second, receiver.url, WORKLIST, content="full-resource")
+            drain(worker(second))  # handshake: active
+            authorize(first, GP)
+            sr = send_referral(first)
+            drain(worker(first))
+            [event] = events(receiver)
+            focus = event["bundle"]["entry"][1]["resource"]["focus"]["reference"]
+            assert focus == f"ServiceRequest/{sr['id']}"
+            authorize(first, W1)
+            assert first.get(f"/fhir/Subscription/{sub['id']}").json()["status"] == "active"
+        finally:
+            receiver.stop()
