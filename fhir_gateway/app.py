@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from fhir_gateway import __version__, tracing
+from fhir_gateway import __version__, gc_pauses, tracing
 from fhir_gateway.api.admin_outbox import build_admin_outbox_api
 from fhir_gateway.api.auth import MAX_TOKEN_REQUEST_BYTES, NO_STORE, TOKEN_PATH, install_auth, oauth_too_large
 from fhir_gateway.api.body_limit import BodyLimit, BodyLimitMiddleware
@@ -91,7 +91,9 @@ def create_app(settings: Settings | None = None, ctx: GatewayContext | None = No
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop, thread = _start_worker(ctx) if settings.worker_in_app else (None, None)
+        gc_pauses.freeze_startup_heap()
         yield
+        gc_pauses.thaw()
         if stop is not None and thread is not None:
             stop.set()
             thread.join(timeout=30)

@@ -136,6 +136,7 @@ def mllp(
     registration's v2_facilities decide which MSH-4 it may send as; anything else is AR."""
     import ssl
 
+    from fhir_gateway import gc_pauses
     from fhir_gateway.app import build_router
     from fhir_gateway.observability import configure_logging
     from fhir_gateway.settings import Settings
@@ -178,6 +179,7 @@ def mllp(
             idle_timeout=idle_timeout,
         )
         started = time.monotonic()
+        gc_pauses.freeze_startup_heap()
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(server.serve_forever())
         log.info(
