@@ -175,6 +175,22 @@ class TaskOutput:
     POSITIVE_HEALTH_CLOSURE: Final = "positive-health-closure"
 
 
+# The six Positive Health dimensions (QuestionnaireResponse.item.linkId), and which Task.output
+# type holds the questionnaire of which moment.
+PH_DIMENSIONS: Final = (
+    "lichaamsfuncties",
+    "mentaalWelbevinden",
+    "zingeving",
+    "kwaliteitVanLeven",
+    "meedoen",
+    "dagelijksFunctioneren",
+)
+PH_OUTPUT_CODES: Final = {
+    TaskOutput.POSITIVE_HEALTH_INTAKE: "intake",
+    TaskOutput.POSITIVE_HEALTH_CLOSURE: "closure",
+}
+
+
 class ActivityCategory:
     """Codes of `ACTIVITY_CATEGORIES` (Task.output.type of an activity the coach found)."""
 

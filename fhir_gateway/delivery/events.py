@@ -20,6 +20,7 @@ from fhir_gateway.delivery.outbox import naive_utc
 from fhir_gateway.fhir.outcome import FhirError
 from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.fhir.searchparams import normalise_reference
+from fhir_gateway.reports import read_model
 from fhir_gateway.store.repository import Repository, Stored, new_id
 from fhir_gateway.store.subscriptions import subscription_contents
 from fhir_gateway.vocabulary import FEEDBACK_KINDS, REMINDER_KINDS
@@ -174,12 +175,14 @@ def _push_feedback(ctx: GatewayContext, repo: Repository, stored: Stored) -> Non
     sr = next(
         (normalise_reference(b.get("reference", ""), repo.base_url) for b in comm.get("basedOn", [])), None
     )
+    pushed = False
     for org_id in sorted(practices):
         subject = f"Organization/{org_id}"
         fhir_eps = directory.endpoints_of(org_id, "hl7-fhir-rest")
         mllp_eps = [] if fhir_eps else directory.endpoints_of(org_id, "hl7v2-mllp")
         if not (fhir_eps or mllp_eps):
             continue
+        pushed = True
         # Pk order = commit order per practice, so pushes arrive in the order things happened.
         repo.lock(f"outbox:{subject}")
         for ep in fhir_eps:
@@ -211,6 +214,8 @@ def _push_feedback(ctx: GatewayContext, repo: Repository, stored: Stored) -> Non
                 },
                 subject=subject,
             )
+    if pushed:  # the report counts it as pushed (its rows were written by `read_model.keep`)
+        read_model.feedback_pushed(repo, stored)
 
 
 def _v2_version(endpoint: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from fhir_gateway import tracing
 from fhir_gateway.delivery import outbox
 from fhir_gateway.delivery.outbox import Claimed, naive_utc
+from fhir_gateway.reports import read_model
 from fhir_gateway.store import subscriptions as subscription_state
 from fhir_gateway.store import v2_journal
 from fhir_gateway.store.repository import Repository, new_id
@@ -120,7 +121,8 @@ class Worker:
         if done:  # one commit for the batch; a crash before it means redelivery (at-least-once)
             with self.ctx.database.connection(write=True) as conn:
                 for row, outcome in done:
-                    outbox.finish(conn, row, outcome)
+                    if outbox.finish(conn, row, outcome):
+                        read_model.feedback_delivered(conn, row.kind, row.payload, outcome)
                     if row.payload.get("type") == "handshake" and outcome == "delivered":
                         self._subscription_status(conn, row, "active", None)
         return sum(1 for _, outcome in done if outcome == "delivered")

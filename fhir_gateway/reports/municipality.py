@@ -33,7 +33,9 @@ from fhir_gateway import __version__
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference
 from fhir_gateway.reports import data
+from fhir_gateway.reports.data import Referral
 from fhir_gateway.reports.measure import Cell, concept, count, group, rate, stratifier
+from fhir_gateway.reports.read_model import ACCEPTED_STATES, DROP_OUT_MILESTONES
 from fhir_gateway.routing import Directory
 from fhir_gateway.store.repository import Repository
 from fhir_gateway.vocabulary import (
@@ -42,16 +44,12 @@ from fhir_gateway.vocabulary import (
     FEEDBACK_KINDS,
     ICPC,
     MEASURE_IMPROVEMENT_NOTATION,
-    MILESTONES,
     MUNICIPALITY_REPORT_MEASURE,
+    PH_DIMENSIONS,
     POSITIVE_HEALTH_DIMENSIONS,
     REPORT_MUNICIPALITY,
-    Milestone,
 )
-from fhir_gateway.workflow.feedback import PH_DIMENSIONS, PH_OUTPUT_CODES
 
-FINISHED = ("completed", "cancelled", "failed", "rejected")
-DROP_OUT_MILESTONES = (Milestone.CLIENT_DECLINED, Milestone.NO_SHOW)
 PH_DISPLAY = {
     "lichaamsfuncties": "Lichaamsfuncties",
     "mentaalWelbevinden": "Mentaal welbevinden",
@@ -61,7 +59,6 @@ PH_DISPLAY = {
     "dagelijksFunctioneren": "Dagelijks functioneren",
 }
 REPORT_ROLES = frozenset({"admin", "system", "municipality"})
-_DESCRIPTION_PLACE = re.compile(r"\bin\s+(?P<place>[^,.;:]+?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -125,22 +122,6 @@ def _displays(path: Path) -> dict[str, str]:
     return {c["code"]: c.get("display", c["code"]) for c in cs.get("concept", [])}
 
 
-def _first_code(concept_: dict[str, Any] | None, system: str) -> str | None:
-    for coding in (concept_ or {}).get("coding", []):
-        if coding.get("system") == system and coding.get("code"):
-            return str(coding["code"])
-    return None
-
-
-def _services(task: dict[str, Any]) -> list[str]:
-    out = []
-    for item in task.get("input", []):
-        ref = normalise_reference((item.get("valueReference") or {}).get("reference", "")) or ""
-        if ref.startswith("HealthcareService/"):
-            out.append(ref.partition("/")[2])
-    return out
-
-
 class MunicipalityResolver:
     """Decides the municipality of a referral (see the module docstring) from the directory."""
 
@@ -164,16 +145,18 @@ class MunicipalityResolver:
                     owners.add(ref)
         return owners
 
-    def resolve(self, task: dict[str, Any], patient: dict[str, Any] | None = None) -> str | bool | None:
-        """The municipality; True when the patient's district is needed to decide."""
-        candidates = sorted({m for s in _services(task) for m in self.municipalities(s)})
+    def resolve(
+        self, services: list[str], place: str | None, patient: dict[str, Any] | None = None
+    ) -> str | bool | None:
+        """The municipality of a referral routed to `services` whose Task.description ends in
+        `place`; True when the patient's district is needed to decide."""
+        candidates = sorted({m for s in services for m in self.municipalities(s)})
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
             return None
-        m = _DESCRIPTION_PLACE.search(task.get("description") or "")
-        if m and m["place"] in candidates:
-            return m["place"]
+        if place and place in candidates:
+            return place
         if patient is None:
             return True
         for address in patient.get("address", []):
@@ -189,71 +172,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def _icpc_group(sr: dict[str, Any]) -> str:
-    codes = [
-        str(c.get("code", "")).upper()
-        for rc in sr.get("reasonCode", [])
-        for c in rc.get("coding", [])
-        if c.get("system") == ICPC
-    ]
-    if any(c.startswith("Z") for c in codes):
-        return "Z"
-    if any(c.startswith("P") for c in codes):
-        return "P"
-    return "other"
-
-
 ICPC_GROUPS = {
     "Z": "ICPC Z (sociale problemen)",
     "P": "ICPC P (psychische klachten)",
     "other": "Overig / niet gecodeerd",
 }
-
-
-def _aware(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:  # a date or local time without zone: Dutch local time
-        moment = moment.replace(tzinfo=AMSTERDAM)
-    return moment.astimezone(UTC)
-
-
-def _outcome(task: dict[str, Any]) -> str | None:
-    """completed | rejected | cancelled | failed | client-declined | no-show, or None while open."""
-    status = task.get("status")
-    if status not in FINISHED:
-        return None
-    milestone = _first_code(task.get("businessStatus"), MILESTONES)
-    if milestone in DROP_OUT_MILESTONES:
-        return milestone
-    return str(status)
-
-
-def _scores(qr: dict[str, Any] | None) -> dict[str, float]:
-    scores: dict[str, float] = {}
-    for item in (qr or {}).get("item", []):
-        if item.get("linkId") in PH_DIMENSIONS:
-            for answer in item.get("answer", []):
-                value = answer.get("valueInteger", answer.get("valueDecimal"))
-                if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 10:
-                    scores[item["linkId"]] = float(value)
-    return scores
-
-
-def _ph_refs(task: dict[str, Any]) -> dict[str, str]:
-    """{'intake'|'closure': QuestionnaireResponse id} from Task.output."""
-    found: dict[str, str] = {}
-    for out in task.get("output", []):
-        codes = [c.get("code") for c in (out.get("type") or {}).get("coding", [])]
-        moment = next((PH_OUTPUT_CODES[c] for c in codes if c in PH_OUTPUT_CODES), None)
-        ref = normalise_reference((out.get("valueReference") or {}).get("reference", "")) or ""
-        if moment and ref.startswith("QuestionnaireResponse/"):
-            found[moment] = ref.partition("/")[2]
-    return found
 
 
 NARRATIVE = (
@@ -286,33 +209,25 @@ def build_report(
     start, end = period.bounds()
     referrals = data.cohort(session, start, end, owners)
     referrals = _in_municipality(session, resolver, referrals, municipality)
-    data.add_history(session, referrals)
-    data.add_feedback(session, referrals)
-    pushes = data.outbox_status(session) if referrals else {}
-    qr_ids = {i for r in referrals.values() for i in _ph_refs(r.task).values()}
-    questionnaires = data.resources_by_id(session, "QuestionnaireResponse", qr_ids)
-    groups = _groups(
-        list(referrals.values()), directory, pushes, questionnaires, profiles_dir or Path("profiles")
-    )
+    data.add_feedback(session, referrals, start, end, owners)
+    groups = _groups(list(referrals.values()), directory, profiles_dir or Path("profiles"))
     return _measure_report(municipality, period, now, groups)
 
 
-def _patient_id(task: dict[str, Any]) -> str:
-    return (normalise_reference((task.get("for") or {}).get("reference", "")) or "").partition("/")[2]
-
-
 def _in_municipality(
-    session: sa.Connection, resolver: MunicipalityResolver, referrals: dict[str, Any], municipality: str
-) -> dict[str, Any]:
+    session: sa.Connection, resolver: MunicipalityResolver, referrals: dict[str, Referral], municipality: str
+) -> dict[str, Referral]:
     """The referrals of this municipality; the patient is read (in bulk) only where the service
     they went to covers several municipalities and the Task does not say which."""
-    decided: dict[str, str | bool | None] = {k: resolver.resolve(r.task) for k, r in referrals.items()}
+    decided = {k: resolver.resolve(r.services, r.place) for k, r in referrals.items()}
     undecided = {k for k, v in decided.items() if v is True}
     if undecided:
-        ids = {_patient_id(referrals[k].task) for k in undecided}
-        patients = data.resources_by_id(session, "Patient", ids)
+        patients = data.resources_by_id(
+            session, "Patient", {referrals[k].patient_id or "" for k in undecided}
+        )
         for k in undecided:
-            decided[k] = resolver.resolve(referrals[k].task, patients.get(_patient_id(referrals[k].task), {}))
+            r = referrals[k]
+            decided[k] = resolver.resolve(r.services, r.place, patients.get(r.patient_id or "", {}))
     wanted = municipality.casefold()
     return {
         k: r
@@ -321,13 +236,7 @@ def _in_municipality(
     }
 
 
-def _groups(
-    referrals: list[Any],
-    directory: Directory,
-    pushes: dict[str, Any],
-    questionnaires: dict[str, dict[str, Any]],
-    profiles: Path,
-) -> list[dict[str, Any]]:
+def _groups(referrals: list[Referral], directory: Directory, profiles: Path) -> list[dict[str, Any]]:
     """The report's groups in their fixed order (code-system displays read from `profiles`)."""
     return [
         _referrals_group(referrals, directory),
@@ -335,8 +244,8 @@ def _groups(
         *_intake_groups(referrals),
         *_outcome_groups(referrals),
         _activities_group(referrals, _displays(profiles / "CodeSystem-wor-activity-categories.json")),
-        _positive_health_group(referrals, questionnaires),
-        _feedback_group(referrals, pushes, _displays(profiles / "CodeSystem-wor-feedback-kinds.json")),
+        _positive_health_group(referrals),
+        _feedback_group(referrals, _displays(profiles / "CodeSystem-wor-feedback-kinds.json")),
     ]
 
 
@@ -389,17 +298,16 @@ def _referrals_group(referrals: Any, directory: Directory) -> dict[str, Any]:
     owners: Counter[tuple[str, str]] = Counter()
     icpc: Counter[str] = Counter()
     for r in refs:
-        requester = normalise_reference((r.task.get("requester") or {}).get("reference", "")) or ""
-        practice = directory.practice_of(requester)
+        practice = directory.practice_of(r.requester or "")
         practices[
             (f"Organization/{practice['id']}", practice.get("name", ""))
             if practice
             else ("unknown", "Onbekend")
         ] += 1
-        owner = normalise_reference((r.task.get("owner") or {}).get("reference", "")) or "unknown"
+        owner = r.owner or "unknown"
         org = directory.resolve(owner) or {}
         owners[(owner, org.get("name", owner))] += 1
-        icpc[_icpc_group(r.service_request)] += 1
+        icpc[r.icpc_group] += 1
     return group(
         "referrals",
         "Verwijzingen",
@@ -422,17 +330,16 @@ def _referrals_group(referrals: Any, directory: Directory) -> dict[str, Any]:
 
 def _accepted_group(referrals: Any) -> dict[str, Any]:
     refs = list(referrals)
-    accepted = sum(1 for r in refs if r.ever_accepted or r.task.get("status") in data.ACCEPTED_STATES)
+    accepted = sum(1 for r in refs if r.ever_accepted or r.status in ACCEPTED_STATES)
     return group("accepted", "Aandeel geaccepteerde verwijzingen", rate(accepted, len(refs)))
 
 
 def _intake_groups(referrals: Any) -> list[dict[str, Any]]:
     days: list[float] = []
     for r in referrals:
-        authored = _aware(r.service_request.get("authoredOn"))
-        if r.intake_at is None or authored is None:
+        if r.intake_at is None or r.authored_at is None:
             continue
-        days.append((r.intake_at.replace(tzinfo=UTC) - authored).total_seconds() / 86400)
+        days.append((r.intake_at - r.authored_at).total_seconds() / 86400)
     out = []
     for code, display, fn in (
         ("days-to-intake-median", "Dagen van verwijzing tot intake (mediaan)", statistics.median),
@@ -450,7 +357,7 @@ def _intake_groups(referrals: Any) -> list[dict[str, Any]]:
 
 
 def _outcome_groups(referrals: Any) -> list[dict[str, Any]]:
-    outcomes = Counter(o for r in referrals if (o := _outcome(r.task)) is not None)
+    outcomes = Counter(r.outcome for r in referrals if r.outcome is not None)
     finished = sum(outcomes.values())
     completed = outcomes["completed"]
     dropped = finished - completed
@@ -479,13 +386,8 @@ def _activities_group(referrals: Any, displays: dict[str, str]) -> dict[str, Any
     with_activity = 0
     refs = list(referrals)
     for r in refs:
-        found = {
-            code
-            for out in r.task.get("output", [])
-            if (code := _first_code(out.get("type"), ACTIVITY_CATEGORIES)) is not None
-        }
-        with_activity += bool(found)
-        per_category.update(found)
+        with_activity += bool(r.activities)
+        per_category.update(r.activities)
     strata = [
         (concept(ACTIVITY_CATEGORIES, code, displays.get(code, code)), count(n))
         for code, n in sorted(per_category.items())
@@ -498,17 +400,13 @@ def _activities_group(referrals: Any, displays: dict[str, str]) -> dict[str, Any
     )
 
 
-def _positive_health_group(referrals: Any, questionnaires: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _positive_health_group(referrals: Any) -> dict[str, Any]:
     changes: dict[str, list[float]] = defaultdict(list)
     people = 0
     for r in referrals:
-        refs = _ph_refs(r.task)
-        if "intake" not in refs or "closure" not in refs:
+        intake, closure = r.intake_scores, r.closure_scores
+        if intake is None or closure is None:
             continue
-        intake, closure = (
-            _scores(questionnaires.get(refs["intake"])),
-            _scores(questionnaires.get(refs["closure"])),
-        )
         pairs = [d for d in PH_DIMENSIONS if d in intake and d in closure]
         people += bool(pairs)
         for d in pairs:
@@ -532,17 +430,16 @@ def _positive_health_group(referrals: Any, questionnaires: dict[str, dict[str, A
     )
 
 
-def _feedback_group(referrals: Any, pushes: dict[str, set[str]], displays: dict[str, str]) -> dict[str, Any]:
+def _feedback_group(referrals: Any, displays: dict[str, str]) -> dict[str, Any]:
     sent: Counter[str] = Counter()
     pushed: Counter[str] = Counter()
     delivered: Counter[str] = Counter()
     for r in referrals:
-        for comm_id, kind in r.feedback:
+        for kind, was_pushed, was_delivered in r.feedback:
             sent[kind] += 1
-            statuses = pushes.get(f"Communication/{comm_id}")
-            if statuses:
+            if was_pushed:
                 pushed[kind] += 1
-                delivered[kind] += "delivered" in statuses
+                delivered[kind] += was_delivered
     total_pushed, total_delivered = sum(pushed.values()), sum(delivered.values())
     cell = rate(total_delivered, total_pushed)
     cell.populations = {"initial-population": sum(sent.values()), **cell.populations}

@@ -63,6 +63,25 @@ def index_rows(
     return rows
 
 
+def param_entries(resource_type: str, resource: dict[str, Any], name: str, base_url: str = "") -> list[Entry]:
+    """The (system, value, text, low, high) entries `index_rows` makes for one search parameter:
+    the report's read model takes the values its cohort is selected on exactly as indexed."""
+    param = load_search_params().get(resource_type, {}).get(name)
+    if param is None:
+        return []
+    targets = param.targets if param.type == "reference" else ()
+    found: list[Entry] = []
+    seen: set[tuple[Any, ...]] = set()
+    for raw in _values(resource, param.paths):
+        for system, value, text, low, high in _entries(param.type, raw, base_url):
+            key = (system, value, low, high)
+            if key in seen or (targets and not points_to(value, targets)):
+                continue
+            seen.add(key)
+            found.append((system, value, text, low, high))
+    return found
+
+
 def _values(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> list[Any]:
     """What `raw_values` yields, as a list: arrays walked at every step."""
     found: list[Any] = []

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from fhir_gateway import tracing
 from fhir_gateway.mapping import MappingSet, load_mappings
 from fhir_gateway.observability import Metrics
+from fhir_gateway.reports import read_model
 from fhir_gateway.routing import Directory
 from fhir_gateway.security.compartments import CompartmentKeeper
 from fhir_gateway.security.minimise import MinimisationRules, load_rules
@@ -81,6 +82,7 @@ class GatewayContext:
         tracing.instrument_engine(ctx.database.engine)
         ctx.on_write.append(_forget_cached)
         ctx.on_write.append(CompartmentKeeper(ctx.directory))
+        ctx.on_write.append(read_model.keep)  # the report's rows, before delivery marks pushes
         return ctx
 
     def repository(self, connection: sa.Connection, base_url: str = "") -> Repository:

@@ -12,19 +12,9 @@ from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.mapping import DEFAULT_REGION, feedback_for, feedback_inputs
 from fhir_gateway.routing import Directory
 from fhir_gateway.store.repository import Repository, Stored
-from fhir_gateway.vocabulary import TaskOutput
+from fhir_gateway.vocabulary import PH_DIMENSIONS, PH_OUTPUT_CODES
 from fhir_gateway.workflow.context import GatewayContext
 from fhir_gateway.workflow.tasks import Change
-
-PH_DIMENSIONS = (
-    "lichaamsfuncties",
-    "mentaalWelbevinden",
-    "zingeving",
-    "kwaliteitVanLeven",
-    "meedoen",
-    "dagelijksFunctioneren",
-)
-PH_OUTPUT_CODES = {TaskOutput.POSITIVE_HEALTH_INTAKE: "intake", TaskOutput.POSITIVE_HEALTH_CLOSURE: "closure"}
 
 
 def region_of_task(task: dict[str, Any], directory: Directory) -> str:
