@@ -4,6 +4,7 @@ The rules live here once, as pure functions from a document to row values; the w
 an `on_write` listener registered by `workflow/context.py`, so every write of every process
 runs it inside its transaction) and the backfill (`rebuild`, run by migration 0011 and by the
 benchmark) both call them, so rows kept up to date and rows rebuilt from scratch are the same.
+The writer reads nothing: every row belongs to the one document that was written.
 
   * a Task version → its `report_referrals` row: the values the report reads, plus `intake_at`
     (this version's time if its businessStatus carries the WoR milestone intake-held) and
@@ -21,6 +22,7 @@ The cohort is selected on the same values the search index holds (`store.index.p
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +30,7 @@ import sqlalchemy as sa
 
 from fhir_gateway.fhir.searchparams import normalise_reference
 from fhir_gateway.store import report_rows
+from fhir_gateway.store.database import before_commit, scratch
 from fhir_gateway.store.index import param_entries
 from fhir_gateway.store.repository import Repository, Stored
 from fhir_gateway.vocabulary import (
@@ -252,29 +255,54 @@ def feedback_rows(
 
 
 def keep(repo: Repository, stored: Stored) -> None:
-    """`on_write` listener: the written document's rows, in the same transaction (one small
-    statement per Task / ServiceRequest / QuestionnaireResponse / feedback Communication write)."""
+    """`on_write` listener: the written document's rows, in the same transaction. Task and
+    ServiceRequest rows are gathered and written just before the commit, in one statement (a
+    referral writes both: one round trip more, not two); the rarer QuestionnaireResponse and
+    feedback Communication writes write theirs at once."""
     kind, conn = stored.resource_type, repo.session
     if kind == "Task":
+        staged = _staged(conn)
         row = referral_row(stored.pk, stored.content, stored.last_updated, stored.deleted, repo.base_url)
-        report_rows.upsert_referral(conn, row)
+        earlier = staged.referrals.get(stored.pk)
+        staged.referrals[stored.pk] = row if earlier is None else merge(earlier, row)
     elif kind == "ServiceRequest":
-        if stored.deleted:
-            report_rows.delete_request(conn, stored.pk)
-        else:
-            report_rows.upsert_request(conn, request_row(stored.pk, stored.content, repo.base_url))
+        row = None if stored.deleted else request_row(stored.pk, stored.content, repo.base_url)
+        _staged(conn).requests[stored.pk] = row
     elif kind == "QuestionnaireResponse":
         if stored.deleted:
             report_rows.delete_scores(conn, stored.pk)
         else:
-            report_rows.upsert_scores(
-                conn, {"qr_pk": stored.pk, "qr_id": stored.id, "scores": scores(stored.content)}
-            )
+            report_rows.upsert_scores(conn, {"qr_pk": stored.pk, "qr_id": stored.id, "scores": scores(stored.content)})
     elif kind == "Communication":
         rows = [] if stored.deleted else feedback_rows(stored.pk, stored.content, repo.base_url)
         new = stored.version_id == 1
         if rows or not new:
             report_rows.replace_feedback(conn, stored.pk, rows, new=new)
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A transaction's referral rows by Task pk, request rows by ServiceRequest pk (None: deleted)."""
+
+    referrals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    requests: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+
+    def write(self, connection: sa.Connection) -> None:
+        report_rows.write_referrals(
+            connection,
+            list(self.referrals.values()),
+            [r for r in self.requests.values() if r is not None],
+            [pk for pk, r in self.requests.items() if r is None],
+        )
+
+
+def _staged(connection: sa.Connection) -> _Staged:
+    state = scratch(connection)
+    staged = state.get("report_rows")
+    if staged is None:
+        staged = state["report_rows"] = _Staged()
+        before_commit(connection, lambda: staged.write(connection))
+    return staged  # type: ignore[no-any-return]
 
 
 def feedback_pushed(repo: Repository, stored: Stored) -> None:

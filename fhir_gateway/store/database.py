@@ -179,6 +179,8 @@ class Database:
             try:
                 yield connection
                 if write:
+                    for action in connection.info.pop(_BEFORE_COMMIT, ()):
+                        action()
                     transaction.commit()
                     for action in connection.info.pop(_AFTER_COMMIT, ()):
                         action()
@@ -191,7 +193,8 @@ class Database:
                     transaction.rollback()
                 raise
         finally:
-            connection.info.pop(_AFTER_COMMIT, None)  # rolled back: they never run
+            for key in (_BEFORE_COMMIT, _AFTER_COMMIT, _SCRATCH):  # rolled back: they never run
+                connection.info.pop(key, None)
             connection.close()
 
     def _sqlite_changes(self, connection: sa.Connection) -> int | None:
@@ -253,6 +256,8 @@ def _sqlite_on_begin(connection: sa.Connection) -> None:
 
 
 _AFTER_COMMIT = "fhir_gateway_after_commit"  # key in `Connection.info`, emptied per transaction
+_BEFORE_COMMIT = "fhir_gateway_before_commit"  # the same, run just before the commit
+_SCRATCH = "fhir_gateway_scratch"  # the same: what a write transaction gathers to write at the end
 
 
 def after_commit(connection: sa.Connection, action: Callable[[], None]) -> None:
@@ -261,3 +266,16 @@ def after_commit(connection: sa.Connection, action: Callable[[], None]) -> None:
     after its referral was routed counts none). A list in `Connection.info`, not a SQLAlchemy
     event listener: registering one per referral cost more than the counting."""
     connection.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+def before_commit(connection: sa.Connection, action: Callable[[], None]) -> None:
+    """Run `action` inside this write transaction (`Database.connection`) just before it
+    commits: rows gathered write by write go out as one statement (the report's read model).
+    An error in it rolls the transaction back."""
+    connection.info.setdefault(_BEFORE_COMMIT, []).append(action)
+
+
+def scratch(connection: sa.Connection) -> dict[str, Any]:
+    """A dict that lives as long as this connection's transaction (dropped at commit or
+    rollback): state a `before_commit` action writes out."""
+    return connection.info.setdefault(_SCRATCH, {})  # type: ignore[no-any-return]

@@ -12,9 +12,11 @@ only its Communication):
   * `report_scores` — per QuestionnaireResponse: its Positive Health scores;
   * `report_feedback` — per feedback Communication and (Task, kind): pushed / delivered.
 
-What each document contributes is `reports/read_model.py`'s; here are only rows. The report is
-one range scan on `report_requests.authored` joined by key (`referrals_in_period`), no JSON
-documents. Migration `0011_report_referrals` creates the tables and backfills them.
+What each document contributes is `reports/read_model.py`'s; here are only rows. A transaction's
+Task and ServiceRequest rows go out together just before it commits (`write_referrals`: on
+PostgreSQL one statement, so a referral costs one round trip more). The report is one range
+scan on `report_requests.authored` joined by key (`referrals_in_period`), no JSON documents.
+Migration `0011_report_referrals` creates the tables and backfills them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field
 
@@ -120,29 +123,58 @@ REFERRAL_COLUMNS = tuple(c.name for c in RR.columns)
 _FOLDED = ("intake_at", "ever_accepted")  # folded over the Task's versions, not replaced
 
 
+def _on_conflict(table: sa.Table, key: Sequence[str], folded: dict[str, str] | None = None) -> str:
+    """ON CONFLICT (key) DO UPDATE: the new values, but `folded` columns by their expression."""
+    sets = {c.name: f"excluded.{c.name}" for c in table.columns if c.name not in key}
+    sets.update(folded or {})
+    return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(f'{n} = {v}' for n, v in sets.items())}"
+
+
 def _upsert(table: sa.Table, key: Sequence[str], folded: dict[str, str] | None = None) -> Prepared:
     """INSERT … ON CONFLICT (key) DO UPDATE (the same text on PostgreSQL and SQLite)."""
     names = [c.name for c in table.columns]
-    sets = {n: f"excluded.{n}" for n in names if n not in key}
-    sets.update(folded or {})
     sql = (
         f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(f'{n} = {v}' for n, v in sets.items())}"
+        + _on_conflict(table, key, folded)
     )
     binds = [sa.bindparam(c.name, type_=c.type) for c in table.columns]
     return Prepared(sa.text(sql).bindparams(*binds))
 
 
 _t = RR.name
-_UPSERT_REFERRAL = _upsert(
-    RR,
-    ("task_pk",),
-    {  # the earliest intake-held version wins; accepted once, accepted for good
-        "intake_at": f"CASE WHEN {_t}.intake_at IS NULL THEN excluded.intake_at "
-        f"WHEN excluded.intake_at IS NULL OR {_t}.intake_at <= excluded.intake_at THEN {_t}.intake_at "
-        "ELSE excluded.intake_at END",
-        "ever_accepted": f"({_t}.ever_accepted OR excluded.ever_accepted)",
-    },
+_FOLDS = {  # the earliest intake-held version wins; accepted once, accepted for good
+    "intake_at": f"CASE WHEN {_t}.intake_at IS NULL THEN excluded.intake_at "
+    f"WHEN excluded.intake_at IS NULL OR {_t}.intake_at <= excluded.intake_at THEN {_t}.intake_at "
+    "ELSE excluded.intake_at END",
+    "ever_accepted": f"({_t}.ever_accepted OR excluded.ever_accepted)",
+}
+_UPSERT_REFERRAL = _upsert(RR, ("task_pk",), _FOLDS)
+
+
+def _pg_type(column: sa.Column[Any]) -> str:
+    return str(column.type.compile(dialect=postgresql.dialect()))
+
+
+def _from_json(table: sa.Table, param: str) -> str:
+    """PostgreSQL: INSERT INTO table SELECT … FROM the rows of one JSON array parameter."""
+    names = ", ".join(c.name for c in table.columns)
+    record = ", ".join(f"{c.name} {_pg_type(c)}" for c in table.columns)
+    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM jsonb_to_recordset(:{param}) AS x({record})"
+
+
+# PostgreSQL: a transaction's referral and request rows in ONE statement (one round trip for a
+# referral, whose ServiceRequest and Task are written in the same transaction).
+_WRITE_PG = Prepared(
+    sa.text(
+        f"""
+        WITH q AS ({_from_json(RQ, "requests")} {_on_conflict(RQ, ("sr_pk",))}),
+        g AS (
+            DELETE FROM {RQ.name} WHERE sr_pk IN (SELECT value::bigint FROM jsonb_array_elements_text(:gone))
+        ),
+        r AS ({_from_json(RR, "referrals")} {_on_conflict(RR, ("task_pk",), _FOLDS)})
+        SELECT 1 AS done
+        """
+    ).bindparams(*(sa.bindparam(n, type_=JsonDocument) for n in ("requests", "gone", "referrals")))
 )
 _UPSERT_REQUEST = _upsert(RQ, ("sr_pk",))
 _UPSERT_SCORES = _upsert(SC, ("qr_pk",))
@@ -162,17 +194,20 @@ _MARK_DELIVERED = Prepared(sa.update(FB).where(FB.c.comm_id == sa.bindparam("b_i
 # -- writes (one document's rows, in the writer's transaction) -------------------------------------
 
 
-def upsert_referral(connection: sa.Connection, row: dict[str, Any]) -> None:
-    """One Task version's row; `intake_at` / `ever_accepted` fold with what is stored."""
-    _UPSERT_REFERRAL.rows(connection, row)
-
-
-def upsert_request(connection: sa.Connection, row: dict[str, Any]) -> None:
-    _UPSERT_REQUEST.rows(connection, row)
-
-
-def delete_request(connection: sa.Connection, pk: int) -> None:
-    _DELETE_REQUEST.rows(connection, {"b_pk": pk})
+def write_referrals(
+    connection: sa.Connection, referrals: list[dict[str, Any]], requests: list[dict[str, Any]], gone: list[int]
+) -> None:
+    """A transaction's referral rows (one per Task: each folds with what is stored), request
+    rows, and the pks of deleted requests; on PostgreSQL in one statement."""
+    if connection.dialect.name == "postgresql":
+        _WRITE_PG.rows(connection, {"referrals": referrals, "requests": requests, "gone": gone})
+        return
+    for row in requests:
+        _UPSERT_REQUEST.rows(connection, row)
+    for pk in gone:
+        _DELETE_REQUEST.rows(connection, {"b_pk": pk})
+    for row in referrals:
+        _UPSERT_REFERRAL.rows(connection, row)
 
 
 def upsert_scores(connection: sa.Connection, row: dict[str, Any]) -> None:
