@@ -14,7 +14,9 @@ The writer reads nothing: every row belongs to the one document that was written
   * a QuestionnaireResponse → its Positive Health scores;
   * a feedback Communication → one row per (Task it is part of, feedback kind), pushed when the
     delivery queued a push for it (`feedback_pushed`), delivered when one push was delivered
-    (`feedback_delivered`) — sticky, so purging delivered outbox rows changes no figure.
+    (`feedback_delivered`) — sticky, so purging delivered outbox rows changes no figure (the old
+    report, reading the outbox, lost them; a rebuild after a purge would too: the backfill is
+    meant to run once, at migration 0011).
 
 The cohort is selected on the same values the search index holds (`store.index.param_entries`).
 """
