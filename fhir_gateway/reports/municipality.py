@@ -20,9 +20,10 @@ import re
 import statistics
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -207,46 +208,48 @@ def build_report(
     resolver = MunicipalityResolver(directory)
     owners = sorted(resolver.owners_for(municipality))
     start, end = period.bounds()
-    referrals = data.cohort(session, start, end, owners)
-    referrals = _in_municipality(session, resolver, referrals, municipality)
-    data.add_feedback(session, referrals, start, end, owners)
-    groups = _groups(list(referrals.values()), directory, profiles_dir or Path("profiles"))
-    return _measure_report(municipality, period, now, groups)
-
-
-def _in_municipality(
-    session: sa.Connection, resolver: MunicipalityResolver, referrals: dict[str, Referral], municipality: str
-) -> dict[str, Referral]:
-    """The referrals of this municipality; the patient is read (in bulk) only where the service
-    they went to covers several municipalities and the Task does not say which."""
-    decided = {k: resolver.resolve(r.services, r.place) for k, r in referrals.items()}
-    undecided = {k for k, v in decided.items() if v is True}
-    if undecided:
-        patients = data.resources_by_id(
-            session, "Patient", {referrals[k].patient_id or "" for k in undecided}
-        )
-        for k in undecided:
-            r = referrals[k]
-            decided[k] = resolver.resolve(r.services, r.place, patients.get(r.patient_id or "", {}))
-    wanted = municipality.casefold()
-    return {
-        k: r
-        for k, r in referrals.items()
-        if isinstance(decided[k], str) and decided[k].casefold() == wanted  # type: ignore[union-attr]
-    }
-
-
-def _groups(referrals: list[Referral], directory: Directory, profiles: Path) -> list[dict[str, Any]]:
-    """The report's groups in their fixed order (code-system displays read from `profiles`)."""
-    return [
+    found, task_ids = data.cohort(session, start, end, owners)
+    referrals = list(_in_municipality(session, resolver, found, municipality))
+    feedback = data.feedback_counts(session, task_ids, referrals, start, end, owners)
+    profiles = profiles_dir or Path("profiles")
+    groups = [
         _referrals_group(referrals, directory),
         _accepted_group(referrals),
         *_intake_groups(referrals),
         *_outcome_groups(referrals),
         _activities_group(referrals, _displays(profiles / "CodeSystem-wor-activity-categories.json")),
         _positive_health_group(referrals),
-        _feedback_group(referrals, _displays(profiles / "CodeSystem-wor-feedback-kinds.json")),
+        _feedback_group(feedback, _displays(profiles / "CodeSystem-wor-feedback-kinds.json")),
     ]
+    return _measure_report(municipality, period, now, groups)
+
+
+@lru_cache(maxsize=4096)
+def _json_list(text: str | None) -> tuple[str, ...]:
+    """A JSON list column (text): few distinct values among many rows, so decoded once each."""
+    return tuple(orjson.loads(text)) if text else ()
+
+
+def _in_municipality(
+    session: sa.Connection, resolver: MunicipalityResolver, referrals: dict[str, Referral], municipality: str
+) -> Iterator[Referral]:
+    """The referrals of this municipality; the patient is read (in bulk) only where the service
+    they went to covers several municipalities and the Task does not say which."""
+    by_route: dict[tuple[str, str | None], str | bool | None] = {}
+    decided: list[tuple[Referral, str | bool | None]] = []
+    for r in referrals.values():
+        route = (r.services, r.place)
+        if route not in by_route:
+            by_route[route] = resolver.resolve(list(_json_list(r.services)), r.place)
+        decided.append((r, by_route[route]))
+    undecided = [r for r, v in decided if v is True]
+    patients = data.patients_of(session, undecided) if undecided else {}
+    wanted = municipality.casefold()
+    for r, v in decided:
+        if v is True:
+            v = resolver.resolve(list(_json_list(r.services)), r.place, patients.get(r.task_pk, {}))
+        if isinstance(v, str) and v.casefold() == wanted:
+            yield r
 
 
 def _measure_report(
@@ -296,18 +299,17 @@ def _referrals_group(referrals: Any, directory: Directory) -> dict[str, Any]:
     refs = list(referrals)
     practices: Counter[tuple[str, str]] = Counter()
     owners: Counter[tuple[str, str]] = Counter()
-    icpc: Counter[str] = Counter()
-    for r in refs:
-        practice = directory.practice_of(r.requester or "")
+    by_requester: Counter[str] = Counter(r.requester or "" for r in refs)  # a few practices, many rows
+    by_owner: Counter[str] = Counter(r.owner or "unknown" for r in refs)
+    icpc: Counter[str] = Counter(r.icpc_group for r in refs)
+    for requester, n in by_requester.items():
+        practice = directory.practice_of(requester)
         practices[
-            (f"Organization/{practice['id']}", practice.get("name", ""))
-            if practice
-            else ("unknown", "Onbekend")
-        ] += 1
-        owner = r.owner or "unknown"
+            (f"Organization/{practice['id']}", practice.get("name", "")) if practice else ("unknown", "Onbekend")
+        ] += n
+    for owner, n in by_owner.items():
         org = directory.resolve(owner) or {}
-        owners[(owner, org.get("name", owner))] += 1
-        icpc[r.icpc_group] += 1
+        owners[(owner, org.get("name", owner))] += n
     return group(
         "referrals",
         "Verwijzingen",
@@ -386,8 +388,9 @@ def _activities_group(referrals: Any, displays: dict[str, str]) -> dict[str, Any
     with_activity = 0
     refs = list(referrals)
     for r in refs:
-        with_activity += bool(r.activities)
-        per_category.update(r.activities)
+        found = _json_list(r.activities)
+        with_activity += bool(found)
+        per_category.update(found)
     strata = [
         (concept(ACTIVITY_CATEGORIES, code, displays.get(code, code)), count(n))
         for code, n in sorted(per_category.items())
@@ -404,13 +407,15 @@ def _positive_health_group(referrals: Any) -> dict[str, Any]:
     changes: dict[str, list[float]] = defaultdict(list)
     people = 0
     for r in referrals:
-        intake, closure = r.intake_scores, r.closure_scores
-        if intake is None or closure is None:
+        if r.intake_scores is None or r.closure_scores is None:
             continue
-        pairs = [d for d in PH_DIMENSIONS if d in intake and d in closure]
-        people += bool(pairs)
-        for d in pairs:
-            changes[d].append(closure[d] - intake[d])
+        intake, closure = orjson.loads(r.intake_scores), orjson.loads(r.closure_scores)
+        paired = False
+        for d, before, after in zip(PH_DIMENSIONS, intake, closure, strict=True):
+            if before is not None and after is not None:
+                changes[d].append(after - before)
+                paired = True
+        people += paired
     strata = []
     for d in PH_DIMENSIONS:
         values = changes.get(d, [])
@@ -430,16 +435,10 @@ def _positive_health_group(referrals: Any) -> dict[str, Any]:
     )
 
 
-def _feedback_group(referrals: Any, displays: dict[str, str]) -> dict[str, Any]:
-    sent: Counter[str] = Counter()
-    pushed: Counter[str] = Counter()
-    delivered: Counter[str] = Counter()
-    for r in referrals:
-        for kind, was_pushed, was_delivered in r.feedback:
-            sent[kind] += 1
-            if was_pushed:
-                pushed[kind] += 1
-                delivered[kind] += was_delivered
+def _feedback_group(counts: dict[str, list[int]], displays: dict[str, str]) -> dict[str, Any]:
+    sent = Counter({kind: c[0] for kind, c in counts.items()})
+    pushed = Counter({kind: c[1] for kind, c in counts.items()})
+    delivered = Counter({kind: c[2] for kind, c in counts.items()})
     total_pushed, total_delivered = sum(pushed.values()), sum(delivered.values())
     cell = rate(total_delivered, total_pushed)
     cell.populations = {"initial-population": sum(sent.values()), **cell.populations}

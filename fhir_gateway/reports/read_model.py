@@ -11,7 +11,7 @@ The writer reads nothing: every row belongs to the one document that was written
     `ever_accepted` (its status is one of ACCEPTED_STATES); `merge` folds versions: the earliest
     intake and the or of accepted (the upsert in SQL applies the same fold);
   * a ServiceRequest → its indexed `authored` low, authoredOn as an instant, its ICPC group;
-  * a QuestionnaireResponse → its Positive Health scores;
+  * a QuestionnaireResponse → its Positive Health scores (a list in PH_DIMENSIONS order);
   * a feedback Communication → one row per (Task it is part of, feedback kind), pushed when the
     delivery queued a push for it (`feedback_pushed`), delivered when one push was delivered
     (`feedback_delivered`) — sticky, so purging delivered outbox rows changes no figure (the old
@@ -210,8 +210,9 @@ def request_row(pk: int, sr: dict[str, Any], base_url: str = "") -> dict[str, An
     }
 
 
-def scores(qr: dict[str, Any] | None) -> dict[str, float]:
-    """Positive Health scores (0..10) per dimension of a QuestionnaireResponse."""
+def scores(qr: dict[str, Any] | None) -> list[float | None]:
+    """Positive Health scores (0..10) of a QuestionnaireResponse, in PH_DIMENSIONS order (None
+    where a dimension has no valid answer): a short list, not a map, so the report reads little."""
     found: dict[str, float] = {}
     for item in (qr or {}).get("item", []):
         if item.get("linkId") in PH_DIMENSIONS:
@@ -219,7 +220,7 @@ def scores(qr: dict[str, Any] | None) -> dict[str, float]:
                 value = answer.get("valueInteger", answer.get("valueDecimal"))
                 if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 10:
                     found[item["linkId"]] = float(value)
-    return found
+    return [found.get(d) for d in PH_DIMENSIONS]
 
 
 def feedback_rows(

@@ -86,14 +86,14 @@ class ReportRequestRow(SQLModel, table=True):
 
 
 class ReportScoresRow(SQLModel, table=True):
-    """One QuestionnaireResponse's Positive Health scores (dimension → 0..10)."""
+    """One QuestionnaireResponse's Positive Health scores (0..10 or null per dimension, in order)."""
 
     __tablename__ = "report_scores"
     __table_args__ = (sa.Index("ix_report_scores_id", "qr_id", unique=True),)
 
     qr_pk: int = Field(sa_column=_owner_fk("qr_pk"))
     qr_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
-    scores: dict[str, float] = Field(default_factory=dict, sa_column=sa.Column(JsonDocument, nullable=False))
+    scores: list[float | None] = Field(default_factory=list, sa_column=sa.Column(JsonDocument, nullable=False))
 
 
 class ReportFeedbackRow(SQLModel, table=True):
@@ -298,63 +298,108 @@ def _cohort(start: datetime, end: datetime, owners: Sequence[str]) -> tuple[Any,
     return joined, where
 
 
+def _text(column: Any) -> Any:
+    """JSON as text: the caller decodes it with orjson, or keys a cache on it (a few distinct
+    service lists among 100k rows), several times cheaper than the driver's json.loads."""
+    return sa.cast(column, sa.Text)
+
+
 def referrals_in_period(
     connection: sa.Connection, start: datetime, end: datetime, owners: Sequence[str]
-) -> list[Any]:
-    """The cohort's rows with their request and scores, oldest Task change first."""
+) -> list[tuple[Any, ...]]:
+    """The cohort's rows, unordered, as tuples of `COHORT_COLUMNS` (JSON as text; the scores
+    of the Task's intake and closure questionnaires, None where it names none or it is gone)."""
     if not owners:
         return []
     joined, where = _cohort(start, end, owners)
     si, sc = SC.alias("si"), SC.alias("sc")
     stmt = (
         sa.select(
-            *[c for c in RR.columns if c.name not in ("deleted",)],
+            RR.c.task_pk,
+            RR.c.task_id,
+            RR.c.sr_id,
+            RR.c.last_updated,
+            RR.c.owner,
+            RR.c.requester,
+            _text(RR.c.services),
+            RR.c.place,
+            RR.c.status,
+            RR.c.outcome,
+            _text(RR.c.activities),
+            RR.c.intake_at,
+            RR.c.ever_accepted,
             RQ.c.authored_at,
             RQ.c.icpc_group,
-            sa.cast(si.c.scores, sa.Text).label("intake_scores"),
-            sa.cast(sc.c.scores, sa.Text).label("closure_scores"),
+            _text(si.c.scores),
+            _text(sc.c.scores),
         )
         .select_from(
             joined.outerjoin(si, si.c.qr_id == RR.c.intake_qr).outerjoin(sc, sc.c.qr_id == RR.c.closure_qr)
         )
         .where(where)
-        .order_by(RR.c.last_updated, RR.c.task_pk)
     )
     return list(connection.execute(stmt).all())
 
 
-def feedback_in_period(
+COHORT_COLUMNS = ["task_pk", "task_id", "sr_id", "last_updated", "owner", "requester", "services", "place", "status", "outcome", "activities", "intake_at", "ever_accepted", "authored_at", "icpc_group", "intake_scores", "closure_scores"]
+
+
+def patients_of(connection: sa.Connection, task_pks: Iterable[int]) -> dict[int, str | None]:
+    """Task pk → patient id, for the few Tasks whose municipality needs the patient's district."""
+    out: dict[int, str | None] = {}
+    items = sorted(set(task_pks))
+    for i in range(0, len(items), _CHUNK):
+        stmt = sa.select(RR.c.task_pk, RR.c.patient_id).where(RR.c.task_pk.in_(items[i : i + _CHUNK]))
+        out.update(dict(connection.execute(stmt).all()))
+    return out
+
+
+def feedback_totals(
     connection: sa.Connection, start: datetime, end: datetime, owners: Sequence[str]
-) -> list[Any]:
-    """(task_id, comm_id, kind, pushed, delivered) of the feedback of the cohort's Tasks."""
+) -> list[tuple[str, int, int, int]]:
+    """(kind, sent, pushed, delivered) summed over the feedback of the cohort's Tasks."""
     if not owners:
         return []
     joined, where = _cohort(start, end, owners)
+    pushed = sa.case((FB.c.pushed, 1), else_=0)
+    delivered = sa.case((sa.and_(FB.c.pushed, FB.c.delivered), 1), else_=0)
     stmt = (
-        sa.select(FB.c.task_id, FB.c.comm_id, FB.c.kind, FB.c.pushed, FB.c.delivered)
+        sa.select(FB.c.kind, sa.func.count(), sa.func.sum(pushed), sa.func.sum(delivered))
         .select_from(joined.join(FB, FB.c.task_id == RR.c.task_id))
         .where(where)
+        .group_by(FB.c.kind)
     )
-    return list(connection.execute(stmt).all())
+    return [(k, int(n), int(p or 0), int(d or 0)) for k, n, p, d in connection.execute(stmt)]
 
 
-def current_by_id(
-    connection: sa.Connection, resource_type: str, ids: Iterable[str]
-) -> dict[str, dict[str, Any]]:
+def feedback_of(connection: sa.Connection, task_ids: Iterable[str]) -> list[tuple[str, bool, bool]]:
+    """(kind, pushed, delivered) of the feedback of these Tasks (by the task_id index)."""
+    out: list[tuple[str, bool, bool]] = []
+    items = sorted(set(task_ids))
+    is_pg = connection.dialect.name == "postgresql"
+    step = (len(items) or 1) if is_pg else _CHUNK
+    for i in range(0, len(items), step):
+        stmt = sa.select(FB.c.kind, FB.c.pushed, FB.c.delivered).where(_among(is_pg, FB.c.task_id, items[i : i + step]))
+        out.extend(connection.execute(stmt).all())
+    return out
+
+
+def _among(is_pg: bool, column: Any, values: list[str]) -> Any:
+    """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter however many values."""
+    if not is_pg:
+        return column.in_(values)
+    return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(sa.String), unique=True))
+
+
+def current_by_id(connection: sa.Connection, resource_type: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Current content of many resources of one type (deleted ones left out), in chunks."""
     out: dict[str, dict[str, Any]] = {}
     items = sorted(set(ids))
     is_pg = connection.dialect.name == "postgresql"
     step = (len(items) or 1) if is_pg else _CHUNK
     for i in range(0, len(items), step):
-        chunk = items[i : i + step]
-        among = (
-            R.c.id == sa.any_(sa.bindparam(None, chunk, type_=ARRAY(sa.String), unique=True))
-            if is_pg
-            else R.c.id.in_(chunk)
-        )
         stmt = sa.select(R.c.id, sa.cast(R.c.content, sa.Text)).where(
-            R.c.resource_type == resource_type, among, R.c.deleted.is_(False)
+            R.c.resource_type == resource_type, _among(is_pg, R.c.id, items[i : i + step]), R.c.deleted.is_(False)
         )
         out.update({rid: orjson.loads(content) for rid, content in connection.execute(stmt)})
     return out

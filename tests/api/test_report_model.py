@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from alembic import command
 from fastapi.testclient import TestClient
 
-from fhir_gateway.reports import read_model
+from fhir_gateway.reports import data, read_model
+from fhir_gateway.reports.municipality import parse_period
 from fhir_gateway.rest.operations.wor_report import wor_report
 from fhir_gateway.store import report_rows
 from tests.api.test_reports import _qr, _refer, _step
@@ -58,7 +59,9 @@ def _report(client: TestClient, period: str) -> list[dict[str, Any]]:
 def _loop(client: TestClient, rng: random.Random, now: datetime) -> None:
     """One referral down a random path of the workflow."""
     task = _refer(client, now - timedelta(days=rng.randint(1, 40)), code=rng.choice(["Z12", "P03", "Z05"]))
-    path = rng.choice(["open", "accept", "reject", "intake", "complete", "complete", "cancel", "fail", "hold"])
+    path = rng.choice(
+        ["open", "accept", "reject", "intake", "complete", "complete", "cancel", "fail", "hold"]
+    )
     if path == "open":
         return
     if path == "reject":
@@ -91,7 +94,10 @@ def _complete_with_scores(client: TestClient, task: dict[str, Any], rng: random.
     if change < 0.25:  # the closure questionnaire amended afterwards
         qr = client.get(f"/fhir/QuestionnaireResponse/{closure}").json()
         qr["item"][0]["answer"] = [{"valueInteger": rng.randint(0, 10)}]
-        assert client.put(f"/fhir/QuestionnaireResponse/{closure}", json=qr, headers=FHIR_JSON).status_code == 200
+        assert (
+            client.put(f"/fhir/QuestionnaireResponse/{closure}", json=qr, headers=FHIR_JSON).status_code
+            == 200
+        )
     elif change < 0.35:  # or deleted
         assert client.delete(f"/fhir/QuestionnaireResponse/{intake}").status_code in (200, 204)
 
@@ -111,7 +117,10 @@ def gw(database_url: str, receiver: Receiver) -> Iterator[TestClient]:
         load_directory(client)
         endpoint = client.get(f"/fhir/Endpoint/{PRACTICE_ENDPOINT}").json()
         endpoint["address"] = receiver.url
-        assert client.put(f"/fhir/Endpoint/{PRACTICE_ENDPOINT}", json=endpoint, headers=FHIR_JSON).status_code == 200
+        assert (
+            client.put(f"/fhir/Endpoint/{PRACTICE_ENDPOINT}", json=endpoint, headers=FHIR_JSON).status_code
+            == 200
+        )
         yield client
 
 
@@ -161,3 +170,35 @@ def test_the_migration_backfills_the_same_rows(gw: TestClient) -> None:
     db.upgrade()
     assert _snapshot(gw) == kept
     assert _report(gw, period) == report
+
+
+def test_feedback_counts_from_either_side(gw: TestClient) -> None:
+    """The feedback of the kept referrals is the cohort's sum minus the left-out Tasks', or the
+    kept Tasks' own sum when those are fewer: both equal counting the rows one by one."""
+    rng = random.Random(5)
+    now = datetime.now(UTC)
+    for _ in range(6):
+        _loop(gw, rng, now)
+    drain(worker(gw))
+    start, end = parse_period(f"{(now - timedelta(days=60)).date()}/{now.date()}").bounds()
+    with gw.app.state.ctx.database.connection(write=False) as conn:  # type: ignore[attr-defined]
+        owners = [o for (o,) in conn.execute(sa.select(report_rows.RR.c.owner).distinct())]
+        found, task_ids = data.cohort(conn, start, end, owners)
+        rows = conn.execute(
+            sa.select(
+                report_rows.FB.c.task_id,
+                report_rows.FB.c.kind,
+                report_rows.FB.c.pushed,
+                report_rows.FB.c.delivered,
+            )
+        ).all()
+        referrals = sorted(found.values(), key=lambda r: r.task_id)
+        assert len(referrals) == 6 and rows
+        for kept in (referrals, referrals[:1], referrals[:4], []):
+            wanted = {r.task_id for r in kept}
+            expected: dict[str, list[int]] = {}
+            for task_id, kind, pushed, delivered in rows:
+                if task_id in wanted:
+                    c = expected.setdefault(kind, [0, 0, 0])
+                    c[0], c[1], c[2] = c[0] + 1, c[1] + pushed, c[2] + (pushed and delivered)
+            assert data.feedback_counts(conn, task_ids, kept, start, end, owners) == expected
