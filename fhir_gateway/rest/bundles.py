@@ -83,6 +83,8 @@ class BundleProcessor:
         try:
             with self.router.ctx.database.connection(write=True) as session:
                 svc = self.router.service(session, req)
+                if req.hook is not None:
+                    req.hook.begin(session)
                 mapping = self._assign_ids(svc, entries, req.base_url)
                 svc.promised = frozenset(mapping.new)
                 resolved = [_resolve(e, mapping) for e in entries]
@@ -107,6 +109,9 @@ class BundleProcessor:
                     results[i] = _response_entry(response)
                 if svc.audit.needed:
                     audit.write(svc.repo, svc.audit, 200)
+                response = FhirResponse(200, _transaction_response(results, len(entries)))
+                if req.hook is not None:
+                    req.hook.before_commit(session, response)
         except FhirError as exc:
             failed = error_response(_located(exc, order, results, entries))
             if svc is not None and not svc.audit.needed:
@@ -116,14 +121,7 @@ class BundleProcessor:
             if svc is not None and svc.audit.needed:
                 self.router.write_audit(req, svc.audit, failed.status)
             return failed
-        return FhirResponse(
-            200,
-            {
-                "resourceType": "Bundle",
-                "type": "transaction-response",
-                "entry": [results[i] for i in range(len(entries))],
-            },
-        )
+        return response
 
     def _validate_all(
         self,
@@ -258,6 +256,14 @@ class BundleProcessor:
                 ):
                     mapping.ids[full_url] = f"{resource['resourceType']}/{resource['id']}"
         return mapping
+
+
+def _transaction_response(results: dict[int, dict[str, Any]], count: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": [results[i] for i in range(count)],
+    }
 
 
 def check_shell(body: Any) -> dict[str, Any]:

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fhir_gateway.security.principal import Principal
+
+
+class TransactionHook(Protocol):
+    """Writes of the caller's own that must commit or roll back with the request's (the v2
+    journal row of the message a referral came in): `begin` runs first in the request's write
+    transaction, `before_commit` last, with the response the caller will get. Only a
+    transaction Bundle runs them; an exception from either rolls everything back."""
+
+    def begin(self, connection: Any) -> None: ...
+
+    def before_commit(self, connection: Any, response: FhirResponse) -> None: ...
 
 
 @dataclass
@@ -19,6 +30,7 @@ class FhirRequest:
     base_url: str = ""
     client_address: str | None = None  # for the audit log (NEN 7513: source address)
     channel: str | None = None  # "hl7v2": made by the v2 service, not by an HTTP client (audit)
+    hook: TransactionHook | None = None  # not passed on to a Bundle's entries
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -1,9 +1,9 @@
 """The HL7 v2 message journal (table `v2_messages`) in SQL: claims, ACKs, outbound RRIs.
 
 Inbound rows are keyed by (sender, MSH-10): a duplicate gets the original ACK. The claim
-protocol (who may take over a stale claim, when a claim is released) is `v2/service.py`'s;
-these functions only read and write rows. The ORM session is used for the low-volume inbound
-path (`Database.session`), Core statements for the worker and the console.
+protocol (who may take over a stale claim, which transaction writes the row) is
+`v2/journal.py`'s; these functions only read and write rows, as Core statements on the
+caller's connection, so the journal row can share the referral's transaction.
 """
 
 from __future__ import annotations
@@ -12,62 +12,48 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
 
 from fhir_gateway.store.tables import V2MessageRow
 
 V2 = V2MessageRow.__table__
 
 
-def find_inbound(session: Session, sender: str, control_id: str) -> V2MessageRow | None:
-    """The journal row of an inbound message (answered or still being processed)."""
-    return session.exec(
-        select(V2MessageRow).where(
-            V2MessageRow.direction == "in",
-            V2MessageRow.sender == sender,
-            V2MessageRow.control_id == control_id,
+def inbound(connection: sa.Connection, sender: str, control_id: str) -> sa.Row[Any] | None:
+    """The journal row of an inbound message (pk, received_at, ack, ack_code, focus), or None."""
+    return connection.execute(
+        sa.select(V2.c.pk, V2.c.received_at, V2.c.ack, V2.c.ack_code, V2.c.focus).where(
+            V2.c.direction == "in", V2.c.sender == sender, V2.c.control_id == control_id
         )
     ).first()
 
 
-def retake_inbound(session: Session, row: V2MessageRow, now: datetime) -> int:
-    """Take over a claim its process abandoned: the row is ours from `now`."""
-    row.received_at = now
-    session.add(row)
-    session.flush()
-    assert row.pk is not None
-    return row.pk
-
-
-def add_inbound(session: Session, sender: str, control_id: str, message_type: str, now: datetime) -> int:
-    """Claim a new inbound message (no ACK yet); IntegrityError when a concurrent copy was first."""
-    row = V2MessageRow(
-        direction="in",
-        sender=sender,
-        control_id=control_id,
-        message_type=message_type,
-        received_at=now,
+def claim_inbound(
+    connection: sa.Connection, sender: str, control_id: str, message_type: str, now: datetime
+) -> int:
+    """Claim a new inbound message (no ACK yet); IntegrityError when a copy holds the key (on
+    PostgreSQL this waits until a concurrent copy's transaction ends)."""
+    result = connection.execute(
+        sa.insert(V2).values(
+            direction="in", sender=sender, control_id=control_id, message_type=message_type, received_at=now
+        )
     )
-    session.add(row)
-    session.flush()
-    assert row.pk is not None
-    return row.pk
+    return int(result.inserted_primary_key[0])
 
 
-def record_ack(session: Session, pk: int, ack: str, ack_code: str, focus: str | None) -> None:
-    row = session.get(V2MessageRow, pk)
-    if row is not None:
-        row.ack = ack
-        row.ack_code = ack_code
-        row.focus = focus
-        session.add(row)
+def take_over_inbound(connection: sa.Connection, pk: int, claimed_at: datetime, now: datetime) -> bool:
+    """Take over an unanswered claim as it was read (`claimed_at`); False when another
+    process answered or took it over in the meantime."""
+    result = connection.execute(
+        sa.update(V2)
+        .where(V2.c.pk == pk, V2.c.ack.is_(None), V2.c.received_at == claimed_at)
+        .values(received_at=now)
+    )
+    return result.rowcount == 1
 
 
-def release_unanswered(session: Session, pk: int) -> None:
-    """Drop a claim that got no ACK, so a resend is processed afresh."""
-    row = session.get(V2MessageRow, pk)
-    if row is not None and row.ack is None:
-        session.delete(row)
+def answer_inbound(connection: sa.Connection, pk: int, ack: str, ack_code: str, focus: str | None) -> None:
+    """Store the ACK of a claimed message (in the transaction that did its work)."""
+    connection.execute(sa.update(V2).where(V2.c.pk == pk).values(ack=ack, ack_code=ack_code, focus=focus))
 
 
 def latest_inbound_for(connection: sa.Connection, focus: str | None) -> sa.Row[Any] | None:

@@ -1,14 +1,13 @@
-"""One inbound v2 message → one ACK: journal, parse, map, the FHIR router, ACK, journal again.
+"""One inbound v2 message → one ACK: parse, sender, journal, map, the FHIR router, ACK.
 
 The referral takes the SAME path as a FHIR transaction Bundle (`router.handle(POST /)`), so
 validation, routing, Task creation and auditing apply to v2 senders without a second copy.
 
-Duplicates: (direction 'in', MSH-3^MSH-4, MSH-10) is unique in `v2_messages`. A message is
-claimed before processing (row without ACK) and the ACK is stored after the router committed;
-a resend of a finished message gets the stored ACK byte for byte and is not processed again.
-A claim older than `stale_after` (the process died between commit and journal) is taken over;
-the ServiceRequest's `ifNoneExist` on the referral number then stops a second referral.
-AR outcomes (rejects, transient failures) are not journalled, so the sender's retry is processed.
+Duplicates: (direction 'in', MSH-3^MSH-4, MSH-10) is unique in `v2_messages`; a resend of a
+journalled message gets the stored ACK byte for byte and is not processed again. The journal
+row is written in the referral's own transaction (`journal.Claim`, the router's hook): see
+`v2/journal.py` for what that guarantees for crashes and concurrent copies. AE outcomes are
+journalled, AR outcomes (rejects, transient failures) are not, so the sender's retry is processed.
 """
 
 from __future__ import annotations
@@ -16,18 +15,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
-
-import sqlalchemy as sa
 
 from fhir_gateway import tracing
 from fhir_gateway.observability import request_id_var
 from fhir_gateway.rest.request import FhirRequest, FhirResponse
 from fhir_gateway.security import audit
 from fhir_gateway.security.principal import Principal
-from fhir_gateway.store import v2_journal
 from fhir_gateway.store.database import DatabaseUnavailable
 from fhir_gateway.v2.ack import (
     APPLICATION_INTERNAL_ERROR,
@@ -39,6 +35,7 @@ from fhir_gateway.v2.ack import (
     header_guess,
 )
 from fhir_gateway.v2.inbound import V2ContentError, V2Rejected, accept, load_mappings
+from fhir_gateway.v2.journal import Claim, Journal, Lost, Outcome
 from fhir_gateway.v2.limits import check_limits
 from fhir_gateway.v2.mapping import Loc, MappingResult, V2Mapping
 from fhir_gateway.v2.message import Message, V2ParseError, parse_er7
@@ -62,17 +59,6 @@ MAX_SENDER = 255  # v2_messages.sender (MSH-3.1^MSH-4.1)
 # not the content's fault: AR, so the sender tries again. A 403 is the content's (a requester who
 # is not one of the practice's people): resending the same message would fail the same way.
 _RETRYABLE = {401, 408, 429}
-
-
-@dataclass
-class Outcome:
-    """What `process` decided; `ack` is the ER7 text sent back."""
-
-    ack: str
-    code: str
-    focus: str | None = None
-    duplicate: bool = False
-    unauthenticated: bool = False  # refused because the transport named no sender (MLLP closes)
 
 
 __all__ = ["V2_SCOPES", "Outcome", "V2Service"]  # V2_SCOPES: re-exported from senders
@@ -101,7 +87,7 @@ class V2Service:
         self.mappings = mappings if mappings is not None else load_mappings(router.ctx.settings.mappings_dir)
         self.validator = validator  # optional pre-check until the create path validates profiles
         self.insecure_dev = insecure_dev
-        self.stale_after = stale_after
+        self.journal = Journal(self.database, stale_after)
         settings = router.ctx.settings
         self.max_segments = settings.max_v2_segments
         self.max_repetitions = settings.max_v2_repetitions
@@ -163,21 +149,13 @@ class V2Service:
         too_long = _journal_key_error(message)
         if too_long is not None:
             return Outcome(build_ack(message, "AR", [too_long]), "AR")
-        claim = self._claim(message)
+        claim = self._lookup(message)
         if isinstance(claim, Outcome):
             return claim
-        try:
-            if mapping is None:
-                outcome = Outcome(build_ack(message, "AE", content_errors), "AE")
-            else:
-                outcome = self._deliver(message, mapping, principal, resolved.address)
-        except Exception:
-            self._release(claim)
-            raise
-        if outcome.code == "AR":
-            self._release(claim)
+        if mapping is None:
+            outcome = self.journal.settle(claim, Outcome(build_ack(message, "AE", content_errors), "AE"))
         else:
-            self._finish(claim, outcome)
+            outcome = self._deliver(message, mapping, principal, resolved.address, claim)
         log.info(
             "v2 %s from %s answered %s in %.1f ms",
             message.message_type,
@@ -240,53 +218,42 @@ class V2Service:
 
     # -- the FHIR path ---------------------------------------------------------------------------
     def _deliver(
-        self, message: Message, mapping: V2Mapping, principal: Principal, address: str | None
+        self, message: Message, mapping: V2Mapping, principal: Principal, address: str | None, claim: Claim
     ) -> Outcome:
+        """The referral and its journal row in one transaction (`claim` is its hook)."""
         result = mapping.apply(message)
         if self.validator is not None:
             issues = [i for i in self.validator.validate(result.bundle) if i.is_error]
             if issues:
-                return Outcome(build_ack(message, "AE", errors_from_issues(result, issues)), "AE")
-        response = self.router.handle(
-            FhirRequest(
-                method="POST",
-                path="",
-                body=result.bundle,
-                headers={"content-type": "application/fhir+json"},
-                principal=principal,
-                base_url=self.base_url,
-                client_address=address,
-                channel="hl7v2",
+                return self.journal.settle(
+                    claim, Outcome(build_ack(message, "AE", errors_from_issues(result, issues)), "AE")
+                )
+        claim.answer = partial(outcome_for, message, result)
+        try:
+            response = self.router.handle(
+                FhirRequest(
+                    method="POST",
+                    path="",
+                    body=result.bundle,
+                    headers={"content-type": "application/fhir+json"},
+                    principal=principal,
+                    base_url=self.base_url,
+                    client_address=address,
+                    channel="hl7v2",
+                    hook=claim,
+                )
             )
-        )
-        return outcome_for(message, result, response)
+        except Lost:  # a copy of this message was claimed (and answered) while this one ran
+            return self.journal.winner(message)
+        if 200 <= response.status < 300 and claim.outcome is not None:
+            return claim.outcome  # committed with the referral
+        outcome = outcome_for(message, result, response)
+        return outcome if outcome.code == "AR" else self.journal.settle(claim, outcome)
 
     # -- journal -------------------------------------------------------------------------------
-    def _claim(self, message: Message) -> int | Outcome:
-        sender, control_id = message.sender, message.control_id  # lengths checked by process
-        now = _utcnow()
-        for _attempt in range(2):
-            try:
-                with self.database.session(write=True) as session:
-                    row = v2_journal.find_inbound(session, sender, control_id)
-                    if row is not None:
-                        if row.ack is not None:
-                            return Outcome(row.ack, row.ack_code or "", row.focus, duplicate=True)
-                        if row.received_at > now - self.stale_after:
-                            return _busy(message)
-                        return v2_journal.retake_inbound(session, row, now)
-                    return v2_journal.add_inbound(session, sender, control_id, message.message_type[:32], now)
-            except sa.exc.IntegrityError:
-                continue  # a concurrent copy claimed it first: read its state
-        return _busy(message)
-
-    def _finish(self, pk: int, outcome: Outcome) -> None:
-        with self.database.session(write=True) as session:
-            v2_journal.record_ack(session, pk, outcome.ack, outcome.code, outcome.focus)
-
-    def _release(self, pk: int) -> None:
-        with self.database.session(write=True) as session:
-            v2_journal.release_unanswered(session, pk)
+    def _lookup(self, message: Message) -> Claim | Outcome:
+        with self.database.connection(write=False) as connection:
+            return self.journal.lookup(connection, message)
 
 
 # -- response → ACK ----------------------------------------------------------------------------------
@@ -398,22 +365,9 @@ def _journal_key_error(message: Message) -> AckError | None:
     return None
 
 
-def _busy(message: Message) -> Outcome:
-    error = AckError(
-        APPLICATION_INTERNAL_ERROR,
-        f"Message {message.control_id} is being processed; send it again later",
-        Loc("MSH", 1, 10),
-    )
-    return Outcome(build_ack(message, "AR", [error]), "AR")
-
-
 def _is_utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
         return True
     except UnicodeDecodeError:
         return False
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)

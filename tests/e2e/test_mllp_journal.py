@@ -1,0 +1,174 @@
+"""The v2 journal over real MLLP sockets, on SQLite and PostgreSQL: the journal row is written in
+the referral's own transaction, so two copies at once, a failure before the commit, resends of
+AE outcomes and claims left by an older gateway version must all still give one referral and one
+answer per message (v2/journal.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fhir_gateway.app import create_app
+from fhir_gateway.loading import load_files
+from fhir_gateway.security.clients import load_client_registrations
+from fhir_gateway.settings import Settings
+from fhir_gateway.store import v2_journal
+from fhir_gateway.v2 import journal
+from fhir_gateway.v2.inbound import parse
+from fhir_gateway.v2.mllp import MLLPClient, MLLPServer, ServerThread, frame
+from fhir_gateway.v2.service import V2Service
+from tests.e2e.test_mllp import EXAMPLES, ROOT, Gateway, ack_code, raw_exchange, register_mllp, variant
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def gateway(database_url: str) -> Iterator[Gateway]:
+    app = create_app(Settings(database_url=database_url))
+    router = app.state.router
+    assert all(r.ok for r in load_files(router, [ROOT / "examples" / "directory"]))
+    load_client_registrations(app.state.ctx.database, ROOT / "examples" / "clients")
+    register_mllp(app, "praktijk-batau-his", mllp_addresses=["127.0.0.0/8"])
+    service = V2Service(router, "http://gateway.test/fhir")
+    server = MLLPServer(host="127.0.0.1", port=0, for_peer=service.for_peer, idle_timeout=30)
+    thread = ServerThread(server).start()
+    try:
+        yield Gateway(router, service, server, thread.port, app)
+    finally:
+        thread.stop()
+        app.state.ctx.close()
+
+
+def journal_row(gateway: Gateway, message: str) -> Any:
+    parsed = parse(message)
+    with gateway.service.database.connection(write=False) as connection:
+        return v2_journal.inbound(connection, parsed.sender, parsed.control_id)
+
+
+def send_together(port: int, messages: list[str]) -> list[bytes]:
+    """Each message on its own connection, all at once."""
+
+    async def one(message: str) -> bytes:
+        async with MLLPClient("127.0.0.1", port, timeout=60) as client:
+            return await client.send(message)
+
+    async def run() -> list[bytes]:
+        return await asyncio.gather(*(one(m) for m in messages))
+
+    return asyncio.run(run())
+
+
+def test_two_copies_at_once_store_one_referral_and_get_the_same_ack(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both copies pass the journal lookup before either claims (a barrier holds them there),
+    so both run the referral transaction: the second claim fails on the unique key, rolls the
+    second referral back and answers with the first copy's stored ACK."""
+    both_looked = threading.Barrier(2, timeout=30)
+    lookup = journal.Journal.lookup
+
+    def lookup_then_wait(self: journal.Journal, connection: Any, message: Any) -> Any:
+        found = lookup(self, connection, message)
+        both_looked.wait()
+        return found
+
+    winner = journal.Journal.winner
+    lost: list[str] = []
+
+    def lost_to_the_winner(self: journal.Journal, message: Any) -> journal.Outcome:
+        lost.append(message.control_id)
+        return winner(self, message)
+
+    monkeypatch.setattr(journal.Journal, "lookup", lookup_then_wait)
+    monkeypatch.setattr(journal.Journal, "winner", lost_to_the_winner)
+    message = variant("DUP1")
+    first, second = send_together(gateway.port, [message, message])
+    assert lost == ["BATAU-TDUP1"]  # the race happened: one copy's claim failed on the key
+    assert first == second and ack_code(first) == "AA"
+    assert gateway.count("ServiceRequest", identifier="REF-TDUP1") == 1
+    assert gateway.count("Task") == 1
+    row = journal_row(gateway, message)
+    assert row.ack.encode() == first and row.ack_code == "AA"
+    assert row.focus and row.focus.startswith("ServiceRequest/")
+
+
+def test_many_copies_at_once_give_one_referral_each(gateway: Gateway) -> None:
+    messages = [variant(f"M{i}") for i in range(4) for _copy in range(3)]
+    acks = send_together(gateway.port, messages)
+    by_message: dict[str, set[bytes]] = {}
+    for message, ack in zip(messages, acks, strict=True):
+        by_message.setdefault(message, set()).add(ack)
+    assert all(len(answers) == 1 for answers in by_message.values()), by_message
+    assert {ack_code(a) for a in acks} == {"AA"}
+    assert gateway.count("ServiceRequest") == 4 and gateway.count("Task") == 4
+
+
+def test_a_failure_before_the_commit_leaves_nothing_and_the_resend_is_processed_once(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal row and the referral commit together: when the transaction dies after the
+    referral's writes (here: while the ACK is stored), neither is left, the sender gets AR, and
+    its resend is processed as new — exactly one referral."""
+    record = journal.Claim.record
+    calls = {"n": 0}
+
+    def dies_once(self: journal.Claim, connection: Any, outcome: journal.Outcome) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the process died here")
+        record(self, connection, outcome)
+
+    monkeypatch.setattr(journal.Claim, "record", dies_once)
+    message = variant("CRASH")
+    [ack] = raw_exchange(gateway.port, [frame(message)], 1)
+    assert ack_code(ack) == "AR"
+    assert journal_row(gateway, message) is None
+    assert gateway.count("ServiceRequest", identifier="REF-TCRASH") == 0
+    [again] = raw_exchange(gateway.port, [frame(message)], 1)
+    assert ack_code(again) == "AA"
+    assert gateway.count("ServiceRequest", identifier="REF-TCRASH") == 1 and gateway.count("Task") == 1
+    assert journal_row(gateway, message).ack.encode() == again
+
+
+@pytest.mark.parametrize("example", ["ref-i12-invalid-bsn.hl7", "ref-i12-postcode-not-covered.hl7"])
+def test_an_ae_is_journalled_and_a_resend_gets_it_byte_for_byte(gateway: Gateway, example: str) -> None:
+    message = (EXAMPLES / example).read_text().replace("\n", "\r")
+    [first] = raw_exchange(gateway.port, [frame(message)], 1)
+    [second] = raw_exchange(gateway.port, [frame(message)], 1)
+    assert ack_code(first) == "AE" and second == first
+    assert journal_row(gateway, message).ack_code == "AE"
+    assert gateway.count("ServiceRequest") == 0
+
+
+def test_an_ar_is_not_journalled(gateway: Gateway) -> None:
+    message = variant("AR").replace("|2.5\r", "|2.3\r")
+    [ack] = raw_exchange(gateway.port, [frame(message)], 1)
+    assert ack_code(ack) == "AR"
+    assert journal_row(gateway, message) is None
+
+
+def _old_claim(gateway: Gateway, message: str, age: timedelta) -> None:
+    """An unanswered claim as an older gateway version left it (claimed, then the process died)."""
+    parsed = parse(message)
+    claimed_at = datetime.now(UTC).replace(tzinfo=None) - age
+    with gateway.service.database.connection(write=True) as connection:
+        v2_journal.claim_inbound(connection, parsed.sender, parsed.control_id, "REF^I12", claimed_at)
+
+
+def test_a_fresh_unanswered_claim_is_busy_and_a_stale_one_is_taken_over_once(gateway: Gateway) -> None:
+    fresh, stale = variant("FRESH"), variant("STALE")
+    _old_claim(gateway, fresh, timedelta(seconds=5))
+    _old_claim(gateway, stale, gateway.service.journal.stale_after + timedelta(seconds=5))
+    [busy] = raw_exchange(gateway.port, [frame(fresh)], 1)
+    assert ack_code(busy) == "AR" and b"is being processed" in busy
+    assert journal_row(gateway, fresh).ack is None
+    assert gateway.count("ServiceRequest", identifier="REF-TFRESH") == 0
+    first, second = send_together(gateway.port, [stale, stale])
+    assert ack_code(first) == ack_code(second) == "AA" and first == second
+    assert gateway.count("ServiceRequest", identifier="REF-TSTALE") == 1
+    assert journal_row(gateway, stale).ack.encode() == first
