@@ -50,8 +50,8 @@ def build_v2_api(v2_service: V2Service) -> APIRouter:
         principal = getattr(request.state, "principal", None) or Principal.unauthenticated()
         address = request.client.host if request.client else None
         sender: SenderSource = None  # insecure dev, no token: MSH-4 decides (the service warns)
-        if principal is not INSECURE_DEV_PRINCIPAL:  # resolved in the worker thread: it reads the db
-            sender = partial(bearer_sender, v2_service.database, principal, address)
+        if principal is not INSECURE_DEV_PRINCIPAL:  # resolved in the service's read transaction
+            sender = partial(bearer_sender, principal, address)
 
         ack = await run_in_threadpool(v2_service.handle, body, sender)
         return Response(ack, status_code=200, media_type=content_type)

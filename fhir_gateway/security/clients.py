@@ -256,13 +256,22 @@ def _from_row(row: Any) -> ClientRegistration:
 
 def get_client(database: Database, client_id: str) -> ClientRegistration | None:
     with database.connection(write=False) as conn:
-        row = client_store.client_row(conn, client_id)
-        return _from_row(row) if row is not None else None
+        return client_on(conn, client_id)
 
 
 def list_clients(database: Database) -> list[ClientRegistration]:
     with database.connection(write=False) as conn:
-        return [_from_row(r) for r in client_store.client_rows(conn)]
+        return clients_on(conn)
+
+
+def client_on(connection: sa.Connection, client_id: str) -> ClientRegistration | None:
+    """`get_client` inside the caller's transaction (the v2 service reads all it needs in one)."""
+    row = client_store.client_row(connection, client_id)
+    return _from_row(row) if row is not None else None
+
+
+def clients_on(connection: sa.Connection) -> list[ClientRegistration]:
+    return [_from_row(r) for r in client_store.client_rows(connection)]
 
 
 def save_client(database: Database, registration: ClientRegistration) -> ClientRegistration:

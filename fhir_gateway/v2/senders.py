@@ -26,10 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_gateway.security.clients import ClientRegistration, get_client, list_clients
+import sqlalchemy as sa
+
+from fhir_gateway.security.clients import ClientRegistration, client_on, clients_on
 from fhir_gateway.security.principal import Principal
 from fhir_gateway.security.scopes import has_scope
-from fhir_gateway.store.database import Database
 from fhir_gateway.v2.ack import REQUIRED_FIELD_MISSING, UNKNOWN_KEY_IDENTIFIER, AckError
 from fhir_gateway.v2.mapping import Loc
 from fhir_gateway.v2.message import Message
@@ -85,7 +86,8 @@ class Unidentified:
 
 
 Sender = V2Sender | Unidentified
-SenderSource = Sender | Callable[[], Sender] | None  # resolved inside the service (it may read the db)
+# a callable is resolved inside the service's read transaction (the connection), with the rest it reads
+SenderSource = Sender | Callable[[sa.Connection], Sender] | None
 
 
 class Refused(Exception):
@@ -182,12 +184,12 @@ def _granted(scopes: tuple[str, ...], wanted: str) -> bool:
 
 
 # -- the transports ---------------------------------------------------------------------------------
-def bearer_sender(database: Database, principal: Principal, address: str | None) -> Sender:
+def bearer_sender(principal: Principal, address: str | None, connection: sa.Connection) -> Sender:
     """POST /v2: the token's client, with the facilities its registration has now (a registration
     disabled after the token was issued sends nothing more)."""
     if not principal.authenticated:
         return Unidentified("no access token", address, "HTTP")
-    registration = get_client(database, principal.client_id)
+    registration = client_on(connection, principal.client_id)
     active = registration is not None and registration.active
     return V2Sender(
         client_id=principal.client_id,
@@ -206,7 +208,7 @@ def certificate_fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def identify_peer(database: Database, peer: Peer) -> Sender:
+def identify_peer(peer: Peer, connection: sa.Connection) -> Sender:
     """The registration an MLLP connection belongs to.
 
     With a client certificate: the one active registration listing its fingerprint (and, when
@@ -214,7 +216,7 @@ def identify_peer(database: Database, peer: Peer) -> Sender:
     Without: the one active registration whose `mllp_addresses` hold the source address and that
     lists no certificates (a registration with certificates always needs one). None or more than
     one match: unidentified."""
-    senders = [r for r in list_clients(database) if r.active and r.v2_facilities]
+    senders = [r for r in clients_on(connection) if r.active and r.v2_facilities]
     if peer.certificate is not None:
         fingerprint = certificate_fingerprint(peer.certificate)
         matches = [r for r in senders if fingerprint in r.mllp_certificates]

@@ -132,30 +132,17 @@ class V2Service:
             code = SEGMENT_SEQUENCE_ERROR if exc.segment == "MSH" and exc.field is None else DATA_TYPE_ERROR
             loc = Loc(exc.segment, exc.sequence, exc.field)
             return Outcome(build_ack(header_guess(data), "AR", [AckError(code, str(exc), loc)]), "AR")
-        # who sends decides before anything else: no journal lookup (a stored ACK) for a stranger
-        resolved = sender() if callable(sender) else sender
-        if resolved is None:
-            resolved = Unidentified("the transport authenticated no sender")
-        principal = self._principal(message, resolved)
-        if isinstance(principal, Outcome):
-            return principal
-        try:
-            mapping = accept(message, self.mappings)
-        except V2Rejected as exc:
-            return Outcome(build_ack(message, "AR", [exc.error]), "AR")
-        except V2ContentError as exc:
-            mapping = None
-            content_errors = exc.errors
-        too_long = _journal_key_error(message)
-        if too_long is not None:
-            return Outcome(build_ack(message, "AR", [too_long]), "AR")
-        claim = self._lookup(message)
-        if isinstance(claim, Outcome):
-            return claim
-        if mapping is None:
-            outcome = self.journal.settle(claim, Outcome(build_ack(message, "AE", content_errors), "AE"))
+        admitted = self._admit(message, sender)
+        if isinstance(admitted, Outcome):
+            return admitted
+        if admitted.mapping is None:
+            outcome = self.journal.settle(
+                admitted.claim, Outcome(build_ack(message, "AE", admitted.content_errors), "AE")
+            )
         else:
-            outcome = self._deliver(message, mapping, principal, resolved.address, claim)
+            outcome = self._deliver(
+                message, admitted.mapping, admitted.principal, admitted.address, admitted.claim
+            )
         log.info(
             "v2 %s from %s answered %s in %.1f ms",
             message.message_type,
@@ -172,35 +159,57 @@ class V2Service:
         and the connection is closed (a stranger gets one ACK per connection, not a stream)."""
 
         def handle(payload: bytes) -> Answer:
-            ack, unauthenticated = self.respond(payload, partial(identify_peer, self.database, peer))
+            ack, unauthenticated = self.respond(payload, partial(identify_peer, peer))
             return Answer(ack, close=unauthenticated)
 
         return handle
 
-    # -- the sender ------------------------------------------------------------------------------
-    def _principal(self, message: Message, sender: Sender) -> Principal | Outcome:
-        """Who the referral runs as; an AR Outcome (audited) when the sender may not send it."""
-        try:
-            with self.database.connection(write=False) as connection:
-                directory = self.router.ctx.directory(self.router.ctx.repository(connection))
-                if isinstance(sender, Unidentified) and self.insecure_dev:
-                    log.warning("INSECURE DEV: v2 message accepted as MSH-4 says (%s)", sender.reason)
-                    return facility_principal(message, directory)
-                return authorise(sender, message, directory)
-        except Refused as refused:
-            self._audit_refusal(message, sender, refused)
-            log.warning(
-                "v2 %s from %s refused: %s",
-                message.message_type,
-                getattr(sender, "client_id", None) or sender.address or "?",
-                refused.error.text,
-                extra={"event": "auth"},
-            )
-            return Outcome(
-                build_ack(message, "AR", [refused.error]),
-                "AR",
-                unauthenticated=isinstance(sender, Unidentified),
-            )
+    # -- the sender, the kind of message, the journal ----------------------------------------
+    def _admit(self, message: Message, sender: SenderSource) -> _Admitted | Outcome:
+        """In ONE read transaction, in this order: who sends (AR, audited, when they may not:
+        no journal lookup, no stored ACK for a stranger), whether the gateway takes this kind of
+        message (AR), and whether it was answered before (the stored ACK). The registration and
+        the directory are read as they are now, so a change counts from the next message."""
+        with self.database.connection(write=False) as connection:
+            resolved = sender(connection) if callable(sender) else sender
+            if resolved is None:
+                resolved = Unidentified("the transport authenticated no sender")
+            try:
+                principal = self._principal(connection, message, resolved)
+            except Refused as refused:
+                refusal = refused
+            else:
+                accepted = _accepted(message, self.mappings)
+                if isinstance(accepted, Outcome):
+                    return accepted
+                found = self.journal.lookup(connection, message)
+                if isinstance(found, Outcome):
+                    return found
+                return _Admitted(principal, resolved.address, found, *accepted)
+        return self._refuse(message, resolved, refusal)  # audited in a write transaction of its own
+
+    def _principal(self, connection: Any, message: Message, sender: Sender) -> Principal:
+        """Who the referral runs as; `Refused` when the sender may not send this message."""
+        directory = self.router.ctx.directory(self.router.ctx.repository(connection))
+        if isinstance(sender, Unidentified) and self.insecure_dev:
+            log.warning("INSECURE DEV: v2 message accepted as MSH-4 says (%s)", sender.reason)
+            return facility_principal(message, directory)
+        return authorise(sender, message, directory)
+
+    def _refuse(self, message: Message, sender: Sender, refused: Refused) -> Outcome:
+        self._audit_refusal(message, sender, refused)
+        log.warning(
+            "v2 %s from %s refused: %s",
+            message.message_type,
+            getattr(sender, "client_id", None) or sender.address or "?",
+            refused.error.text,
+            extra={"event": "auth"},
+        )
+        return Outcome(
+            build_ack(message, "AR", [refused.error]),
+            "AR",
+            unauthenticated=isinstance(sender, Unidentified),
+        )
 
     def _audit_refusal(self, message: Message, sender: Sender, refused: Refused) -> None:
         """A refused v2 message is logged like any refused request (NEN 7513): who (as far as
@@ -249,11 +258,6 @@ class V2Service:
             return claim.outcome  # committed with the referral
         outcome = outcome_for(message, result, response)
         return outcome if outcome.code == "AR" else self.journal.settle(claim, outcome)
-
-    # -- journal -------------------------------------------------------------------------------
-    def _lookup(self, message: Message) -> Claim | Outcome:
-        with self.database.connection(write=False) as connection:
-            return self.journal.lookup(connection, message)
 
 
 # -- response → ACK ----------------------------------------------------------------------------------
@@ -343,6 +347,34 @@ def _focus(result: MappingResult, body: dict[str, Any] | None) -> str | None:
             if marker >= 0:
                 return "/".join(location[marker:].split("/")[:2])[:128]
     return None
+
+
+@dataclass
+class _Admitted:
+    """A message the sender may send, of a kind the gateway takes, not answered before."""
+
+    principal: Principal
+    address: str | None
+    claim: Claim
+    mapping: V2Mapping | None  # None: the content is refused (AE) with `content_errors`
+    content_errors: list[AckError]
+
+
+def _accepted(
+    message: Message, mappings: dict[str, V2Mapping]
+) -> tuple[V2Mapping | None, list[AckError]] | Outcome:
+    """The mapping for the message (or its content errors: AE), or an AR Outcome for a kind of
+    message the gateway does not take or a journal key it cannot store."""
+    try:
+        accepted: tuple[V2Mapping | None, list[AckError]] = (accept(message, mappings), [])
+    except V2Rejected as exc:
+        return Outcome(build_ack(message, "AR", [exc.error]), "AR")
+    except V2ContentError as exc:
+        accepted = (None, exc.errors)
+    too_long = _journal_key_error(message)
+    if too_long is not None:
+        return Outcome(build_ack(message, "AR", [too_long]), "AR")
+    return accepted
 
 
 def _journal_key_error(message: Message) -> AckError | None:

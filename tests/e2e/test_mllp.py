@@ -316,3 +316,17 @@ def test_insecure_dev_lets_msh4_decide_for_an_unidentified_sender(gateway: Gatew
     [ack] = raw_exchange(gateway.port, [frame(variant(24))], 1)
     assert ack_code(ack) == "AA"
     assert gateway.count("ServiceRequest", identifier="REF-T24") == 1
+
+
+def test_a_registration_change_counts_from_the_next_message_on_an_open_connection(gateway: Gateway) -> None:
+    async def run() -> list[bytes]:
+        async with MLLPClient("127.0.0.1", gateway.port, timeout=30) as client:
+            first = await client.send(variant(25))
+            register_mllp(gateway.app, "praktijk-batau-his", mllp_addresses=["192.0.2.0/24"])
+            return [first, await client.send(variant(26))]
+
+    first, second = asyncio.run(run())
+    assert ack_code(first) == "AA" and ack_code(second) == "AR"
+    assert b"registered for no client" in second
+    assert gateway.count("ServiceRequest", identifier="REF-T25") == 1
+    assert gateway.count("ServiceRequest", identifier="REF-T26") == 0
