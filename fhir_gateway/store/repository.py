@@ -109,16 +109,13 @@ _by_token = sa.select(R).where(
     R.c.deleted.is_(False),
 )
 _SELECT_BY_TOKEN = Prepared(_by_token.order_by(R.c.pk).limit(sa.bindparam("b_limit")))
+_compartment_rows = sa.select(IX.c.resource_pk).where(IX.c.resource_pk == R.c.pk, IX.c.param == COMPARTMENT)
+_in_own_compartment = sa.exists(_compartment_rows.where(IX.c.value == sa.bindparam("b_compartment")))
 _SELECT_BY_TOKEN_IN_COMPARTMENT = Prepared(  # the same, among what one organisation may see
-    _by_token.where(
-        sa.exists(
-            sa.select(IX.c.resource_pk).where(
-                IX.c.resource_pk == R.c.pk,
-                IX.c.param == COMPARTMENT,
-                IX.c.value == sa.bindparam("b_compartment"),
-            )
-        )
-    )
+    _by_token.where(_in_own_compartment).order_by(R.c.pk).limit(sa.bindparam("b_limit"))
+)
+_SELECT_BY_TOKEN_OWN_OR_PUBLIC = Prepared(  # ... or in no compartment (the public directory)
+    _by_token.where(sa.or_(_in_own_compartment, ~sa.exists(_compartment_rows)))
     .order_by(R.c.pk)
     .limit(sa.bindparam("b_limit"))
 )
@@ -597,7 +594,7 @@ class Repository:
     def _page_rows(self, query: SearchQuery) -> list[Stored]:
         """Up to count + 1 matches (one more tells whether a next page exists)."""
         probe = search_sql.token_probe(query)
-        if probe is None or query.with_public:
+        if probe is None:
             statement = search_sql.page_statement(query, self.session.dialect.name)
             return [_stored(r) for r in self.session.execute(statement).all()]
         param, system, code = probe
@@ -610,7 +607,8 @@ class Repository:
         }
         statement = _SELECT_BY_TOKEN
         if query.compartment is not None:
-            statement, params["b_compartment"] = _SELECT_BY_TOKEN_IN_COMPARTMENT, query.compartment
+            params["b_compartment"] = query.compartment
+            statement = _SELECT_BY_TOKEN_OWN_OR_PUBLIC if query.with_public else _SELECT_BY_TOKEN_IN_COMPARTMENT
         found = [_stored_from(row) for row in statement.rows(self.session, params)]
         for stored in found:
             self._remember(stored, False)

@@ -120,3 +120,27 @@ def test_a_v2_referral_from_a_new_locum_registers_them_and_is_accepted(database_
         assert [e["resource"]["name"][0]["family"] for e in found] == ["Waarnemer"]
         authorize(c, GP_A)
         assert c.get("/fhir/Practitioner", params={"identifier": f"{AGB}|01999999"}).json().get("entry", []) == []
+
+
+def test_a_conditional_create_matches_the_public_directory_and_own_people_only(client: TestClient) -> None:
+    """If-None-Exist on a Practitioner looks among the public directory and the caller's own
+    registrations: another practice's locum with the same AGB code is no match."""
+    public = client.get("/fhir/Practitioner/huisarts-de-vries").json()
+    public_agb = next(i["value"] for i in public["identifier"] if i["system"] == AGB)
+    agb = f"01{uuid.uuid4().int % 10**6:06d}"
+
+    def create(identifier: str) -> Any:
+        headers = {**FHIR_JSON, "if-none-exist": f"identifier={AGB}|{identifier}"}
+        return client.post("/fhir/Practitioner", json=locum(identifier), headers=headers)
+
+    first = create(agb)
+    assert first.status_code == 201
+    again = create(agb)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    matched = create(public_agb)
+    assert matched.status_code == 200 and matched.json()["id"] == "huisarts-de-vries"
+    authorize(client, GP_B)
+    theirs = create(agb)
+    assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
+    assert create(agb).json()["id"] == theirs.json()["id"]
+    assert create(public_agb).json()["id"] == "huisarts-de-vries"
