@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from fhir_gateway import gc_pauses
 from fhir_gateway.app import create_app
 from fhir_gateway.loading import load_files
 from fhir_gateway.security.clients import get_client, load_client_registrations, save_client
@@ -89,6 +90,7 @@ def main() -> None:
         save_client(app.state.ctx.database, replace(batau, mllp_addresses=("127.0.0.1/32",)))
         warmup = GOOD.replace("BATAU-000123", "WARMUP").replace("REF-2026-0001", "WARMUP")
         service.handle(warmup, registered_sender(batau, "warm-up"))
+        gc_pauses.freeze_startup_heap()  # as `fhir-gateway mllp` does before it serves
         thread = ServerThread(MLLPServer(host="127.0.0.1", port=0, for_peer=service.for_peer)).start()
         messages = [
             GOOD.replace("BATAU-000123", f"B{i}").replace("REF-2026-0001", f"R{i}")
