@@ -91,7 +91,10 @@ def main() -> None:
         warmup = GOOD.replace("BATAU-000123", "WARMUP").replace("REF-2026-0001", "WARMUP")
         service.handle(warmup, registered_sender(batau, "warm-up"))
         gc_pauses.freeze_startup_heap()  # as `fhir-gateway mllp` does before it serves
-        thread = ServerThread(MLLPServer(host="127.0.0.1", port=0, for_peer=service.for_peer)).start()
+        server = MLLPServer(
+            host="127.0.0.1", port=0, for_peer=service.for_peer, max_concurrent=service.concurrency
+        )  # as `fhir-gateway mllp` serves
+        thread = ServerThread(server).start()
         messages = [
             GOOD.replace("BATAU-000123", f"B{i}").replace("REF-2026-0001", f"R{i}")
             for i in range(args.messages)

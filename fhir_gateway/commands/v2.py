@@ -177,6 +177,7 @@ def mllp(
             ssl_context=tls,
             max_message_bytes=max_bytes or settings.max_v2_message_bytes,
             idle_timeout=idle_timeout,
+            max_concurrent=service.concurrency,
         )
         started = time.monotonic()
         gc_pauses.freeze_startup_heap()
