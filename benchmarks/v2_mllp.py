@@ -52,6 +52,18 @@ def micro(n: int = 500) -> dict[str, float]:
     }
 
 
+def bsns(count: int) -> list[str]:
+    """`count` 9-digit numbers from 700000000 on that pass the BSN 11-test."""
+    found: list[str] = []
+    candidate = 700_000_000
+    while len(found) < count:
+        digits = str(candidate)
+        if sum(int(d) * w for d, w in zip(digits, (9, 8, 7, 6, 5, 4, 3, 2, -1), strict=True)) % 11 == 0:
+            found.append(digits)
+        candidate += 1
+    return found
+
+
 async def drive(port: int, messages: list[str], connections: int) -> list[float]:
     queue: asyncio.Queue[str] = asyncio.Queue()
     for m in messages:
@@ -76,6 +88,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--distinct-patients",
+        action="store_true",
+        help="a patient (BSN) of its own per message; default: one patient, like the HTTP benchmark",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/bench.db"
@@ -99,6 +116,9 @@ def main() -> None:
             GOOD.replace("BATAU-000123", f"B{i}").replace("REF-2026-0001", f"R{i}")
             for i in range(args.messages)
         ]
+        if args.distinct_patients:
+            numbers = bsns(len(messages))
+            messages = [m.replace("PID|1||999911120", f"PID|1||{n}") for m, n in zip(messages, numbers, strict=True)]
         start = time.perf_counter()
         latencies = asyncio.run(drive(thread.port, messages, args.connections))
         elapsed = time.perf_counter() - start
@@ -107,6 +127,7 @@ def main() -> None:
     latencies.sort()
     result = {
         "database": "sqlite" if url.startswith("sqlite") else "postgresql",
+        "patients": "distinct" if args.distinct_patients else "one",
         "messages": len(latencies),
         "connections": args.connections,
         "messages_per_s": round(len(latencies) / elapsed, 1),

@@ -237,7 +237,10 @@ class BundleProcessor:
                 rtype = parts[0]
                 existing = None
                 if request.get("ifNoneExist"):
-                    existing = svc.conditional_match(rtype, request["ifNoneExist"])
+                    # a referral's matched Patient may be refreshed (written): locked on a match too
+                    existing = svc.conditional_match(
+                        rtype, request["ifNoneExist"], for_update=rtype == "Patient"
+                    )
                 if existing is not None:  # the caller's own record: a match grants nothing
                     mapping.ids[full_url] = existing.reference
                     mapping.existing.add(i)

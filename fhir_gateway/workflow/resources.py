@@ -234,7 +234,7 @@ class ResourceService:
         prepared = self._prepared(resource)
         digest = prepared[1] if prepared is not None else None
         if if_none_exist:
-            existing = self.conditional_match(data["resourceType"], if_none_exist)
+            existing = self.conditional_match(data["resourceType"], if_none_exist, for_update=False)
             if existing is not None and referrals.shares_identifier(existing, data):
                 # matched by its identifier: a resend, or a reused identifier with other content
                 digest = digest or referrals.posted_digest(data)
@@ -273,18 +273,32 @@ class ResourceService:
         return referrals.find_resend(self.repo, service_request, compartment)
 
     def conditional_match(
-        self, resource_type: str, criteria: str, where: str = "If-None-Exist"
+        self, resource_type: str, criteria: str, where: str = "If-None-Exist", *, for_update: bool = True
     ) -> Stored | None:
         """The single resource matching `criteria` (a search query string) among those the caller
         may already see, None if none; 412 if several. Another organisation's record is no match:
-        the caller makes its own, and learns nothing of the other. Holds a lock on the criteria
-        (per organisation) until commit, so two racing conditional creates cannot both miss."""
+        the caller makes its own, and learns nothing of the other.
+
+        Holds a lock on the criteria (per organisation) until commit when it finds none, so two
+        racing conditional creates cannot both miss (the second looks again once it has the lock),
+        and on a match too when the caller writes to it (`for_update`: conditional update and
+        delete, a referral's Patient), so those writes take turns. A match that is only read
+        takes no lock: referrals of one practice naming its Organization and GP by ifNoneExist
+        would otherwise run one at a time on PostgreSQL."""
         query = conditional_query(resource_type, criteria, self.ctx.settings, where)
         self._check_searchable(query)
         linked_search.resolve(query, self._linked_search)
         confine(query, self.principal)
-        self.repo.lock(f"{query.compartment or '*'} {resource_type}?{criteria}")
         query.count = 2
+        key = f"{query.compartment or '*'} {resource_type}?{criteria}"
+        if not for_update:
+            found = self._single_match(query, criteria, where)
+            if found is not None:
+                return found
+        self.repo.lock(key)
+        return self._single_match(query, criteria, where)
+
+    def _single_match(self, query: SearchQuery, criteria: str, where: str) -> Stored | None:
         page = self.repo.search(query)
         if len(page.matches) > 1:
             raise FhirError(
@@ -292,7 +306,7 @@ class ResourceService:
                 [
                     error(
                         "multiple-matches",
-                        f"Criteria '{criteria}' match more than one {resource_type}",
+                        f"Criteria '{criteria}' match more than one {query.resource_type}",
                         where,
                     )
                 ],

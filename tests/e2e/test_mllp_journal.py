@@ -1,7 +1,8 @@
 """The v2 journal over real MLLP sockets, on SQLite and PostgreSQL: the journal row is written in
 the referral's own transaction, so two copies at once, a failure before the commit, resends of
 AE outcomes and claims left by an older gateway version must all still give one referral and one
-answer per message (v2/journal.py)."""
+answer per message (v2/journal.py). And messages processed at once still register a new locum
+only once (ifNoneExist locks only on a miss)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from fhir_gateway.v2.inbound import parse
 from fhir_gateway.v2.mllp import MLLPClient, MLLPServer, ServerThread, frame
 from fhir_gateway.v2.service import V2Service
 from tests.e2e.test_mllp import EXAMPLES, ROOT, Gateway, ack_code, raw_exchange, register_mllp, variant
+from tests.wor import fresh_bsn
 
 pytestmark = pytest.mark.e2e
 
@@ -63,20 +65,27 @@ def send_together(port: int, messages: list[str]) -> list[bytes]:
     return asyncio.run(run())
 
 
+def _all_looked_up(monkeypatch: pytest.MonkeyPatch, parties: int) -> None:
+    """Hold every message after its journal lookup until all of them got there, so their
+    referral transactions start together."""
+    barrier = threading.Barrier(parties, timeout=30)
+    lookup = journal.Journal.lookup
+
+    def lookup_then_wait(self: journal.Journal, connection: Any, message: Any) -> Any:
+        found = lookup(self, connection, message)
+        barrier.wait()
+        return found
+
+    monkeypatch.setattr(journal.Journal, "lookup", lookup_then_wait)
+
+
 def test_two_copies_at_once_store_one_referral_and_get_the_same_ack(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both copies pass the journal lookup before either claims (a barrier holds them there),
     so both run the referral transaction: the second claim fails on the unique key, rolls the
     second referral back and answers with the first copy's stored ACK."""
-    both_looked = threading.Barrier(2, timeout=30)
-    lookup = journal.Journal.lookup
-
-    def lookup_then_wait(self: journal.Journal, connection: Any, message: Any) -> Any:
-        found = lookup(self, connection, message)
-        both_looked.wait()
-        return found
-
+    _all_looked_up(monkeypatch, 2)
     winner = journal.Journal.winner
     lost: list[str] = []
 
@@ -84,7 +93,6 @@ def test_two_copies_at_once_store_one_referral_and_get_the_same_ack(
         lost.append(message.control_id)
         return winner(self, message)
 
-    monkeypatch.setattr(journal.Journal, "lookup", lookup_then_wait)
     monkeypatch.setattr(journal.Journal, "winner", lost_to_the_winner)
     message = variant("DUP1")
     first, second = send_together(gateway.port, [message, message])
@@ -95,6 +103,26 @@ def test_two_copies_at_once_store_one_referral_and_get_the_same_ack(
     row = journal_row(gateway, message)
     assert row.ack.encode() == first and row.ack_code == "AA"
     assert row.focus and row.focus.startswith("ServiceRequest/")
+
+
+def test_referrals_at_once_naming_a_new_locum_register_the_locum_once(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four patients referred at once by a locum the directory does not know (PRD AGB 01999999):
+    each referral's Practitioner ifNoneExist misses at first; only one may create the locum, the
+    others must find it once they hold the criteria's lock."""
+    _all_looked_up(monkeypatch, 4)
+    text = (EXAMPLES / "ref-i12-new-locum.hl7").read_text().replace("\n", "\r")
+    messages = [
+        text.replace("BATAU-000129", f"LOCUM{i}")
+        .replace("REF-2026-0009", f"REF-LOCUM{i}")
+        .replace("999911120", fresh_bsn())
+        for i in range(4)
+    ]
+    acks = send_together(gateway.port, messages)
+    assert [ack_code(a) for a in acks] == ["AA"] * 4, acks
+    assert gateway.count("Practitioner", identifier="http://fhir.nl/fhir/NamingSystem/agb-z|01999999") == 1
+    assert gateway.count("ServiceRequest") == 4
 
 
 def test_many_copies_at_once_give_one_referral_each(gateway: Gateway) -> None:
