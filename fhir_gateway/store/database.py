@@ -14,7 +14,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlmodel import Session
 
 from fhir_gateway.store.checkpoint import AUTOCHECKPOINT_PAGES, WalCheckpointer
 
@@ -206,14 +205,6 @@ class Database:
         if not self.is_sqlite:
             return None
         return int(connection.connection.dbapi_connection.total_changes)  # type: ignore[union-attr]
-
-    @contextmanager
-    def session(self, *, write: bool) -> Iterator[Session]:
-        """An ORM session in one transaction (for the low-volume tables: clients, v2 journal)."""
-        with self.connection(write=write) as connection, Session(bind=connection) as session:
-            yield session
-            if write:
-                session.flush()
 
     def _start_checkpointer(self) -> WalCheckpointer | None:
         path = sa.engine.make_url(self.url).database

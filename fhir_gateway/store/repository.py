@@ -1,6 +1,6 @@
 """Versioned FHIR resource storage: create, read, vread, update, delete, history, search.
 
-A `Repository` works inside one database transaction (see `Database.session`); the caller
+A `Repository` works inside one database transaction (see `Database.connection`); the caller
 commits. Every write keeps the current row, a history row and the search index in step.
 """
 

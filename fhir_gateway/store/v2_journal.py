@@ -2,7 +2,7 @@
 
 Inbound rows are keyed by (sender, MSH-10): a duplicate gets the original ACK. The claim
 protocol (who may take over a stale claim, which transaction writes the row) is
-`v2/journal.py`'s; these functions only read and write rows, as Core statements on the
+`v2/journal.py`'s; these functions only read and write rows, as prepared statements on the
 caller's connection, so the journal row can share the referral's transaction.
 """
 

@@ -533,8 +533,8 @@ def test_expired_jtis_are_purged_and_dev_clients_refusable(database: Any) -> Non
     assert remember_jti(database, "c1", "old", past)
     assert remember_jti(database, "c1", "new", past + timedelta(hours=1))
     assert not remember_jti(database, "c1", "new", past + timedelta(hours=1))
-    with database.session(write=False) as session:
-        left = set(session.execute(sa.select(UsedJtiRow.__table__.c.jti)).scalars())
+    with database.connection(write=False) as connection:
+        left = set(connection.execute(sa.select(UsedJtiRow.__table__.c.jti)).scalars())
     assert left == {"new"}
     with pytest.raises(RegistrationError, match="dev-only"):
         load_client_registrations(database, EXAMPLES, allow_dev_only=False)
