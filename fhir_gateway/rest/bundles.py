@@ -237,9 +237,10 @@ class BundleProcessor:
                 rtype = parts[0]
                 existing = None
                 if request.get("ifNoneExist"):
-                    # a referral's matched Patient may be refreshed (written): locked on a match too
+                    # locked on a match too: a referral's Patient may be refreshed (written), and
+                    # a referral's resend check takes the same lock anyway (a second search saved)
                     existing = svc.conditional_match(
-                        rtype, request["ifNoneExist"], for_update=rtype == "Patient"
+                        rtype, request["ifNoneExist"], for_update=rtype in ("Patient", "ServiceRequest")
                     )
                 if existing is not None:  # the caller's own record: a match grants nothing
                     mapping.ids[full_url] = existing.reference
