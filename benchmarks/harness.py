@@ -170,10 +170,14 @@ def token(env: dict[str, str], client_id: str) -> str:
     return cli(env, "token", client_id, capture=True)
 
 
-def referral_body(i: int, tag: str = "BENCH") -> bytes:
-    from tests.wor import referral_bundle
+def referral_body(i: int, tag: str = "BENCH", *, own_patient: bool = False) -> bytes:
+    """A referral Bundle with a distinct referral id; all for one patient (the default, as every
+    run since 2026-12-01) or each for a patient of its own (`own_patient`): one patient makes
+    every PostgreSQL transaction wait for the Patient's ifNoneExist lock of the one before."""
+    from tests.wor import fresh_bsn, referral_bundle
 
-    return orjson.dumps(referral_bundle(f"{tag}-{i}-{time.time_ns()}"))
+    extra = {"bsn": fresh_bsn()} if own_patient else {}
+    return orjson.dumps(referral_bundle(f"{tag}-{i}-{time.time_ns()}", **extra))
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:

@@ -118,10 +118,11 @@ def backend(
                 "/fhir",
                 requests[c],
                 c,
-                lambda i, c=c: referral_body(i, f"B{c}"),
+                lambda i, c=c: referral_body(i, f"B{c}", own_patient=args.distinct_patients),
                 fhir_headers(tok),
             )
             log(f"{name} ingest c={c}: {r['rps']} req/s p99 {r['p99_ms']} ms statuses {r['statuses']}")
+            r["patients"] = "a patient per referral" if args.distinct_patients else "one patient"
             result["ingest"].append(r)
         done = 0
         for size in sizes:
@@ -169,7 +170,7 @@ def markdown(res: dict[str, Any]) -> str:
     for b in res["backends"]:
         for r in b["ingest"]:
             lines.append(
-                f"| gateway {b['backend']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['rps']} | "
+                f"| gateway {b['backend']} ({r.get('patients', 'one patient')}) | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['rps']} | "
                 f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r.get('ratio_to_echo_ceiling', '')} | "
                 f"{r.get('ratio_to_validate_ceiling', '')} | {r.get('ratio_to_peer', '')} |"
             )
@@ -237,6 +238,11 @@ def main() -> None:
     )
     p.add_argument("--sizes", default=None, help="worklist task counts, e.g. 10000,100000")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument(
+        "--distinct-patients",
+        action="store_true",
+        help="ingest: each referral for a patient of its own (default: all for one patient)",
+    )
     p.add_argument(
         "--concurrency", default=None, help="client counts for ingest, e.g. 1,16 (default 1,10,50)"
     )
