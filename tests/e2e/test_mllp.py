@@ -10,8 +10,10 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,23 +74,29 @@ def register_mllp(app: object, client_id: str, **fields: list[str]) -> None:
     save_client(database, validate_registration({**registration.to_json(), **fields}))
 
 
-@pytest.fixture
-def gateway(sqlite_url: str) -> Iterator[Gateway]:
-    app = create_app(Settings(database_url=sqlite_url))
+@contextmanager
+def running_gateway(url: str, **server_options: Any) -> Iterator[Gateway]:
+    """The example directory and clients, praktijk-batau-his registered for loopback, and a real
+    MLLP listener on a free port."""
+    app = create_app(Settings(database_url=url))
     router = app.state.router
     assert all(r.ok for r in load_files(router, [ROOT / "examples" / "directory"]))
     load_client_registrations(app.state.ctx.database, ROOT / "examples" / "clients")
     register_mllp(app, "praktijk-batau-his", mllp_addresses=["127.0.0.0/8"])
     service = V2Service(router, "http://gateway.test/fhir")  # validation/routing: the create path's own
-    server = MLLPServer(
-        host="127.0.0.1", port=0, for_peer=service.for_peer, max_message_bytes=64 * 1024, idle_timeout=5
-    )
+    server = MLLPServer(host="127.0.0.1", port=0, for_peer=service.for_peer, **server_options)
     thread = ServerThread(server).start()
     try:
         yield Gateway(router, service, server, thread.port, app)
     finally:
         thread.stop()
         app.state.ctx.close()
+
+
+@pytest.fixture
+def gateway(sqlite_url: str) -> Iterator[Gateway]:
+    with running_gateway(sqlite_url, max_message_bytes=64 * 1024, idle_timeout=5) as gw:
+        yield gw
 
 
 def raw_exchange(

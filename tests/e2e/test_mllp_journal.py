@@ -14,16 +14,11 @@ from typing import Any
 
 import pytest
 
-from fhir_gateway.app import create_app
-from fhir_gateway.loading import load_files
-from fhir_gateway.security.clients import load_client_registrations
-from fhir_gateway.settings import Settings
 from fhir_gateway.store import v2_journal
 from fhir_gateway.v2 import journal
 from fhir_gateway.v2.inbound import parse
-from fhir_gateway.v2.mllp import MLLPClient, MLLPServer, ServerThread, frame
-from fhir_gateway.v2.service import V2Service
-from tests.e2e.test_mllp import EXAMPLES, ROOT, Gateway, ack_code, raw_exchange, register_mllp, variant
+from fhir_gateway.v2.mllp import MLLPClient, frame
+from tests.e2e.test_mllp import EXAMPLES, Gateway, ack_code, raw_exchange, running_gateway, variant
 from tests.wor import fresh_bsn
 
 pytestmark = pytest.mark.e2e
@@ -31,19 +26,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def gateway(database_url: str) -> Iterator[Gateway]:
-    app = create_app(Settings(database_url=database_url))
-    router = app.state.router
-    assert all(r.ok for r in load_files(router, [ROOT / "examples" / "directory"]))
-    load_client_registrations(app.state.ctx.database, ROOT / "examples" / "clients")
-    register_mllp(app, "praktijk-batau-his", mllp_addresses=["127.0.0.0/8"])
-    service = V2Service(router, "http://gateway.test/fhir")
-    server = MLLPServer(host="127.0.0.1", port=0, for_peer=service.for_peer, idle_timeout=30)
-    thread = ServerThread(server).start()
-    try:
-        yield Gateway(router, service, server, thread.port, app)
-    finally:
-        thread.stop()
-        app.state.ctx.close()
+    with running_gateway(database_url, idle_timeout=30) as gw:
+        yield gw
 
 
 def journal_row(gateway: Gateway, message: str) -> Any:
