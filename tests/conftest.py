@@ -23,6 +23,7 @@ from fhir_gateway.security.clients import get_client, load_client_registrations
 from fhir_gateway.security.tokens import generate_gateway_key
 from fhir_gateway.settings import Settings
 from fhir_gateway.store.database import Database
+from tests.delivery.receivers import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_PG_URL = os.environ.get(
@@ -171,3 +172,11 @@ def any_client(database_url: str) -> Iterator[TestClient]:
     """A gateway on each backend in turn (SQLite, PostgreSQL)."""
     with make_client(database_url) as c:
         yield c
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP endpoint on a free port that records what is pushed to it."""
+    r = Receiver().start()
+    yield r
+    r.stop()

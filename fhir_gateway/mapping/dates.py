@@ -7,8 +7,10 @@ are computed here and handed to the mappings as inputs (`%intakeDeadline`, `%pla
 from __future__ import annotations
 
 import calendar
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+
+from fhir_gateway.vocabulary import AMSTERDAM
 
 
 def easter_sunday(year: int) -> date:
@@ -85,3 +87,11 @@ def parse_datetime(value: str | datetime) -> datetime:
 
 def fhir_datetime(moment: datetime) -> str:
     return parse_datetime(moment).isoformat(timespec="seconds")
+
+
+def dutch_naive_utc(moment: datetime) -> datetime:
+    """A moment as the naive UTC the store keeps; one without a zone is Dutch local time (how GP
+    systems write authoredOn, and how a plain date is read)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=AMSTERDAM)
+    return moment.astimezone(UTC).replace(tzinfo=None)

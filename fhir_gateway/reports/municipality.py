@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from fhir_gateway import __version__
 from fhir_gateway.fhir.outcome import FhirError, error
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference
+from fhir_gateway.mapping.dates import dutch_naive_utc
 from fhir_gateway.reports import data
 from fhir_gateway.reports.data import Referral
 from fhir_gateway.reports.measure import Cell, concept, count, group, rate, stratifier
@@ -71,8 +72,7 @@ class Period:
 
     def bounds(self) -> tuple[datetime, datetime]:
         def utc(d: date) -> datetime:
-            local = datetime(d.year, d.month, d.day, tzinfo=AMSTERDAM)
-            return local.astimezone(UTC).replace(tzinfo=None)
+            return dutch_naive_utc(datetime(d.year, d.month, d.day))
 
         return utc(self.start), utc(self.end + timedelta(days=1))
 

@@ -25,19 +25,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from fhir_gateway.fhir.searchparams import normalise_reference
+from fhir_gateway.mapping.dates import dutch_naive_utc
 from fhir_gateway.store import report_rows
 from fhir_gateway.store.database import before_commit, scratch
 from fhir_gateway.store.index import param_entries
 from fhir_gateway.store.repository import Repository, Stored
 from fhir_gateway.vocabulary import (
     ACTIVITY_CATEGORIES,
-    AMSTERDAM,
     FEEDBACK_KINDS,
     ICPC,
     MILESTONES,
@@ -192,9 +192,7 @@ def _aware(text: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=AMSTERDAM)
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    return dutch_naive_utc(moment)
 
 
 def request_row(pk: int, sr: dict[str, Any], base_url: str = "") -> dict[str, Any]:

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from fhir_gateway.fhir.searchparams import format_instant, normalise_reference
 from fhir_gateway.mapping import feedback_for
+from fhir_gateway.mapping.dates import dutch_naive_utc
 from fhir_gateway.store import timers as timer_rows
 from fhir_gateway.store.repository import Repository, Stored
 from fhir_gateway.vocabulary import (
@@ -64,9 +65,7 @@ def end_of(value: str | None) -> datetime | None:
             local = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if local.tzinfo is None:
-        local = local.replace(tzinfo=AMSTERDAM)
-    return local.astimezone(UTC).replace(tzinfo=None)
+    return dutch_naive_utc(local)
 
 
 # -- scheduling (write listener, inside the writer's transaction) -------------------------------

@@ -103,13 +103,6 @@ def _complete_with_scores(client: TestClient, task: dict[str, Any], rng: random.
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
 def gw(database_url: str, receiver: Receiver) -> Iterator[TestClient]:
     """A gateway whose feedback to the referring practice is pushed to `receiver`."""
     with gateway(database_url) as client:

@@ -13,7 +13,6 @@ from fhir_gateway.delivery import events
 from fhir_gateway.delivery.worker import RetryPolicy, Worker
 from fhir_gateway.rest.operations import register_operations
 from tests.conftest import make_client
-from tests.delivery.receivers import Receiver
 from tests.wor import FHIR_JSON, load_directory
 
 
@@ -93,13 +92,6 @@ def subscribe(
     resp = client.post("/fhir/Subscription", json=body, headers=FHIR_JSON)
     assert resp.status_code == 201, resp.text
     return resp.json()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture
