@@ -18,6 +18,7 @@ import io
 import pstats
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.harness import ROOT
@@ -118,7 +119,10 @@ def _table_counts(engine: Any) -> dict[str, int]:
         return {t: int(c.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in tables}
 
 
-def profile(referrals: int = 100, postgres_url: str | None = None) -> dict[str, Any]:
+def referral_runner(postgres_url: str | None = None) -> tuple[Any, Callable[[int], None]]:
+    """A gateway app on SQLite (a temporary file) or `postgres_url`, migrated, the example
+    directory loaded, and `one(i)`: one referral transaction Bundle through `router.handle` as
+    the practice's HIS (no HTTP), failing on anything but 200."""
     import orjson
 
     from fhir_gateway.app import create_app
@@ -157,6 +161,11 @@ def profile(referrals: int = 100, postgres_url: str | None = None) -> dict[str, 
         if resp.status != 200:
             raise RuntimeError(resp.body)
 
+    return app, one
+
+
+def profile(referrals: int = 100, postgres_url: str | None = None) -> dict[str, Any]:
+    app, one = referral_runner(postgres_url)
     for i in range(10):
         one(i)
     engine = app.state.ctx.database.engine
