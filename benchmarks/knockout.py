@@ -54,7 +54,7 @@ def _index() -> None:
     the next referral's ifNoneExist needs. Compartment grants stay."""
     from fhir_gateway.store import index, repository
 
-    def patient_only(resource_type: str, *args: object, **kwargs: object) -> list[dict[str, object]]:
+    def patient_only(resource_type: str, *args: object, **kwargs: object) -> list[index.IndexRow]:
         return index.index_rows(resource_type, *args, **kwargs) if resource_type == "Patient" else []  # type: ignore[arg-type]
 
     repository.index_rows = patient_only  # type: ignore[assignment]

@@ -74,7 +74,7 @@ class Statements:
         self.stmts = {
             "resource": r._INSERT_RESOURCE.stmt,
             "history": r._INSERT_HISTORY.stmt,
-            "index": r._INSERT_INDEX.stmt,
+            "index": sa.insert(r.IX),
             "probe": r._SELECT_BY_TOKEN.stmt,
         }
         if prepared is not None:

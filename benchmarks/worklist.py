@@ -164,11 +164,7 @@ def _index_tuples(kind: str, content: dict[str, Any], orgs: tuple[str, str]) -> 
     from fhir_gateway.store.index import index_rows
     from fhir_gateway.store.search_sql import COMPARTMENT
 
-    rows = [
-        (r["param"], r.get("system"), r.get("value"), r.get("text"), r.get("low"), r.get("high"))
-        for r in index_rows(kind, content, 0)
-    ]
-    return rows + [(COMPARTMENT, None, org, None, None, None) for org in orgs]
+    return [*index_rows(kind, content), *((COMPARTMENT, None, org, None, None, None) for org in orgs)]
 
 
 class _Prototypes:

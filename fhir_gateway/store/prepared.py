@@ -148,6 +148,22 @@ class Prepared:
         except connection.dialect.loaded_dbapi.Error as exc:
             _as_sqlalchemy_error(connection, compiled.sql, bound, exc)
 
+    def many_positional(self, connection: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """executemany of rows by position, already as the driver takes them: for SQL written
+        with the driver's own positional markers (`?` on SQLite), where binding a dict per row
+        cost more than writing the row. No type processing: the caller formats its values."""
+        if not rows:
+            return
+        sql = self._compiled(connection).sql
+        try:
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.executemany(sql, rows)
+            finally:
+                cursor.close()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            _as_sqlalchemy_error(connection, sql, rows, exc)
+
 
 # -- driver errors ----------------------------------------------------------------------------
 _REPLAY = "fhir_gateway_prepared_error"  # execution option: the driver error to raise again

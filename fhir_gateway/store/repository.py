@@ -33,8 +33,9 @@ OUT = OutboxRow.__table__
 # The hot statements, compiled once per dialect and run on the driver (see `prepared`).
 _INSERT_RESOURCE = Prepared(sa.insert(R).returning(R.c.pk))
 _INSERT_HISTORY = Prepared(sa.insert(H))
-_INSERT_INDEX = Prepared(sa.insert(IX))
-_INSERT_INDEX_PG = Prepared(  # rows as one JSON array of arrays in `_INDEX_COLUMNS` order
+# Index rows as `FullIndexRow` tuples, never a dict per row. PostgreSQL: ONE JSON parameter, an
+# array of arrays, dumped by orjson (psycopg runs an executemany as one statement per row).
+_INSERT_INDEX_PG = Prepared(
     sa.text(
         """
         INSERT INTO search_index (resource_pk, resource_type, param, system, value, text, low, high)
@@ -42,6 +43,12 @@ _INSERT_INDEX_PG = Prepared(  # rows as one JSON array of arrays in `_INDEX_COLU
         FROM jsonb_array_elements(:rows) AS x
         """
     ).bindparams(sa.bindparam("rows", type_=R.c.content.type))
+)
+_INSERT_INDEX_SQLITE = Prepared(  # `Prepared.many_positional`: rows as tuples, dates as text
+    sa.text(
+        "INSERT INTO search_index (resource_pk, resource_type, param, system, value, text, low, high) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
 )
 _ADVISORY_LOCK_PG = Prepared(sa.text("SELECT pg_advisory_xact_lock(:k)"))
 _INSERT_OUTBOX = Prepared(sa.insert(OUT))
@@ -95,8 +102,6 @@ _CREATE_PG = Prepared(
     )
     .columns(pk=R.c.pk.type, resource_type=R.c.resource_type.type, id=R.c.id.type)
 )
-_INDEX_FIELDS = ("param", "system", "value", "text", "low", "high")  # the order `_CREATE_PG` reads
-_INDEX_COLUMNS = ("resource_pk", "resource_type", *_INDEX_FIELDS)  # the order `_INSERT_INDEX_PG` reads
 _by_token = sa.select(R).where(
     R.c.pk.in_(
         sa.select(IX.c.resource_pk).where(
@@ -170,6 +175,8 @@ def require_version(current: Stored, if_match: int | None) -> None:
 
 
 WriteListener = Callable[["Repository", "Stored"], None]
+# resource_pk, resource_type and an `IndexRow`: the columns in the order the inserts read them
+FullIndexRow = tuple[int, str, str, str | None, str | None, str | None, datetime | None, datetime | None]
 
 
 class Repository:
@@ -224,7 +231,9 @@ class Repository:
         now = utc_now()
         docs = [(r["resourceType"], rid or new_id(), r) for r, rid in resources]
         contents = [_with_meta(r, rid, 1, now) for _t, rid, r in docs]
-        pks = self._create_pg([(t, rid, c, "POST") for (t, rid, _r), c in zip(docs, contents, strict=True)], now)
+        pks = self._create_pg(
+            [(t, rid, c, "POST") for (t, rid, _r), c in zip(docs, contents, strict=True)], now
+        )
         stored = []
         for (resource_type, rid, _r), content in zip(docs, contents, strict=True):
             pk = pks[(resource_type, rid)]
@@ -245,10 +254,7 @@ class Repository:
                 "i": rid,
                 "m": method,
                 "c": content,
-                "x": [
-                    [row[f] for f in _INDEX_FIELDS]
-                    for row in index_rows(resource_type, content, 0, self.base_url)
-                ],
+                "x": index_rows(resource_type, content, self.base_url),  # `IndexRow`s: _CREATE_PG's order
             }
             for resource_type, rid, content, method in documents
         ]
@@ -326,19 +332,12 @@ class Repository:
     def grant_all(self, grants: Iterable[tuple[Stored, Iterable[str]]]) -> None:
         """Several grants in one statement: a new Task opens its referral, patient and consent to
         the same organisations (one round trip instead of four on PostgreSQL)."""
-        rows: list[dict[str, Any]] = []
+        rows: list[FullIndexRow] = []
         for stored, organizations in grants:
             known = self._compartments(stored.pk)
             missing = set(organizations) - known - {""}
             rows.extend(
-                _full_index_row(
-                    {
-                        "resource_pk": stored.pk,
-                        "resource_type": stored.resource_type,
-                        "param": COMPARTMENT,
-                        "value": org,
-                    }
-                )
+                (stored.pk, stored.resource_type, COMPARTMENT, None, org, None, None, None)
                 for org in sorted(missing)
             )
             known.update(missing)
@@ -436,17 +435,19 @@ class Repository:
     def _reindex(self, resource_type: str, content: dict[str, Any], pk: int, replace: bool = False) -> None:
         if replace:
             _DELETE_INDEX.rows(self.session, {"b_pk": pk})
-        self._insert_index(index_rows(resource_type, content, pk, self.base_url))
+        self._insert_index(
+            [(pk, resource_type, *row) for row in index_rows(resource_type, content, self.base_url)]
+        )
 
-    def _insert_index(self, rows: list[dict[str, Any]]) -> None:
-        """On PostgreSQL one statement with one JSON parameter: psycopg runs an executemany as
-        a pipeline of one statement per row, which costs the gateway more CPU than the rows."""
+    def _insert_index(self, rows: list[FullIndexRow]) -> None:
+        """One driver call, whatever the number of rows."""
         if not rows:
             return
         if self._is_pg:
-            _INSERT_INDEX_PG.rows(self.session, {"rows": [[r[c] for c in _INDEX_COLUMNS] for r in rows]})
+            _INSERT_INDEX_PG.rows(self.session, {"rows": rows})
         else:
-            _INSERT_INDEX.many(self.session, rows)
+            rows = [(*row[:6], _sqlite_instant(row[6]), _sqlite_instant(row[7])) for row in rows]
+            _INSERT_INDEX_SQLITE.many_positional(self.session, rows)
 
     # -- reads -----------------------------------------------------------------------------------
     def _current_row(self, resource_type: str, rid: str, lock: bool = False) -> Stored | None:
@@ -608,7 +609,9 @@ class Repository:
         statement = _SELECT_BY_TOKEN
         if query.compartment is not None:
             params["b_compartment"] = query.compartment
-            statement = _SELECT_BY_TOKEN_OWN_OR_PUBLIC if query.with_public else _SELECT_BY_TOKEN_IN_COMPARTMENT
+            statement = (
+                _SELECT_BY_TOKEN_OWN_OR_PUBLIC if query.with_public else _SELECT_BY_TOKEN_IN_COMPARTMENT
+            )
         found = [_stored_from(row) for row in statement.rows(self.session, params)]
         for stored in found:
             self._remember(stored, False)
@@ -635,8 +638,10 @@ class Repository:
         return found
 
 
-def _full_index_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {"system": None, "value": None, "text": None, "low": None, "high": None, **row}
+def _sqlite_instant(moment: datetime | None) -> str | None:
+    """A naive UTC datetime as SQLAlchemy's SQLite DateTime stores it (microseconds always), so
+    the index rows written by position compare with the ones it binds."""
+    return None if moment is None else moment.isoformat(" ", "microseconds")
 
 
 def _with_meta(resource: dict[str, Any], rid: str, version: int, now: datetime) -> dict[str, Any]:

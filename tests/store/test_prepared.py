@@ -99,10 +99,19 @@ def test_driver_error_is_sqlalchemys_exception_and_runs_handle_error(database: D
         assert not raised.value.connection_invalidated
 
         with pytest.raises(sa.exc.IntegrityError), database.connection(write=True) as c:
-            rows = [{"resource_pk": 987654321, "resource_type": "Basic", "param": "p"}] * 2
-            repository._INSERT_INDEX.many(c, [repository._full_index_row(r) for r in rows])
+            row = {"resource_pk": 987654321, "resource_type": "Basic", "param": "p", "system": None}
+            row |= {"value": None, "text": None, "low": None, "high": None}
+            Prepared(sa.insert(repository.IX)).many(c, [row, row])
     finally:
         sa.event.remove(database.engine, "handle_error", listener)
+
+
+def test_index_rows_of_a_missing_resource_are_refused(database: Database) -> None:
+    """The index insert (by position on SQLite, one JSON parameter on PostgreSQL) leaves a driver
+    error as SQLAlchemy's IntegrityError, so callers answer it as before."""
+    with pytest.raises(sa.exc.IntegrityError), database.connection(write=True) as c:
+        row = (987654321, "Basic", "p", None, "v", None, datetime(2026, 1, 1), None)
+        repository.Repository(c)._insert_index([row])
 
 
 def test_disconnect_invalidates_the_connection(database: Database) -> None:

@@ -9,7 +9,7 @@ from alembic import command
 
 from fhir_gateway.fhir.search import parse_search
 from fhir_gateway.store.database import Database
-from fhir_gateway.store.index import index_rows
+from fhir_gateway.store.index import IndexRow, index_rows
 from fhir_gateway.store.repository import Repository
 from fhir_gateway.store.tables import SearchIndexRow
 
@@ -32,12 +32,12 @@ def _provenance() -> dict[str, object]:
     }
 
 
-def _values(rows: list[dict[str, object]], param: str) -> list[object]:
-    return sorted(str(r["value"]) for r in rows if r["param"] == param)
+def _values(rows: list[IndexRow], param: str) -> list[object]:
+    return sorted(str(value) for name, _system, value, *_ in rows if name == param)
 
 
 def test_patient_rows_hold_only_patient_references() -> None:
-    rows = index_rows("Provenance", _provenance(), 1)
+    rows = index_rows("Provenance", _provenance())
     assert _values(rows, "patient") == [
         "Patient/p-1",
         "Patient/p-2",

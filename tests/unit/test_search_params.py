@@ -61,15 +61,15 @@ def test_index_rows_cover_each_parameter_type() -> None:
         "authoredOn": "2026-01-05",
         "businessStatus": {"coding": [{"system": "urn:m", "code": "received"}]},
     }
-    rows = {(r["param"], r.get("system"), r.get("value")) for r in index_rows("Task", task, 1)}
+    rows = {(param, system, value) for param, system, value, *_ in index_rows("Task", task)}
     assert ("status", None, "requested") in rows
     assert ("identifier", "urn:s", "7") in rows
     assert ("owner", None, "Organization/w") in rows
     assert ("business-status", "urn:m", "received") in rows
-    dates = [r for r in index_rows("Task", task, 1) if r["param"] == "authored-on"]
-    assert dates[0]["low"] == datetime(2026, 1, 5)
-    names = index_rows("Patient", {"resourceType": "Patient", "name": [{"family": "Ölçer"}]}, 1)
-    assert {r["value"] for r in names if r["param"] == "family"} == {"olcer"}
+    dates = [low for param, _s, _v, _t, low, _h in index_rows("Task", task) if param == "authored-on"]
+    assert dates[0] == datetime(2026, 1, 5)
+    names = index_rows("Patient", {"resourceType": "Patient", "name": [{"family": "Ölçer"}]})
+    assert {value for param, _s, value, *_ in names if param == "family"} == {"olcer"}
 
 
 def test_search_parsing() -> None:
@@ -122,7 +122,9 @@ def _corpus() -> list[dict]:
 
     root = Path(__file__).resolve().parents[2]
     resources = [e["resource"] for e in referral_bundle("WALK-1")["entry"]]
-    resources += [e["resource"] for e in json.loads((root / "examples/directory/directory.json").read_text())["entry"]]
+    resources += [
+        e["resource"] for e in json.loads((root / "examples/directory/directory.json").read_text())["entry"]
+    ]
     resources += [json.loads(p.read_text()) for p in sorted((root / "tests/data/r4").glob("*.json"))]
     return resources
 
