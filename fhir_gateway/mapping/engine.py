@@ -93,7 +93,7 @@ _TERM = re.compile(
     r"(\.first\(\)|\.exists\(\)|\.join\('([^'\\]*)'\))?$"
 )
 _CONCAT = re.compile(r"^'([^'\\]*)'\s*\+\s*(.+)$")
-_UNION_FIRST = re.compile(r"^\((.+)\)\.first\(\)$")
+_UNION = re.compile(r"^\((.+)\)\.(first|exists)\(\)$")
 
 
 def _fast_form(text: str) -> _FastFn | None:
@@ -111,22 +111,23 @@ def _fast_form(text: str) -> _FastFn | None:
             return [prefix + found[0]] if found else []
 
         return concat
-    m = _UNION_FIRST.match(text)
+    m = _UNION.match(text)
     if m:
         terms = [_fast_term(t.strip()) for t in m.group(1).split("|")]
         if any(t is None for t in terms):
             return None
+        exists = m.group(2) == "exists"
 
-        def union_first(ctx: Any, env: dict[str, Any]) -> list[Any] | None:
+        def union(ctx: Any, env: dict[str, Any]) -> list[Any] | None:
             for term in terms:
                 found = term(ctx, env)  # type: ignore[misc]
                 if found is None:
                     return None
                 if found:
-                    return found[:1]
-            return []
+                    return [True] if exists else found[:1]
+            return [False] if exists else []
 
-        return union_first
+        return union
     return _fast_term(text)
 
 
