@@ -135,34 +135,27 @@ class Prepared:
 
     def many(self, connection: sa.Connection, params: Sequence[dict[str, Any]]) -> None:
         """executemany: one driver call for all rows (no rows returned)."""
-        if not params:
-            return
-        compiled = self._compiled(connection)
-        bound = [compiled.bind(p) for p in params]
-        try:
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.executemany(compiled.sql, bound)
-            finally:
-                cursor.close()
-        except connection.dialect.loaded_dbapi.Error as exc:
-            _as_sqlalchemy_error(connection, compiled.sql, bound, exc)
+        if params:
+            compiled = self._compiled(connection)
+            _executemany(connection, compiled.sql, [compiled.bind(p) for p in params])
 
     def many_positional(self, connection: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
         """executemany of rows by position, already as the driver takes them: for SQL written
         with the driver's own positional markers (`?` on SQLite), where binding a dict per row
         cost more than writing the row. No type processing: the caller formats its values."""
-        if not rows:
-            return
-        sql = self._compiled(connection).sql
+        if rows:
+            _executemany(connection, self._compiled(connection).sql, rows)
+
+
+def _executemany(connection: sa.Connection, sql: str, rows: Sequence[Any]) -> None:
+    try:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.executemany(sql, rows)
-            finally:
-                cursor.close()
-        except connection.dialect.loaded_dbapi.Error as exc:
-            _as_sqlalchemy_error(connection, sql, rows, exc)
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
+    except connection.dialect.loaded_dbapi.Error as exc:
+        _as_sqlalchemy_error(connection, sql, rows, exc)
 
 
 # -- driver errors ----------------------------------------------------------------------------
