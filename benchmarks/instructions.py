@@ -31,13 +31,10 @@ from benchmarks.harness import ROOT
 
 OUT = ROOT / "benchmarks" / "results" / "instructions.md"
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
-_WARM_UP = 20
 
 
 def child(referrals: int, postgres: bool) -> None:
     """Start the gateway of whatever `fhir_gateway` is on sys.path, warm up, run `referrals`."""
-    import gc
-
     import fhir_gateway
 
     if not Path(fhir_gateway.__file__).resolve().is_relative_to(Path.cwd().resolve()):
@@ -46,16 +43,7 @@ def child(referrals: int, postgres: bool) -> None:
     spec = importlib.util.spec_from_file_location("_runner", Path(__file__).with_name("profile_referral.py"))
     runner = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(runner)  # type: ignore[union-attr]
-    from benchmarks.harness import postgres_database
-
-    with postgres_database("bench_instructions") if postgres else contextlib.nullcontext() as url:
-        app, one = runner.referral_runner(url)
-        for i in range(_WARM_UP):
-            one(i)
-        gc.freeze()  # as the app's lifespan does after start-up
-        for i in range(referrals):
-            one(_WARM_UP + i)
-        app.state.ctx.close()
+    runner.timed_referrals(referrals, postgres, "bench_instructions")
 
 
 def _callgrind(root: Path, referrals: int, postgres: bool) -> int:
@@ -114,7 +102,7 @@ def main() -> None:
     backend = "PostgreSQL" if args.postgres else "SQLite"
     here = _measure(ROOT, args.referrals, args.postgres)
     lines = [
-        f"# Instructions per referral ({backend}, callgrind, {args.referrals} referrals after {_WARM_UP})",
+        f"# Instructions per referral ({backend}, callgrind, {args.referrals} referrals after 20)",
         "",
         "| code | instructions / referral | ratio |",
         "|---|---|---|",

@@ -22,7 +22,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 from benchmarks.harness import ROOT
@@ -103,26 +102,12 @@ VARIANTS: dict[str, Callable[[], None] | None] = {
 
 def child(variant: str, referrals: int, postgres: bool) -> float:
     """CPU ms per referral of `referrals` referrals with `variant` knocked out."""
-    import contextlib
-    import gc
-
-    from benchmarks.harness import postgres_database
-    from benchmarks.profile_referral import referral_runner
+    from benchmarks.profile_referral import timed_referrals
 
     knock = VARIANTS[variant]
     if knock is not None:
         knock()
-    with postgres_database("bench_knockout") if postgres else contextlib.nullcontext() as url:
-        app, one = referral_runner(url)
-        for i in range(20):  # warm caches, compiled statements, the directory
-            one(i)
-        gc.freeze()  # as the app's lifespan does after start-up
-        start = time.process_time()
-        for i in range(referrals):
-            one(i)
-        cpu_ms = (time.process_time() - start) / referrals * 1000
-        app.state.ctx.close()
-    return cpu_ms
+    return timed_referrals(referrals, postgres, "bench_knockout")
 
 
 def run(referrals: int, rounds: int, postgres: bool) -> dict[str, list[float]]:
