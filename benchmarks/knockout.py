@@ -7,7 +7,9 @@ Python calls, so its shares mislead. Here each part is replaced by a no-op (a *k
 process of its own, and the CPU time per referral (`process_time`, in-process through
 `router.handle` as `profile_referral` runs it) is compared with the full referral. Variants and
 the baseline alternate round by round, and each reports the median of its rounds: on a shared
-box the speed drifts by tens of percent from minute to minute.
+box the speed drifts by tens of percent from minute to minute. With `--postgres` the
+PostgreSQL server's CPU per referral (all its processes, from /proc) is reported beside the
+gateway's: the server runs on the same cores, so what a part costs there counts as much.
 
 A knock-out is a measurement, not a supported configuration: without its index rows a Task can
 not be searched, without the audit a read is not logged. Each variant keeps the referral
@@ -100,8 +102,9 @@ VARIANTS: dict[str, Callable[[], None] | None] = {
 }
 
 
-def child(variant: str, referrals: int, postgres: bool) -> float:
-    """CPU ms per referral of `referrals` referrals with `variant` knocked out."""
+def child(variant: str, referrals: int, postgres: bool) -> tuple[float, float | None]:
+    """CPU ms per referral of `referrals` referrals with `variant` knocked out: the gateway's,
+    and the PostgreSQL server's (None on SQLite)."""
     from benchmarks.profile_referral import timed_referrals
 
     knock = VARIANTS[variant]
@@ -110,8 +113,13 @@ def child(variant: str, referrals: int, postgres: bool) -> float:
     return timed_referrals(referrals, postgres, "bench_knockout")
 
 
-def run(referrals: int, rounds: int, postgres: bool) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+Rounds = dict[str, list[float]]
+
+
+def run(referrals: int, rounds: int, postgres: bool) -> tuple[Rounds, Rounds]:
+    """Gateway and PostgreSQL server CPU ms per referral, per variant, round by round."""
+    results: Rounds = {name: [] for name in VARIANTS}
+    server: Rounds = {name: [] for name in VARIANTS}
     for r in range(rounds):
         for name in VARIANTS:
             cmd = [
@@ -130,26 +138,35 @@ def run(referrals: int, rounds: int, postgres: bool) -> dict[str, list[float]]:
                 capture_output=True,
                 text=True,
             ).stdout
-            results[name].append(json.loads(out.strip().splitlines()[-1])["cpu_ms"])
-            print(f"round {r + 1}: {name:14} {results[name][-1]:.2f} ms", flush=True)
-    return results
+            measured = json.loads(out.strip().splitlines()[-1])
+            results[name].append(measured["cpu_ms"])
+            if measured["server_ms"] is not None:
+                server[name].append(measured["server_ms"])
+            print(f"round {r + 1}: {name:14} {results[name][-1]:.2f} ms {measured['server_ms']}", flush=True)
+    return results, server
 
 
-def report(results: dict[str, list[float]], referrals: int, postgres: bool) -> str:
+def report(results: Rounds, server: Rounds, referrals: int, postgres: bool) -> str:
     base = statistics.median(results["full referral"])
+    server_base = statistics.median(server["full referral"]) if postgres else 0.0
     lines = [
         f"# Knock-outs ({'PostgreSQL' if postgres else 'SQLite'}, {referrals} referrals per process, "
         f"{len(results['full referral'])} alternated rounds, median)",
         "",
-        "| switched off | what it is | CPU ms / referral | saved ms | saved % | rounds (ms) |",
-        "|---|---|---|---|---|---|",
+        "| switched off | what it is | CPU ms / referral | saved ms | saved % | rounds (ms) |"
+        + (" PostgreSQL server CPU ms | server saved ms |" if postgres else ""),
+        "|---|---|---|---|---|---|" + ("---|---|" if postgres else ""),
     ]
     for name, knock in VARIANTS.items():
         med = statistics.median(results[name])
         what = " ".join((knock.__doc__ or "").split()) if knock else "nothing: the whole referral"
         saved = base - med
         rounds = " / ".join(f"{v:.2f}" for v in results[name])
-        lines.append(f"| {name} | {what} | {med:.2f} | {saved:+.2f} | {saved / base * 100:+.0f} | {rounds} |")
+        line = f"| {name} | {what} | {med:.2f} | {saved:+.2f} | {saved / base * 100:+.0f} | {rounds} |"
+        if postgres:
+            on_server = statistics.median(server[name])
+            line += f" {on_server:.2f} | {server_base - on_server:+.2f} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -161,9 +178,10 @@ def main() -> None:
     p.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps({"cpu_ms": child(args.child, args.referrals, args.postgres)}))
+        cpu_ms, server_ms = child(args.child, args.referrals, args.postgres)
+        print(json.dumps({"cpu_ms": cpu_ms, "server_ms": server_ms}))
         return
-    text = report(run(args.referrals, args.rounds, args.postgres), args.referrals, args.postgres)
+    text = report(*run(args.referrals, args.rounds, args.postgres), args.referrals, args.postgres)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(text)
     print(text)
