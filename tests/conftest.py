@@ -42,6 +42,7 @@ TABLES = (
     "subscription_events",
     "subscription_state",
     "login_failures",
+    "cache_generations",
 )
 
 

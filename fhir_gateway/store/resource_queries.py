@@ -8,38 +8,16 @@ changes, so the key query is prepared (compiled once per dialect and type list).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 
-from fhir_gateway.store.prepared import Prepared
 from fhir_gateway.store.tables import ResourceRow, SearchIndexRow
 
 
 def is_empty(connection: sa.Connection) -> bool:
     """No resource stored at all (not even a deleted one)."""
     return connection.execute(sa.select(ResourceRow.pk).limit(1)).first() is None
-
-
-@cache
-def _fingerprint(types: tuple[str, ...]) -> Prepared:
-    return Prepared(
-        sa.select(
-            ResourceRow.resource_type,
-            sa.func.count().label("n"),  # `Prepared` keys rows by column name: unnamed ones collide
-            sa.func.max(ResourceRow.last_updated).label("newest"),
-        )
-        .where(sa.or_(*(ResourceRow.resource_type == t for t in types)))
-        .group_by(ResourceRow.resource_type)
-    )
-
-
-def fingerprint(connection: sa.Connection, types: Sequence[str]) -> tuple[object, ...]:
-    """(type, count, newest change) per type, sorted: changes whenever a resource of one of
-    `types` is created, updated or deleted. One cheap indexed query."""
-    rows = _fingerprint(tuple(types)).rows(connection, {})
-    return tuple(sorted(tuple(row.values()) for row in rows))
 
 
 def current_contents(connection: sa.Connection, types: Sequence[str]) -> Iterable[dict[str, Any]]:
@@ -55,7 +33,7 @@ def registered_refs(connection: sa.Connection, types: Sequence[str]) -> frozense
     """`Type/id` of the resources of `types` that lie in some organisation's compartment: the
     Practitioner(Role) records a practice registered for itself, beside the public directory.
     Read with the directory: a record is registered in the transaction that creates it and never
-    becomes public, so the directory's fingerprint (count, newest change) also keys this set."""
+    becomes public, so the directory's generation (`cache_generations`) also keys this set."""
     R, IX = ResourceRow.__table__, SearchIndexRow.__table__
     in_compartment = (
         sa.select(IX.c.resource_pk).where(IX.c.resource_pk == R.c.pk, IX.c.param == "_compartment").exists()

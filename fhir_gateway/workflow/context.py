@@ -20,7 +20,7 @@ from fhir_gateway.routing import Directory
 from fhir_gateway.security.compartments import CompartmentKeeper
 from fhir_gateway.security.minimise import MinimisationRules, load_rules
 from fhir_gateway.settings import Settings
-from fhir_gateway.store import resource_queries
+from fhir_gateway.store import cache_generations, resource_queries
 from fhir_gateway.store.database import Database
 from fhir_gateway.store.repository import Repository, Stored, WriteListener
 from fhir_gateway.validation import ProfileSet, Validator
@@ -45,8 +45,10 @@ CACHED_TYPES = (*DIRECTORY_TYPES, "Subscription")
 
 
 def _forget_cached(repo: Repository, stored: Stored) -> None:
-    """A transaction that changes a cached type must not keep using its earlier snapshot."""
+    """A transaction that changes a cached type must not keep using its earlier snapshot, and
+    raises the type's generation when it commits (every process rebuilds then)."""
     if stored.resource_type in CACHED_TYPES:
+        cache_generations.raise_on_commit(repo.session, stored.resource_type)
         repo.memo.pop("fingerprint", None)
         repo.memo.pop("cached", None)
 
@@ -100,11 +102,15 @@ class GatewayContext:
 
     def cached(self, repo: Repository, name: str, types: tuple[str, ...], load: Callable[[], T]) -> T:
         """What `load` builds from the stored resources of `types` (a part of `CACHED_TYPES`),
-        rebuilt only when one of them changed: the key (count and newest change per type) is
-        one cheap indexed query per transaction, read from the database so every replica sees
-        another replica's changes."""
+        rebuilt only when one of them changed: the key (their generations) is one primary-key
+        lookup per transaction, read from the database so every replica sees another replica's
+        changes. A transaction that wrote one of `types` builds its own, unshared: its
+        generations rise only when it commits."""
         memo = repo.memo.setdefault("cached", {})
         if name in memo:  # one check per transaction is enough
+            return memo[name]
+        if cache_generations.pending(repo.session).intersection(types):
+            memo[name] = load()
             return memo[name]
         key = self.fingerprint(repo, types)
         cached = self._cached.get(name)
@@ -117,10 +123,10 @@ class GatewayContext:
 
     @staticmethod
     def fingerprint(repo: Repository, types: tuple[str, ...]) -> tuple[object, ...]:
-        """Count and newest change per type of `types`. One query per transaction serves every
-        cache alike, asked again only after the transaction wrote one of `CACHED_TYPES`."""
+        """The generation of each type of `types`. One query per transaction serves every cache
+        alike, asked again only after the transaction wrote one of `CACHED_TYPES`."""
         if "fingerprint" not in repo.memo:
-            repo.memo["fingerprint"] = resource_queries.fingerprint(repo.session, CACHED_TYPES)
+            repo.memo["fingerprint"] = cache_generations.generations(repo.session, CACHED_TYPES)
         return tuple(entry for entry in repo.memo["fingerprint"] if entry[0] in types)
 
     def close(self) -> None:

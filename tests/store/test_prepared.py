@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from fhir_gateway.store import repository, resource_queries, subscriptions, timers
+from fhir_gateway.store import cache_generations, repository, subscriptions, timers
 from fhir_gateway.store.database import Database
 from fhir_gateway.store.prepared import Prepared, sql_dialect
 from fhir_gateway.vocabulary import DIRECTORY_TYPES
@@ -21,7 +21,7 @@ R = repository.R
 HOT = {
     **{name: p for name, p in vars(repository).items() if isinstance(p, Prepared)},
     "subscriptions": subscriptions._SUBSCRIPTIONS,
-    "directory_key": resource_queries._fingerprint(tuple(DIRECTORY_TYPES)),
+    "directory_key": cache_generations._generations(tuple(DIRECTORY_TYPES)),
     **{f"add_timer_{d}": p for d, p in timers._ADD_TIMER.items()},
 }
 
