@@ -1,8 +1,6 @@
 """Whole-type reads of current resources that the repository's FHIR search does not serve:
-is the store empty, the directory's change fingerprint and its contents.
-
-The directory is read on every transaction (its cache key) and rebuilt only when that key
-changes, so the key query is prepared (compiled once per dialect and type list).
+is the store empty, and the directory's contents (read again only when its generation in
+`cache_generations` changed).
 """
 
 from __future__ import annotations
