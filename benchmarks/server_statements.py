@@ -36,9 +36,7 @@ def cpu_by_statement(log_text: str, database: str) -> dict[tuple[str, str], list
             continue
         if found := _KIND.search(entry):
             kind = found.group(1) or found.group(2)
-            if usage := _USAGE.search(entry):
-                cpu = float(usage.group(1)) + float(usage.group(2))
-        elif kind and (usage := _USAGE.search(entry)):
+        if kind and (usage := _USAGE.search(entry)):  # in the same entry or the DETAIL after it
             cpu = float(usage.group(1)) + float(usage.group(2))
         elif kind and "STATEMENT:" in entry:
             statement = " ".join(entry.split("STATEMENT:", 1)[1].split())[:100]

@@ -46,10 +46,10 @@ CACHED_TYPES = (*DIRECTORY_TYPES, "Subscription")
 
 def _forget_cached(repo: Repository, stored: Stored) -> None:
     """A transaction that changes a cached type must not keep using its earlier snapshot, and
-    raises the type's generation when it commits (every process rebuilds then)."""
+    raises the type's generation when it commits (every process rebuilds then). The
+    generations it read stay valid until then: only the snapshots are dropped."""
     if stored.resource_type in CACHED_TYPES:
         cache_generations.raise_on_commit(repo.session, stored.resource_type)
-        repo.memo.pop("fingerprint", None)
         repo.memo.pop("cached", None)
 
 
@@ -124,7 +124,7 @@ class GatewayContext:
     @staticmethod
     def fingerprint(repo: Repository, types: tuple[str, ...]) -> tuple[object, ...]:
         """The generation of each type of `types`. One query per transaction serves every cache
-        alike, asked again only after the transaction wrote one of `CACHED_TYPES`."""
+        alike (its own writes raise them only at its commit)."""
         if "fingerprint" not in repo.memo:
             repo.memo["fingerprint"] = cache_generations.generations(repo.session, CACHED_TYPES)
         return tuple(entry for entry in repo.memo["fingerprint"] if entry[0] in types)
